@@ -1,0 +1,43 @@
+"""Wire and storage contracts: the pydantic models are the single source of truth."""
+
+from contracts.models import (
+    CONTRACT_VERSION,
+    BatchAccepted,
+    BatchSubmission,
+    ErrorBody,
+    ErrorDetail,
+    ErrorResponse,
+    EventEnvelope,
+    EventType,
+    Job,
+    JobAccepted,
+    JobEventPayload,
+    JobPage,
+    JobStatus,
+    JobSubmission,
+    JobTypeInfo,
+    Producer,
+    Stats,
+    TypeStats,
+)
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "BatchAccepted",
+    "BatchSubmission",
+    "ErrorBody",
+    "ErrorDetail",
+    "ErrorResponse",
+    "EventEnvelope",
+    "EventType",
+    "Job",
+    "JobAccepted",
+    "JobEventPayload",
+    "JobPage",
+    "JobStatus",
+    "JobSubmission",
+    "JobTypeInfo",
+    "Producer",
+    "Stats",
+    "TypeStats",
+]

@@ -1,0 +1,182 @@
+"""Pydantic v2 models for every boundary: HTTP bodies, bus messages and stored documents."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CONTRACT_VERSION = "1.0"
+
+IdempotencyKey = str
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+class EventType(StrEnum):
+    JOB_CREATED = "job.created"
+    JOB_STARTED = "job.started"
+    JOB_COMPLETED = "job.completed"
+    JOB_FAILED = "job.failed"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobSubmission(_Strict):
+    """What a client sends to `POST /api/jobs`; the payload is checked against the type's own model."""
+
+    type: str = Field(min_length=1, max_length=64, description="A registered job type, see GET /api/job-types.")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: IdempotencyKey | None = Field(default=None, min_length=1, max_length=200)
+
+
+class BatchSubmission(_Strict):
+    jobs: list[JobSubmission] = Field(min_length=1, max_length=1000)
+
+
+class JobAccepted(_Strict):
+    job_id: UUID
+    event_id: UUID
+    status: JobStatus
+    correlation_id: str
+
+
+class BatchAccepted(_Strict):
+    accepted: list[JobAccepted]
+
+
+class Job(_Strict):
+    id: UUID
+    type: str
+    status: JobStatus
+    payload: dict[str, Any]
+    result: Any | None = None
+    error: str | None = None
+    attempts: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    correlation_id: str
+    idempotency_key: IdempotencyKey | None = None
+    version: int = Field(default=0, description="Bumped on every state change; orders a job's events.")
+
+
+class JobPage(_Strict):
+    items: list[Job]
+    next_cursor: str | None = None
+
+
+class Producer(_Strict):
+    service: str
+    instance_id: str
+    version: str
+
+
+class JobEventPayload(_Strict):
+    job_id: UUID
+    job_type: str
+    status: JobStatus
+    version: int = Field(ge=0)
+    attempt: int = Field(default=0, ge=0)
+    result: Any | None = None
+    error: str | None = None
+
+
+class EventEnvelope(_Strict):
+    """Every message on the bus and every document in the event store."""
+
+    contract_version: Literal["1.0"] = CONTRACT_VERSION
+    event_type: EventType
+    event_id: UUID
+    occurred_at: datetime
+    producer: Producer
+    correlation_id: str
+    idempotency_key: IdempotencyKey | None = None
+    payload: JobEventPayload
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("occurred_at must carry a timezone")
+        return v.astimezone(UTC)
+
+
+class TypeStats(_Strict):
+    total: int = 0
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class Stats(_Strict):
+    total_jobs: int = 0
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    by_type: dict[str, TypeStats] = Field(default_factory=dict)
+    last_event_at: datetime | None = None
+    source: Literal["redis", "postgres"] = "postgres"
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: dict[tuple[str, JobStatus], int],
+        last_event_at: datetime | None,
+        source: Literal["redis", "postgres"],
+    ) -> Stats:
+        """Build stats from (type, status) -> count, the shape both the cache and the database give."""
+        by_type: dict[str, TypeStats] = {}
+        totals = dict.fromkeys((s.value.lower() for s in JobStatus), 0)
+        for (job_type, status), n in sorted(counts.items()):
+            if n == 0:
+                continue
+            field = status.value.lower()
+            ts = by_type.setdefault(job_type, TypeStats())
+            setattr(ts, field, getattr(ts, field) + n)
+            ts.total += n
+            totals[field] += n
+        return cls(
+            total_jobs=sum(totals.values()),
+            by_type=by_type,
+            last_event_at=last_event_at,
+            source=source,
+            **totals,
+        )
+
+
+class JobTypeInfo(_Strict):
+    type: str
+    description: str
+    payload_schema: dict[str, Any]
+
+
+class ErrorDetail(_Strict):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorBody(_Strict):
+    code: str
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorResponse(_Strict):
+    error: ErrorBody

@@ -1,0 +1,35 @@
+"""Version registry: every exported contract, its version, and where its JSON Schema lives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from contracts import models
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+FIXTURE_DIR = Path(__file__).parent / "fixtures"
+
+# name -> (model, version). Bump the version on any incompatible change and re-export.
+REGISTRY: dict[str, tuple[type[BaseModel], str]] = {
+    "job_submission": (models.JobSubmission, "1.0"),
+    "batch_submission": (models.BatchSubmission, "1.0"),
+    "job_accepted": (models.JobAccepted, "1.0"),
+    "job": (models.Job, "1.0"),
+    "event_envelope": (models.EventEnvelope, models.CONTRACT_VERSION),
+    "stats": (models.Stats, "1.0"),
+    "error_response": (models.ErrorResponse, "1.0"),
+}
+
+
+def schema_for(name: str) -> dict[str, object]:
+    model, version = REGISTRY[name]
+    schema = model.model_json_schema()
+    schema["$id"] = f"https://observatory.local/schemas/{name}/{version}.json"
+    schema["x-contract-version"] = version
+    return schema
+
+
+def schema_path(name: str) -> Path:
+    return SCHEMA_DIR / f"{name}.json"

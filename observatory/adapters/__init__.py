@@ -1,0 +1,1 @@
+"""Backend adapters: one module per implementation of the interfaces in `observatory.ports`."""

@@ -1,0 +1,156 @@
+"""The message bus on RabbitMQ (pika).
+
+pika is not thread-safe, so every thread that publishes gets its own connection (a thread-local), and a
+consumer owns the connection of the thread that calls `consume`. Handlers may run on other threads:
+their acks are handed back to the consumer thread with `add_callback_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import AMQPError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+from contracts import EventEnvelope
+from observatory.errors import BusUnavailable
+from observatory.ports import Delivery
+
+PUBLISH_ATTEMPTS = 3  # a dropped cached connection is re-opened; past this the broker is really down
+POLL_S = 0.5  # how long a consume loop waits for traffic before it looks at its stop flag
+
+
+# Logical queue name -> the binding key it receives; the exchange is a topic exchange named after the
+# namespace, so `job.created` reaches both the processors and the aggregators.
+QUEUES = {"jobs": "job.created", "events": "job.#"}
+
+
+class _PikaDelivery:
+    def __init__(self, conn: pika.BlockingConnection, ch: BlockingChannel, tag: int, body: bytes,
+                 redelivered: bool) -> None:
+        self.body = body
+        self.redelivered = redelivered
+        self._conn, self._ch, self._tag = conn, ch, tag
+
+    def _settle(self, fn: Callable[[], None]) -> None:
+        try:
+            self._conn.add_callback_threadsafe(fn)
+        except AMQPError:
+            pass  # connection gone: the broker redelivers the unacked message, which is what we want
+
+    def ack(self) -> None:
+        self._settle(functools.partial(self._ch.basic_ack, self._tag))
+
+    def reject(self, requeue: bool) -> None:
+        self._settle(functools.partial(self._ch.basic_reject, self._tag, requeue=requeue))
+
+
+class RabbitBus:
+    def __init__(self, url: str, namespace: str) -> None:
+        self._params = pika.URLParameters(url)
+        self._params.heartbeat = 30
+        self._params.blocked_connection_timeout = 30
+        self._params.socket_timeout = 5
+        self._exchange = namespace
+        self._ns = namespace
+        self._local = threading.local()
+
+    def queue_name(self, queue: str) -> str:
+        return f"{self._ns}.{queue}"
+
+    def _channel(self) -> BlockingChannel:
+        ch: BlockingChannel | None = getattr(self._local, "channel", None)
+        if ch is None or not ch.is_open:
+            self._drop()
+            try:
+                conn = pika.BlockingConnection(self._params)
+            except AMQPError as e:
+                raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
+            ch = conn.channel()
+            ch.confirm_delivery()
+            self._local.conn, self._local.channel = conn, ch
+        return ch
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = self._local.channel = None
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except AMQPError:
+                pass
+
+    def _guard(self, fn: Callable[[BlockingChannel], object]) -> object:
+        @retry(stop=stop_after_attempt(PUBLISH_ATTEMPTS), wait=wait_fixed(0.2),
+               retry=retry_if_exception_type(AMQPError), reraise=True)
+        def attempt() -> object:
+            try:
+                return fn(self._channel())
+            except AMQPError:
+                self._drop()
+                raise
+
+        try:
+            return attempt()
+        except AMQPError as e:
+            raise BusUnavailable(f"RabbitMQ: {e!r}") from e
+
+    def setup(self) -> None:
+        def declare(ch: BlockingChannel) -> None:
+            ch.exchange_declare(self._exchange, exchange_type="topic", durable=True)
+            for queue, key in QUEUES.items():
+                ch.queue_declare(self.queue_name(queue), durable=True)
+                ch.queue_bind(self.queue_name(queue), self._exchange, routing_key=key)
+
+        self._guard(declare)
+
+    def publish(self, event: EventEnvelope) -> None:
+        body = event.model_dump_json().encode()
+        props = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=str(event.event_id),
+            correlation_id=event.correlation_id,
+            type=event.event_type.value,
+        )
+        self._guard(lambda ch: ch.basic_publish(self._exchange, event.event_type.value, body, props, mandatory=True))
+
+    def consume(
+        self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event
+    ) -> None:
+        try:
+            conn = pika.BlockingConnection(self._params)
+        except AMQPError as e:
+            raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
+        try:
+            ch = conn.channel()
+            ch.basic_qos(prefetch_count=prefetch)
+
+            def deliver(ch: BlockingChannel, method: pika.spec.Basic.Deliver, _props: object, body: bytes) -> None:
+                on_message(_PikaDelivery(conn, ch, method.delivery_tag, body, bool(method.redelivered)))
+
+            ch.basic_consume(self.queue_name(queue), deliver)
+            while not stop.is_set():
+                conn.process_data_events(time_limit=POLL_S)
+        except AMQPError as e:
+            raise BusUnavailable(f"RabbitMQ consumer on {queue!r}: {e!r}") from e
+        finally:
+            if conn.is_open:
+                try:
+                    conn.close()
+                except AMQPError:
+                    pass
+
+    def depth(self, queue: str) -> int:
+        result = self._guard(lambda ch: ch.queue_declare(self.queue_name(queue), passive=True))
+        return int(result.method.message_count)  # type: ignore[attr-defined]
+
+    def ping(self) -> None:
+        self._guard(lambda ch: ch.connection.process_data_events(time_limit=0))
+
+    def close(self) -> None:
+        self._drop()

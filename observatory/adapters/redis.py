@@ -1,0 +1,84 @@
+"""Stats counters in Redis. One Lua script de-duplicates and counts an event atomically."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import redis as redis_lib
+
+from contracts import EventEnvelope, JobStatus, Stats
+from observatory.errors import CacheUnavailable
+
+SEP = "\x1f"  # between job type and status in a counter's field name
+
+# KEYS: seen-set, job->"version|type SEP status" hash, counters hash, last-event key
+# ARGV: event_id, job_id, version, status, job_type, occurred_us
+# A job is counted under the status of its highest-version event, so redelivered or late events never
+# double count, and out-of-order delivery still converges on the right numbers.
+_APPLY = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+local ver = tonumber(ARGV[3])
+local new = ARGV[5] .. '\\31' .. ARGV[4]
+local prev = redis.call('HGET', KEYS[2], ARGV[2])
+local newer = true
+if prev then
+  local sep = string.find(prev, '|', 1, true)
+  if ver <= tonumber(string.sub(prev, 1, sep - 1)) then
+    newer = false
+  else
+    redis.call('HINCRBY', KEYS[3], string.sub(prev, sep + 1), -1)
+  end
+end
+if newer then
+  redis.call('HINCRBY', KEYS[3], new, 1)
+  redis.call('HSET', KEYS[2], ARGV[2], ver .. '|' .. new)
+end
+local ts = tonumber(ARGV[6])
+if ts > tonumber(redis.call('GET', KEYS[4]) or '0') then redis.call('SET', KEYS[4], ARGV[6]) end
+return 1
+"""
+
+
+class RedisCounters:
+    def __init__(self, url: str, namespace: str) -> None:
+        self._r = redis_lib.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True)
+        self._keys = [f"{namespace}:{k}" for k in ("seen", "jobs", "counts", "last_event_us")]
+        self._apply = self._r.register_script(_APPLY)
+
+    @contextlib.contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except redis_lib.RedisError as e:
+            raise CacheUnavailable(f"Redis: {e}; check REDIS_URL and that the server is up") from e
+
+    def apply(self, event: EventEnvelope) -> bool:
+        p = event.payload
+        args = [str(event.event_id), str(p.job_id), p.version, p.status.value, p.job_type,
+                int(event.occurred_at.timestamp() * 1_000_000)]
+        with self._translate():
+            return bool(self._apply(keys=self._keys, args=args))
+
+    def stats(self) -> Stats | None:
+        with self._translate():
+            pipe = self._r.pipeline()
+            pipe.hgetall(self._keys[2])
+            pipe.get(self._keys[3])
+            raw, last_us = pipe.execute()
+        if not raw:
+            return None
+        counts: dict[tuple[str, JobStatus], int] = {}
+        for field, n in raw.items():
+            job_type, status = field.split(SEP, 1)
+            counts[(job_type, JobStatus(status))] = int(n)
+        last = datetime.fromtimestamp(int(last_us) / 1_000_000, UTC) if last_us else None
+        return Stats.from_counts(counts, last, "redis")
+
+    def ping(self) -> None:
+        with self._translate():
+            self._r.ping()
+
+    def close(self) -> None:
+        self._r.close()

@@ -1,0 +1,53 @@
+"""One error tree. Driver exceptions are translated into these at the adapter boundary."""
+
+from __future__ import annotations
+
+
+class ObservatoryError(Exception):
+    """Base of every error the observatory raises on purpose."""
+
+
+class ConfigurationError(ObservatoryError):
+    """A setting is missing or wrong; the message says which and what to do."""
+
+
+class BackendUnavailable(ObservatoryError):
+    """A backend (bus, store, cache) cannot be reached right now; retrying later may work."""
+
+    backend = "backend"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{self.backend} unavailable: {message}")
+
+
+class BusUnavailable(BackendUnavailable):
+    backend = "message bus"
+
+
+class StoreUnavailable(BackendUnavailable):
+    backend = "job store"
+
+
+class EventStoreUnavailable(BackendUnavailable):
+    backend = "event store"
+
+
+class CacheUnavailable(BackendUnavailable):
+    backend = "cache"
+
+
+class InvalidSubmission(ObservatoryError):
+    """A submission failed validation; `details` are (loc, msg) pairs relative to the request body."""
+
+    def __init__(self, message: str, details: list[tuple[list[str | int], str]]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class JobNotFound(ObservatoryError):
+    def __init__(self, job_id: object) -> None:
+        super().__init__(f"job {job_id} not found")
+
+
+class JobFailed(ObservatoryError):
+    """Raised by a handler to fail a job with a clean message (no traceback stored)."""

@@ -1,0 +1,109 @@
+"""The job-type registry.
+
+Built-in types live one per module in `observatory.jobs.builtin` and register themselves on import.
+Third-party packages add types through the `observatory.job_types` entry-point group, whose entries
+point at a module (imported for its `@job_type` side effect) or at a `JobType` object.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from observatory.errors import InvalidSubmission
+
+ENTRY_POINT_GROUP = "observatory.job_types"
+
+Handler = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    description: str
+    payload_model: type[BaseModel]
+    handler: Handler
+    default_timeout_s: float = 300.0
+
+    def run(self, payload: dict[str, Any]) -> Any:
+        return self.handler(self.payload_model.model_validate(payload))
+
+
+_DECLARED: dict[str, JobType] = {}
+
+
+def job_type(
+    name: str, payload_model: type[BaseModel], description: str = "", default_timeout_s: float = 300.0
+) -> Callable[[Handler], Handler]:
+    """Decorator: register `handler` as job type `name`, taking a validated `payload_model`."""
+
+    def register(handler: Handler) -> Handler:
+        doc = description or (handler.__doc__ or "").strip().splitlines()[0]
+        _DECLARED[name] = JobType(name, doc, payload_model, handler, default_timeout_s)
+        return handler
+
+    return register
+
+
+class Registry:
+    def __init__(self, types: dict[str, JobType]) -> None:
+        self._types = dict(sorted(types.items()))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._types)
+
+    def get(self, name: str) -> JobType | None:
+        return self._types.get(name)
+
+    def __iter__(self):  # noqa: ANN204 - iterator of JobType
+        return iter(self._types.values())
+
+    def validate(self, name: str, payload: dict[str, Any], loc: list[str | int]) -> dict[str, Any]:
+        """Check a payload at the edge; returns it normalised (defaults filled in)."""
+        jt = self._types.get(name)
+        if jt is None:
+            known = ", ".join(self._types)
+            raise InvalidSubmission(
+                f"unknown job type {name!r}; known types: {known}",
+                [([*loc, "type"], f"unknown job type {name!r}; known types: {known}")],
+            )
+        try:
+            return jt.payload_model.model_validate(payload).model_dump(mode="json")
+        except ValidationError as e:
+            details = [([*loc, "payload", *err["loc"]], err["msg"]) for err in e.errors()]
+            raise InvalidSubmission(f"invalid payload for job type {name!r}", details) from None
+
+    def run(self, name: str, payload: dict[str, Any]) -> Any:
+        jt = self._types.get(name)
+        if jt is None:
+            raise KeyError(name)
+        return jt.run(payload)
+
+
+def _load_builtins() -> None:
+    from observatory.jobs import builtin
+
+    for mod in pkgutil.iter_modules(builtin.__path__):
+        importlib.import_module(f"{builtin.__name__}.{mod.name}")
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        if isinstance(obj, JobType):
+            _DECLARED[obj.name] = obj
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    _load_builtins()
+    _load_entry_points()
+    return Registry(_DECLARED)

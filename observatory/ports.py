@@ -1,0 +1,112 @@
+"""The backend interfaces. Each has a real adapter and an embedded one under `observatory.adapters`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from contracts import EventEnvelope, Job, JobPage, JobStatus, Stats
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: UUID
+    type: str
+    payload: dict[str, Any]
+    correlation_id: str
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Created:
+    """The outcome of a create: the stored job, and False when an idempotency key matched an older job."""
+
+    job: Job
+    created: bool
+
+
+class Delivery(Protocol):
+    """One message handed to a consumer. `ack`/`reject` may be called from any thread, once."""
+
+    body: bytes
+    redelivered: bool
+
+    def ack(self) -> None: ...
+
+    def reject(self, requeue: bool) -> None: ...
+
+
+class Bus(Protocol):
+    def setup(self) -> None:
+        """Declare the exchange and queues (idempotent)."""
+
+    def publish(self, event: EventEnvelope) -> None:
+        """Publish durably; returns only once the broker has confirmed it (raises BusUnavailable)."""
+
+    def consume(
+        self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event
+    ) -> None:
+        """Block in the calling thread, handing messages to `on_message`, until `stop` is set."""
+
+    def depth(self, queue: str) -> int: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JobStore(Protocol):
+    def setup(self) -> None: ...
+
+    def create(self, jobs: Sequence[NewJob]) -> list[Created]:
+        """Insert all jobs atomically as PENDING; an existing idempotency key returns the older job."""
+
+    def mark_published(self, job_ids: Sequence[UUID]) -> None: ...
+
+    def unpublished(self, older_than_s: float, limit: int) -> list[Job]: ...
+
+    def get(self, job_id: UUID) -> Job | None: ...
+
+    def list(self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None) -> JobPage: ...
+
+    def start(self, job_id: UUID, worker: str, rerun: bool) -> Job | None:
+        """PENDING -> RUNNING (or RUNNING -> RUNNING when `rerun`); None when the job may not start."""
+
+    def finish(self, job_id: UUID, status: JobStatus, result: Any, error: str | None) -> Job | None:
+        """RUNNING -> COMPLETED/FAILED; None when the job was not RUNNING."""
+
+    def counts(self) -> tuple[dict[tuple[str, JobStatus], int], datetime | None]: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EventStore(Protocol):
+    def setup(self) -> None: ...
+
+    def append(self, event: EventEnvelope) -> bool:
+        """Store the event once; False when an event with that id is already stored."""
+
+    def for_job(self, job_id: UUID) -> list[EventEnvelope]:
+        """The job's events in the order they happened."""
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Counters(Protocol):
+    def apply(self, event: EventEnvelope) -> bool:
+        """Count the event once (atomically); False when it was counted before."""
+
+    def stats(self) -> Stats | None:
+        """None when nothing is counted yet (an empty cache), so callers fall back to the job store."""
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,43 @@
+"""The one settings object: every environment variable the observatory reads is declared here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    amqp_url: str | None = Field(default=None, validation_alias="AMQP_URL")
+    postgres_dsn: str | None = Field(default=None, validation_alias="POSTGRES_DSN")
+    mongo_url: str | None = Field(default=None, validation_alias="MONGO_URL")
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+
+    namespace: str = Field(
+        default="observatory",
+        pattern=r"^[a-z][a-z0-9_]{0,30}$",
+        validation_alias="OBSERVATORY_NAMESPACE",
+        description="Prefix for the exchange, queues, PostgreSQL schema, Mongo database and Redis keys.",
+    )
+    data_dir: Path = Field(
+        default=Path.home() / ".local" / "share" / "observatory",
+        validation_alias="OBSERVATORY_DATA_DIR",
+    )
+    api_url: str = Field(default="http://127.0.0.1:8000", validation_alias="OBSERVATORY_API_URL")
+    log_level: str = Field(default="WARNING", validation_alias="OBSERVATORY_LOG_LEVEL")
+    instance_id: str = Field(default="", validation_alias="OBSERVATORY_INSTANCE_ID")
+    sweep_after_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="OBSERVATORY_SWEEP_AFTER_S",
+        description="A PENDING job whose publish was never confirmed is re-published after this long.",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

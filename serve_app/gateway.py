@@ -1,0 +1,89 @@
+"""The gateway application (route prefix /api): validates and accepts jobs."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Response
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from contracts import BatchAccepted, BatchSubmission, JobAccepted, JobSubmission, JobTypeInfo
+from observatory import __version__, backends, logs
+from observatory.events import producer
+from observatory.jobs import default_registry
+from observatory.settings import get_settings
+from observatory.submission import SubmissionService
+from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
+
+# Submissions run on a small dedicated pool: it bounds the pika connections (one per thread) and
+# keeps blocking store and broker calls off the event loop.
+SUBMIT_THREADS = 8
+
+api = FastAPI(
+    title="Observatory gateway",
+    version=__version__,
+    description="Submit jobs to the Distributed Task Observatory.",
+    responses=ERROR_RESPONSES,
+)
+install_error_handlers(api)
+
+CorrelationId = Annotated[
+    str | None,
+    Header(alias="X-Correlation-Id", max_length=128, pattern=r"^[\x21-\x7e]+$",
+           description="Tracing id; echoed back, and generated when absent."),
+]
+
+
+@serve.deployment(name="Gateway")
+@serve.ingress(api)
+class Gateway:
+    def __init__(self) -> None:
+        settings = get_settings()
+        logs.configure(settings.log_level)
+        self._backends = backends.build(settings, pool_size=SUBMIT_THREADS + 2)
+        self._backends.setup()
+        self._registry = default_registry()
+        self._service = SubmissionService(
+            self._backends.jobs, self._backends.bus, self._registry, producer("gateway", settings.instance_id)
+        )
+        self._pool = ThreadPoolExecutor(max_workers=SUBMIT_THREADS, thread_name_prefix="submit")
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    @api.post("/jobs", status_code=202, response_model=JobAccepted,
+              responses={200: {"model": JobAccepted, "description": "Repeated idempotency key"}})
+    async def submit(self, submission: JobSubmission, response: Response,
+                     correlation_id: CorrelationId = None) -> JobAccepted:
+        new = self._service.validate([submission], batch=False)
+        [accepted] = await self._call(self._service.submit, new, correlation_id)
+        response.status_code = 202 if accepted.created else 200
+        response.headers["X-Correlation-Id"] = accepted.body.correlation_id
+        return accepted.body
+
+    @api.post("/jobs/batch", status_code=202, response_model=BatchAccepted)
+    async def submit_batch(self, batch: BatchSubmission, response: Response,
+                           correlation_id: CorrelationId = None) -> BatchAccepted:
+        new = self._service.validate(batch.jobs, batch=True)
+        accepted = await self._call(self._service.submit, new, correlation_id)
+        response.headers["X-Correlation-Id"] = accepted[0].body.correlation_id
+        return BatchAccepted(accepted=[a.body for a in accepted])
+
+    @api.get("/job-types", response_model=list[JobTypeInfo])
+    async def job_types(self) -> list[JobTypeInfo]:
+        return [JobTypeInfo(type=t.name, description=t.description, payload_schema=t.payload_model.model_json_schema())
+                for t in self._registry]
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        return await readiness({"bus": self._backends.bus.ping, "jobs": self._backends.jobs.ping})
+
+
+app = Gateway.bind()

@@ -1,0 +1,93 @@
+"""What both HTTP apps share: JSON error bodies for every failure, and readiness checks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from contracts import ErrorBody, ErrorDetail, ErrorResponse
+from observatory.errors import BackendUnavailable, InvalidSubmission, JobNotFound
+
+log = logging.getLogger(__name__)
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in ((400, "Malformed request"), (404, "Not found"), (422, "Invalid input"),
+                       (503, "A backend is unavailable"))
+}
+
+_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
+          413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
+          503: "unavailable"}
+
+
+def error_response(status: int, message: str, details: list[tuple[list[str | int], str]] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(
+        code=_CODES.get(status, "error"),
+        message=message,
+        details=[ErrorDetail(loc=list(loc), msg=msg) for loc, msg in details or []],
+    ))
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def _loc(raw: tuple[Any, ...] | list[Any]) -> list[str | int]:
+    return [p if isinstance(p, int) else str(p) for p in raw]
+
+
+async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    details = [(_loc(e["loc"]), e["msg"]) for e in errors]
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, "request body is not valid JSON", details)
+    return error_response(422, "request validation failed", details)
+
+
+async def _invalid(_: Request, exc: InvalidSubmission) -> JSONResponse:
+    return error_response(422, str(exc), exc.details)
+
+
+async def _not_found(_: Request, exc: JobNotFound) -> JSONResponse:
+    return error_response(404, str(exc), [(["path", "job_id"], str(exc))])
+
+
+async def _unavailable(_: Request, exc: BackendUnavailable) -> JSONResponse:
+    return error_response(503, str(exc), headers={"Retry-After": "5"})
+
+
+async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal error; see the server logs")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(InvalidSubmission, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(JobNotFound, _not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(BackendUnavailable, _unavailable)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def readiness(checks: dict[str, Callable[[], None]]) -> JSONResponse:
+    """200 when every check passes, else 503 naming each failing backend and why."""
+    failed: list[tuple[list[str | int], str]] = []
+    for name, check in checks.items():
+        try:
+            await run_in_threadpool(check)
+        except BackendUnavailable as e:
+            failed.append(([name], str(e)))
+    if failed:
+        return error_response(503, "not ready: " + "; ".join(m for _, m in failed), failed)
+    return JSONResponse({"status": "ready", "checks": dict.fromkeys(checks, "ok")})

@@ -1,0 +1,92 @@
+"""The read-model application (route prefix /read): jobs, events and stats."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import FastAPI, Path, Query
+from fastapi.responses import JSONResponse
+from ray import serve
+from starlette.concurrency import run_in_threadpool
+
+from contracts import EventEnvelope, Job, JobPage, JobStatus, Stats
+from observatory import __version__, backends, logs
+from observatory.errors import CacheUnavailable, JobNotFound
+from observatory.settings import get_settings
+from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
+
+RECENT = 20
+
+api = FastAPI(
+    title="Observatory read model",
+    version=__version__,
+    description="Read jobs, their events and aggregate stats.",
+    responses=ERROR_RESPONSES,
+)
+install_error_handlers(api)
+
+JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
+
+
+@serve.deployment(name="ReadModel")
+@serve.ingress(api)
+class ReadModel:
+    def __init__(self) -> None:
+        settings = get_settings()
+        logs.configure(settings.log_level)
+        self._b = backends.build(settings)
+        self._b.setup()
+
+    def _stats(self) -> Stats:
+        try:
+            cached = self._b.counters.stats()
+        except CacheUnavailable:
+            cached = None
+        if cached is not None:
+            return cached
+        counts, last = self._b.jobs.counts()
+        return Stats.from_counts(counts, last, "postgres")
+
+    @api.get("/stats", response_model=Stats)
+    async def stats(self) -> Stats:
+        return await run_in_threadpool(self._stats)
+
+    @api.get("/jobs", response_model=JobPage)
+    async def jobs(
+        self,
+        status: JobStatus | None = None,
+        type: Annotated[str | None, Query(max_length=64)] = None,  # noqa: A002 - the API's name
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> JobPage:
+        return await run_in_threadpool(self._b.jobs.list, status, type, limit, cursor)
+
+    @api.get("/jobs/recent", response_model=JobPage)
+    async def recent(self) -> JobPage:
+        return await run_in_threadpool(self._b.jobs.list, None, None, RECENT, None)
+
+    @api.get("/jobs/{job_id}", response_model=Job)
+    async def job(self, job_id: JobId) -> Job:
+        job = await run_in_threadpool(self._b.jobs.get, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    @api.get("/jobs/{job_id}/events", response_model=list[EventEnvelope])
+    async def events(self, job_id: JobId) -> list[EventEnvelope]:
+        if await run_in_threadpool(self._b.jobs.get, job_id) is None:
+            raise JobNotFound(job_id)
+        return await run_in_threadpool(self._b.events.for_job, job_id)
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        # Redis is not required: stats fall back to PostgreSQL when it is down.
+        return await readiness({"jobs": self._b.jobs.ping, "events": self._b.events.ping})
+
+
+app = ReadModel.bind()

@@ -1,0 +1,91 @@
+"""The workers application: a Serve deployment that owns the processor and aggregator actors.
+
+It has no HTTP route. Its supervisor thread re-creates dead actors and publishes jobs whose
+`job.created` was never confirmed (the sweeper), so the whole system is one Serve config.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+
+from actors.aggregator import AggregatorActor
+from actors.processor import ProcessorActor
+from actors.supervisor import ActorSpec, Supervisor
+from observatory import backends, logs
+from observatory.errors import BackendUnavailable
+from observatory.events import producer
+from observatory.settings import get_settings
+from observatory.submission import sweep
+
+log = logging.getLogger(__name__)
+
+ACTOR_NAMESPACE = "observatory"
+
+
+class WorkersArgs(BaseModel):
+    """The `args` of the workers application in serve_app/config.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+    processors: int = Field(default=2, ge=1, le=256)
+    aggregators: int = Field(default=1, ge=1, le=64)
+    prefetch: int = Field(default=4, ge=1, le=256, description="Jobs in flight per processor.")
+    event_prefetch: int = Field(default=64, ge=1, le=1000)
+    check_interval_s: float = Field(default=2.0, gt=0, le=60)
+
+
+def _specs(args: WorkersArgs) -> list[ActorSpec]:
+    def make(cls: Any, name: str, prefetch: int) -> ActorSpec:
+        return ActorSpec(name, lambda: cls.options(name=name, namespace=ACTOR_NAMESPACE).remote(name, prefetch))
+
+    return [make(ProcessorActor, f"processor-{i}", args.prefetch) for i in range(args.processors)] + [
+        make(AggregatorActor, f"aggregator-{i}", args.event_prefetch) for i in range(args.aggregators)
+    ]
+
+
+@serve.deployment(name="Workers", num_replicas=1)
+class Workers:
+    def __init__(self, args: WorkersArgs) -> None:
+        settings = get_settings()
+        logs.configure(settings.log_level)
+        self._settings = settings
+        self._args = args
+        self._backends = backends.build(settings, pool_size=2)
+        self._backends.setup()
+        self._source = producer("sweeper", settings.instance_id)
+        self._supervisor = Supervisor(_specs(args))
+        self._state: dict[str, dict[str, Any]] = self._supervisor.reconcile()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._args.check_interval_s):
+            try:
+                self._state = self._supervisor.reconcile()
+                sweep(self._backends.jobs, self._backends.bus, self._source, self._settings.sweep_after_s)
+            except BackendUnavailable as e:
+                log.warning("supervisor pass skipped: %s", e)
+            except Exception:
+                log.exception("supervisor pass failed")
+
+    def status(self) -> dict[str, Any]:
+        return {"actors": list(self._state.values())}
+
+    def check_health(self) -> None:
+        if not self._thread.is_alive():
+            raise RuntimeError("supervisor thread stopped")
+
+    def __del__(self) -> None:
+        self._stop.set()
+        self._supervisor.stop()
+
+
+def build(args: dict[str, Any]) -> Application:
+    """App builder named by the config's import_path; `args` come from the config."""
+    return Workers.bind(WorkersArgs.model_validate(args))
