@@ -1,6 +1,6 @@
 """The gateway application (route prefix /api): validates and accepts jobs."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI must see real types on the Serve ingress methods.
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor

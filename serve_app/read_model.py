@@ -1,6 +1,6 @@
 """The read-model application (route prefix /read): jobs, events and stats."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI must see real types on the Serve ingress methods.
 
 from typing import Annotated
 from uuid import UUID
