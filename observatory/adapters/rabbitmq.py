@@ -133,9 +133,11 @@ class RabbitBus:
             def deliver(ch: BlockingChannel, method: pika.spec.Basic.Deliver, _props: object, body: bytes) -> None:
                 on_message(_PikaDelivery(conn, ch, method.delivery_tag, body, bool(method.redelivered)))
 
-            ch.basic_consume(self.queue_name(queue), deliver)
+            tag = ch.basic_consume(self.queue_name(queue), deliver)
             while not stop.is_set():
                 conn.process_data_events(time_limit=POLL_S)
+            ch.basic_cancel(tag)
+            conn.process_data_events(time_limit=0)  # send acks queued by handler threads before closing
         except AMQPError as e:
             raise BusUnavailable(f"RabbitMQ consumer on {queue!r}: {e!r}") from e
         finally:

@@ -1,0 +1,54 @@
+"""Event store conformance: every implementation of `EventStore` must pass these."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contracts import EventEnvelope, EventType, JobEventPayload, JobStatus
+from observatory.events import event_id, producer
+from observatory.ports import EventStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+STEPS = [(EventType.JOB_CREATED, JobStatus.PENDING), (EventType.JOB_STARTED, JobStatus.RUNNING),
+         (EventType.JOB_COMPLETED, JobStatus.COMPLETED)]
+
+
+@pytest.fixture(params=["mongo"])
+def events(request, real) -> EventStore:
+    return {"mongo": real.events}[request.param]
+
+
+def lifecycle(job_id: uuid.UUID, job_type: str = "hash") -> list[EventEnvelope]:
+    return [
+        EventEnvelope(
+            event_type=et, event_id=event_id(job_id, et, v), occurred_at=T0 + timedelta(microseconds=v),
+            producer=producer("test"), correlation_id="c",
+            payload=JobEventPayload(job_id=job_id, job_type=job_type, status=st, version=v),
+        )
+        for v, (et, st) in enumerate(STEPS)
+    ]
+
+
+def test_events_come_back_in_order_whatever_the_arrival_order(events):
+    job_id = uuid.uuid4()
+    created, started, completed = lifecycle(job_id)
+    for e in (completed, created, started):
+        assert events.append(e)
+
+    assert [e.event_type for e in events.for_job(job_id)] == [et for et, _ in STEPS]
+
+
+def test_same_event_is_stored_once(events):
+    job_id = uuid.uuid4()
+    created = lifecycle(job_id)[0]
+
+    assert events.append(created) is True
+    assert events.append(created) is False
+    assert events.for_job(job_id) == [created]
+
+
+def test_unknown_job_has_no_events(events):
+    assert events.for_job(uuid.uuid4()) == []

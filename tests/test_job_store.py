@@ -1,0 +1,118 @@
+"""Job store conformance: every implementation of `JobStore` must pass these."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from contracts import JobStatus
+from observatory.errors import InvalidSubmission
+from observatory.ports import JobStore, NewJob
+
+
+@pytest.fixture(params=["postgres"])
+def store(request, real) -> JobStore:
+    return {"postgres": real.jobs}[request.param]
+
+
+def new(job_type: str = "hash", key: str | None = None) -> NewJob:
+    return NewJob(uuid.uuid4(), job_type, {"data": "x"}, "corr-1", key)
+
+
+def test_created_job_is_pending_and_readable(store):
+    [c] = store.create([new()])
+
+    got = store.get(c.job.id)
+
+    assert c.created and got is not None
+    assert (got.status, got.version, got.attempts, got.correlation_id) == (JobStatus.PENDING, 0, 0, "corr-1")
+
+
+def test_repeated_idempotency_key_returns_the_first_job(store):
+    key = f"k-{uuid.uuid4()}"
+    [first] = store.create([new(key=key)])
+
+    [second] = store.create([new(key=key)])
+
+    assert not second.created
+    assert second.job.id == first.job.id
+
+
+def test_start_then_finish_moves_through_the_lifecycle(store):
+    [c] = store.create([new()])
+
+    running = store.start(c.job.id, "w1", rerun=False)
+    done = store.finish(c.job.id, JobStatus.COMPLETED, {"ok": 1}, None)
+
+    assert running is not None and running.status is JobStatus.RUNNING and running.attempts == 1
+    assert done is not None and done.status is JobStatus.COMPLETED and done.result == {"ok": 1}
+    assert done.version == 2 and done.finished_at >= done.started_at >= done.created_at
+
+
+def test_running_job_starts_again_only_on_rerun(store):
+    [c] = store.create([new()])
+    store.start(c.job.id, "w1", rerun=False)
+
+    assert store.start(c.job.id, "w2", rerun=False) is None
+    again = store.start(c.job.id, "w2", rerun=True)
+    assert again is not None and again.attempts == 2
+
+
+def test_final_job_never_goes_back_to_running(store):
+    [c] = store.create([new()])
+    store.start(c.job.id, "w1", rerun=False)
+    store.finish(c.job.id, JobStatus.FAILED, None, "boom")
+
+    assert store.start(c.job.id, "w1", rerun=True) is None
+    assert store.finish(c.job.id, JobStatus.COMPLETED, 1, None) is None
+    assert store.get(c.job.id).status is JobStatus.FAILED
+
+
+def test_list_pages_newest_first_with_a_cursor(store):
+    job_type = f"page{uuid.uuid4().hex[:6]}"
+    ids = [c.job.id for c in (store.create([new(job_type)])[0] for _ in range(5))]
+
+    first = store.list(None, job_type, 2, None)
+    second = store.list(None, job_type, 2, first.next_cursor)
+    third = store.list(None, job_type, 2, second.next_cursor)
+
+    seen = [j.id for j in first.items + second.items + third.items]
+    assert seen == list(reversed(ids))
+    assert third.next_cursor is None
+
+
+def test_list_filters_by_status(store):
+    job_type = f"filt{uuid.uuid4().hex[:6]}"
+    a, b = (store.create([new(job_type)])[0].job for _ in range(2))
+    store.start(a.id, "w", rerun=False)
+
+    page = store.list(JobStatus.RUNNING, job_type, 10, None)
+
+    assert [j.id for j in page.items] == [a.id]
+
+
+def test_garbage_cursor_is_a_client_error(store):
+    with pytest.raises(InvalidSubmission):
+        store.list(None, None, 10, "not-a-cursor")
+
+
+def test_unpublished_lists_only_unconfirmed_pending_jobs(store):
+    [a], [b] = store.create([new()]), store.create([new()])
+    store.mark_published([a.job.id])
+
+    stale = {j.id for j in store.unpublished(0.0, 1000)}
+
+    assert b.job.id in stale and a.job.id not in stale
+
+
+def test_counts_group_by_type_and_status(store):
+    job_type = f"cnt{uuid.uuid4().hex[:6]}"
+    [a], [b] = store.create([new(job_type)]), store.create([new(job_type)])
+    store.start(a.job.id, "w", rerun=False)
+
+    counts, last = store.counts()
+
+    assert counts[(job_type, JobStatus.RUNNING)] == 1
+    assert counts[(job_type, JobStatus.PENDING)] == 1
+    assert last is not None
