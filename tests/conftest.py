@@ -12,6 +12,8 @@ import pytest
 
 # Keep every Ray node these tests start on loopback (read by Ray at import time).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Loopback-only test clusters: no token auth, so the Ray CLIs and drivers need no shared token file.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from observatory import backends
 from observatory.settings import Settings

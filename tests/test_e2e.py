@@ -1,0 +1,226 @@
+"""End to end: serve_app/config.yaml on a local Ray cluster against the real servers."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from contracts import JobStatus, Stats
+from observatory.jobs.builtin.primes import count_primes_below
+from tests.cluster import serve_cluster
+
+pytestmark = pytest.mark.e2e
+
+SETTLE_TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def api(settings, real) -> Iterator[httpx.Client]:
+    with serve_cluster({"OBSERVATORY_NAMESPACE": settings.namespace}) as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
+        yield client
+
+
+def workload() -> list[dict[str, Any]]:
+    """At least 200 jobs covering every type, with a known expected outcome each."""
+    jobs: list[dict[str, Any]] = []
+    for i in range(60):
+        jobs.append({"type": "hash", "payload": {"data": f"item-{i}", "rounds": 1 + i % 5}})
+        jobs.append({"type": "primes", "payload": {"limit": 1000 + 37 * i}})
+        jobs.append({"type": "sleep", "payload": {"seconds": 0.01, "fail_probability": 1.0 if i % 4 == 0 else 0.0}})
+    for i in range(30):
+        jobs.append({"type": "monte_carlo_pi", "payload": {"samples": 40_000, "shards": 1 + i % 4, "seed": i}})
+    return jobs
+
+
+def expected(job: dict[str, Any]) -> tuple[JobStatus, Any]:
+    p = job["payload"]
+    match job["type"]:
+        case "hash":
+            d = p["data"].encode()
+            for _ in range(p["rounds"]):
+                d = hashlib.sha256(d).digest()
+            return JobStatus.COMPLETED, {"sha256": d.hex(), "rounds": p["rounds"]}
+        case "primes":
+            return JobStatus.COMPLETED, {"limit": p["limit"], "count": count_primes_below(p["limit"])}
+        case "sleep":
+            failed = p["fail_probability"] == 1.0
+            return (JobStatus.FAILED, None) if failed else (JobStatus.COMPLETED, {"slept": p["seconds"]})
+        case _:
+            return JobStatus.COMPLETED, None  # checked against π below
+
+
+def wait_for(predicate: Any, what: str, timeout_s: float = SETTLE_TIMEOUT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def submitted(api: httpx.Client) -> list[tuple[dict[str, Any], str]]:
+    jobs = workload()
+    singles, batch = jobs[:40], jobs[40:]
+    out: list[tuple[dict[str, Any], str]] = []
+    for job in singles:
+        r = api.post("/api/jobs", json=job)
+        assert r.status_code == 202, r.text
+        out.append((job, r.json()["job_id"]))
+    for chunk in (batch[:100], batch[100:]):
+        r = api.post("/api/jobs/batch", json={"jobs": chunk})
+        assert r.status_code == 202, r.text
+        out += [(job, a["job_id"]) for job, a in zip(chunk, r.json()["accepted"], strict=True)]
+    return out
+
+
+def final_jobs(api: httpx.Client, ids: list[str]) -> dict[str, dict[str, Any]]:
+    jobs = {i: api.get(f"/read/jobs/{i}").json() for i in ids}
+    return jobs if all(JobStatus(j["status"]).is_final for j in jobs.values()) else {}
+
+
+def test_every_job_reaches_its_final_state_with_the_right_result(api, submitted):
+    assert len(submitted) >= 200 and {j["type"] for j, _ in submitted} == {"hash", "primes", "sleep", "monte_carlo_pi"}
+
+    jobs = wait_for(lambda: final_jobs(api, [i for _, i in submitted]), "all jobs final")
+
+    for job, job_id in submitted:
+        got = jobs[job_id]
+        status, result = expected(job)
+        assert got["status"] == status, (job, got)
+        assert got["attempts"] == 1
+        if job["type"] == "monte_carlo_pi":
+            assert abs(got["result"]["estimate"] - math.pi) < 0.1
+            assert got["result"]["shards"] == job["payload"]["shards"]
+        else:
+            assert got["result"] == result
+        if status is JobStatus.FAILED:
+            assert "simulated failure" in got["error"]
+
+
+def test_each_jobs_events_are_stored_in_order_without_duplicates(api, submitted):
+    final_types = {JobStatus.COMPLETED: "job.completed", JobStatus.FAILED: "job.failed"}
+
+    def all_events() -> dict[str, list[dict[str, Any]]]:
+        events = {i: api.get(f"/read/jobs/{i}/events").json() for _, i in submitted}
+        return events if all(len(e) >= 3 for e in events.values()) else {}
+
+    events = wait_for(all_events, "three events per job")
+
+    for job, job_id in submitted:
+        evs = events[job_id]
+        assert [e["event_type"] for e in evs] == ["job.created", "job.started", final_types[expected(job)[0]]]
+        assert len({e["event_id"] for e in evs}) == len(evs)
+        assert [e["payload"]["version"] for e in evs] == [0, 1, 2]
+        assert all(e["payload"]["job_id"] == job_id for e in evs)
+
+
+def test_stats_equal_the_postgresql_truth(api, submitted, real):
+    def converged() -> dict[str, Any] | None:
+        counts, _ = real.jobs.counts()
+        truth = Stats.from_counts(counts, None, "postgres").model_dump(exclude={"last_event_at", "source"})
+        got = api.get("/read/stats").json()
+        return got if {k: got[k] for k in truth} == truth and got["source"] == "redis" else None
+
+    stats = wait_for(converged, "redis stats to equal the database")
+
+    assert stats["total_jobs"] >= len(submitted)
+    assert stats["failed"] == sum(1 for j, _ in submitted if expected(j)[0] is JobStatus.FAILED)
+
+
+def test_unknown_type_is_422_listing_known_types(api):
+    r = api.post("/api/jobs", json={"type": "teleport", "payload": {}})
+
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["details"][0]["loc"] == ["body", "type"]
+    assert all(t in err["message"] for t in ("hash", "primes", "sleep", "monte_carlo_pi"))
+
+
+def test_batch_with_one_bad_job_stores_nothing(api, real):
+    before = sum(real.jobs.counts()[0].values())
+    jobs = [{"type": "hash", "payload": {"data": "ok"}}, {"type": "primes", "payload": {"limit": -5}}]
+
+    r = api.post("/api/jobs/batch", json={"jobs": jobs})
+
+    assert r.status_code == 422
+    assert r.json()["error"]["details"][0]["loc"] == ["body", "jobs", 1, "payload", "limit"]
+    assert sum(real.jobs.counts()[0].values()) == before
+
+
+def test_malformed_json_is_400(api):
+    r = api.post("/api/jobs", content=b"{not json", headers={"content-type": "application/json"})
+
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "bad_request"
+
+
+def test_unknown_job_is_404_json(api):
+    r = api.get(f"/read/jobs/{uuid.uuid4()}")
+
+    assert r.status_code == 404
+    assert r.json()["error"]["details"][0]["loc"] == ["path", "job_id"]
+
+
+def test_correlation_id_is_honoured_and_echoed(api):
+    r = api.post("/api/jobs", json={"type": "hash", "payload": {"data": "c"}}, headers={"X-Correlation-Id": "trace-7"})
+
+    assert r.status_code == 202
+    assert r.headers["X-Correlation-Id"] == "trace-7" == r.json()["correlation_id"]
+    assert api.get(f"/read/jobs/{r.json()['job_id']}").json()["correlation_id"] == "trace-7"
+
+
+def test_repeated_idempotency_key_returns_the_original_job(api):
+    body = {"type": "hash", "payload": {"data": "once"}, "idempotency_key": f"idem-{uuid.uuid4()}"}
+
+    first, second = api.post("/api/jobs", json=body), api.post("/api/jobs", json=body)
+
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert first.json()["job_id"] == second.json()["job_id"]
+
+
+def test_job_types_list_each_type_with_its_schema(api):
+    types = {t["type"]: t for t in api.get("/api/job-types").json()}
+
+    assert set(types) >= {"hash", "primes", "sleep", "monte_carlo_pi"}
+    assert "limit" in types["primes"]["payload_schema"]["properties"]
+
+
+def test_list_filters_and_pages(api, submitted):
+    first = api.get("/read/jobs", params={"type": "primes", "limit": 25}).json()
+    second = api.get("/read/jobs", params={"type": "primes", "limit": 25, "cursor": first["next_cursor"]}).json()
+
+    ids = [j["id"] for j in first["items"] + second["items"]]
+    assert len(ids) == len(set(ids)) == 50
+    assert all(j["type"] == "primes" for j in first["items"] + second["items"])
+    assert len(api.get("/read/jobs/recent").json()["items"]) == 20
+    assert api.get("/read/jobs", params={"status": "SOMETIMES"}).status_code == 422
+
+
+def test_health_readiness_and_openapi(api):
+    for app in ("api", "read"):
+        assert api.get(f"/{app}/healthz").json() == {"status": "ok"}
+        assert api.get(f"/{app}/readyz").status_code == 200
+        assert api.get(f"/{app}/openapi.json").json()["info"]["title"].startswith("Observatory")
+
+
+def test_stats_fall_back_to_postgresql_when_redis_is_empty(api, settings, real):
+    import redis
+
+    r = redis.Redis.from_url(settings.redis_url)
+    r.delete(*r.keys(f"{settings.namespace}:*"))
+    counts, _ = real.jobs.counts()
+
+    stats = api.get("/read/stats").json()
+
+    assert stats["source"] == "postgres"
+    assert stats["total_jobs"] == sum(counts.values())
