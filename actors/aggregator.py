@@ -42,8 +42,13 @@ class AggregatorActor:
             delivery.reject(requeue=True)
 
     def info(self) -> dict[str, Any]:
-        return {"name": self._name, "pid": os.getpid(), "connected": self._loop.connected,
-                "stored": self._aggregator.stored, "duplicates": self._aggregator.duplicates}
+        return {
+            "name": self._name,
+            "pid": os.getpid(),
+            "connected": self._loop.connected,
+            "stored": self._aggregator.stored,
+            "duplicates": self._aggregator.duplicates,
+        }
 
     def stop(self) -> None:
         self._loop.stop()

@@ -17,8 +17,7 @@ RECONNECT_MAX_WAIT_S = 10.0  # cap of the exponential backoff between reconnects
 
 
 class ConsumerLoop:
-    def __init__(self, bus: Bus, queue: str, on_message: Callable[[Delivery], None], prefetch: int,
-                 name: str) -> None:
+    def __init__(self, bus: Bus, queue: str, on_message: Callable[[Delivery], None], prefetch: int, name: str) -> None:
         self._bus, self._queue, self._on_message, self._prefetch = bus, queue, on_message, prefetch
         self._stop = threading.Event()
         self.connected = False
@@ -32,10 +31,15 @@ class ConsumerLoop:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        @retry(stop=stop_never, wait=wait_exponential(multiplier=0.2, max=RECONNECT_MAX_WAIT_S),
-               retry=retry_if_exception_type(BusUnavailable), reraise=True,
-               before_sleep=lambda rs: log.warning("consumer on %s reconnecting: %s", self._queue,
-                                                   rs.outcome.exception() if rs.outcome else ""))
+        @retry(
+            stop=stop_never,
+            wait=wait_exponential(multiplier=0.2, max=RECONNECT_MAX_WAIT_S),
+            retry=retry_if_exception_type(BusUnavailable),
+            reraise=True,
+            before_sleep=lambda rs: log.warning(
+                "consumer on %s reconnecting: %s", self._queue, rs.outcome.exception() if rs.outcome else ""
+            ),
+        )
         def consume() -> None:
             self.connected = True
             try:

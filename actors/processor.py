@@ -33,8 +33,11 @@ class ProcessorActor:
         self._name = name
         self._backends = backends.build(settings, pool_size=prefetch + 2)
         self._processor = JobProcessor(
-            self._backends.jobs, self._backends.bus, default_registry(),
-            producer("processor", f"{name}:{os.getpid()}"), worker=name,
+            self._backends.jobs,
+            self._backends.bus,
+            default_registry(),
+            producer("processor", f"{name}:{os.getpid()}"),
+            worker=name,
         )
         self._pool = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=name)
         self._lock = threading.Lock()
@@ -65,8 +68,13 @@ class ProcessorActor:
                 self._handled += 1
 
     def info(self) -> dict[str, Any]:
-        return {"name": self._name, "pid": os.getpid(), "connected": self._loop.connected,
-                "in_flight": self._in_flight, "handled": self._handled}
+        return {
+            "name": self._name,
+            "pid": os.getpid(),
+            "connected": self._loop.connected,
+            "in_flight": self._in_flight,
+            "handled": self._handled,
+        }
 
     def stop(self) -> None:
         self._loop.stop()

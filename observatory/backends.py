@@ -38,13 +38,19 @@ def describe(settings: Settings) -> dict[str, str]:
 
 
 def build(settings: Settings, pool_size: int = 10) -> Backends:
-    missing = [name for name, value in (
-        ("AMQP_URL", settings.amqp_url), ("POSTGRES_DSN", settings.postgres_dsn),
-        ("MONGO_URL", settings.mongo_url), ("REDIS_URL", settings.redis_url),
-    ) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("AMQP_URL", settings.amqp_url),
+            ("POSTGRES_DSN", settings.postgres_dsn),
+            ("MONGO_URL", settings.mongo_url),
+            ("REDIS_URL", settings.redis_url),
+        )
+        if not value
+    ]
     if missing:
         raise ConfigurationError(
-            f"{', '.join(missing)} not set: run `eval \"$(scripts/services.sh env)\"` after `scripts/services.sh up`"
+            f'{", ".join(missing)} not set: run `eval "$(scripts/services.sh env)"` after `scripts/services.sh up`'
         )
     from observatory.adapters.mongo import MongoEventStore
     from observatory.adapters.postgres import PostgresJobStore

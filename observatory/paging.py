@@ -21,6 +21,4 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         created, job_id = json.loads(raw)
         return datetime.fromisoformat(created), UUID(job_id)
     except (ValueError, TypeError) as e:
-        raise InvalidSubmission(
-            "invalid cursor", [(["query", "cursor"], "not a cursor returned by this API")]
-        ) from e
+        raise InvalidSubmission("invalid cursor", [(["query", "cursor"], "not a cursor returned by this API")]) from e

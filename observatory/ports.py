@@ -47,9 +47,7 @@ class Bus(Protocol):
     def publish(self, event: EventEnvelope) -> None:
         """Publish durably; returns only once the broker has confirmed it (raises BusUnavailable)."""
 
-    def consume(
-        self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event
-    ) -> None:
+    def consume(self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event) -> None:
         """Block in the calling thread, handing messages to `on_message`, until `stop` is set."""
 
     def depth(self, queue: str) -> int: ...

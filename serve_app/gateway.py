@@ -32,8 +32,12 @@ install_error_handlers(api)
 
 CorrelationId = Annotated[
     str | None,
-    Header(alias="X-Correlation-Id", max_length=128, pattern=r"^[\x21-\x7e]+$",
-           description="Tracing id; echoed back, and generated when absent."),
+    Header(
+        alias="X-Correlation-Id",
+        max_length=128,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Tracing id; echoed back, and generated when absent.",
+    ),
 ]
 
 
@@ -54,10 +58,15 @@ class Gateway:
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    @api.post("/jobs", status_code=202, response_model=JobAccepted,
-              responses={200: {"model": JobAccepted, "description": "Repeated idempotency key"}})
-    async def submit(self, submission: JobSubmission, response: Response,
-                     correlation_id: CorrelationId = None) -> JobAccepted:
+    @api.post(
+        "/jobs",
+        status_code=202,
+        response_model=JobAccepted,
+        responses={200: {"model": JobAccepted, "description": "Repeated idempotency key"}},
+    )
+    async def submit(
+        self, submission: JobSubmission, response: Response, correlation_id: CorrelationId = None
+    ) -> JobAccepted:
         new = self._service.validate([submission], batch=False)
         [accepted] = await self._call(self._service.submit, new, correlation_id)
         response.status_code = 202 if accepted.created else 200
@@ -65,8 +74,9 @@ class Gateway:
         return accepted.body
 
     @api.post("/jobs/batch", status_code=202, response_model=BatchAccepted)
-    async def submit_batch(self, batch: BatchSubmission, response: Response,
-                           correlation_id: CorrelationId = None) -> BatchAccepted:
+    async def submit_batch(
+        self, batch: BatchSubmission, response: Response, correlation_id: CorrelationId = None
+    ) -> BatchAccepted:
         new = self._service.validate(batch.jobs, batch=True)
         accepted = await self._call(self._service.submit, new, correlation_id)
         response.headers["X-Correlation-Id"] = accepted[0].body.correlation_id
@@ -74,8 +84,10 @@ class Gateway:
 
     @api.get("/job-types", response_model=list[JobTypeInfo])
     async def job_types(self) -> list[JobTypeInfo]:
-        return [JobTypeInfo(type=t.name, description=t.description, payload_schema=t.payload_model.model_json_schema())
-                for t in self._registry]
+        return [
+            JobTypeInfo(type=t.name, description=t.description, payload_schema=t.payload_model.model_json_schema())
+            for t in self._registry
+        ]
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:

@@ -19,22 +19,39 @@ log = logging.getLogger(__name__)
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
-    for code, text in ((400, "Malformed request"), (404, "Not found"), (422, "Invalid input"),
-                       (503, "A backend is unavailable"))
+    for code, text in (
+        (400, "Malformed request"),
+        (404, "Not found"),
+        (422, "Invalid input"),
+        (503, "A backend is unavailable"),
+    )
 }
 
-_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
-          413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
-          503: "unavailable"}
+_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "unavailable",
+}
 
 
-def error_response(status: int, message: str, details: list[tuple[list[str | int], str]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ErrorResponse(error=ErrorBody(
-        code=_CODES.get(status, "error"),
-        message=message,
-        details=[ErrorDetail(loc=list(loc), msg=msg) for loc, msg in details or []],
-    ))
+def error_response(
+    status: int,
+    message: str,
+    details: list[tuple[list[str | int], str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(
+        error=ErrorBody(
+            code=_CODES.get(status, "error"),
+            message=message,
+            details=[ErrorDetail(loc=list(loc), msg=msg) for loc, msg in details or []],
+        )
+    )
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 

@@ -23,7 +23,9 @@ READY_TIMEOUT_S = 240
 def _run(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -44,11 +46,25 @@ def wait_ready(timeout_s: float = READY_TIMEOUT_S) -> None:
 
 @contextmanager
 def serve_cluster(extra_env: dict[str, str]) -> Iterator[str]:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
-           **extra_env}
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", **extra_env}
     _run([str(BIN / "ray"), "stop", "--force"], env, check=False)
-    _run([str(BIN / "ray"), "start", "--head", "--port", RAY_GCS_PORT, "--node-ip-address", "127.0.0.1",
-          "--dashboard-host", "127.0.0.1", "--num-cpus", "4", "--disable-usage-stats"], env)
+    _run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--port",
+            RAY_GCS_PORT,
+            "--node-ip-address",
+            "127.0.0.1",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--num-cpus",
+            "4",
+            "--disable-usage-stats",
+        ],
+        env,
+    )
     try:
         _run([str(BIN / "serve"), "deploy", str(CONFIG), "--address", "http://127.0.0.1:8265"], env)
         wait_ready()

@@ -31,8 +31,10 @@ def namespace() -> str:
 def settings(namespace: str) -> Settings:
     missing = [v for v in SERVERS if not os.environ.get(v)]
     if missing:
-        pytest.fail(f"{', '.join(missing)} not set: run `scripts/services.sh up` and "
-                    "`eval \"$(scripts/services.sh env)\"`, or use the README's test command")
+        pytest.fail(
+            f"{', '.join(missing)} not set: run `scripts/services.sh up` and "
+            '`eval "$(scripts/services.sh env)"`, or use the README\'s test command'
+        )
     return Settings(OBSERVATORY_NAMESPACE=namespace)
 
 

@@ -23,8 +23,10 @@ SETTLE_TIMEOUT_S = 240
 
 @pytest.fixture(scope="module")
 def api(settings, real) -> Iterator[httpx.Client]:
-    with serve_cluster({"OBSERVATORY_NAMESPACE": settings.namespace}) as url, \
-            httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        serve_cluster({"OBSERVATORY_NAMESPACE": settings.namespace}) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         yield client
 
 

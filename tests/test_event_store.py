@@ -12,8 +12,11 @@ from observatory.events import event_id, producer
 from observatory.ports import EventStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-STEPS = [(EventType.JOB_CREATED, JobStatus.PENDING), (EventType.JOB_STARTED, JobStatus.RUNNING),
-         (EventType.JOB_COMPLETED, JobStatus.COMPLETED)]
+STEPS = [
+    (EventType.JOB_CREATED, JobStatus.PENDING),
+    (EventType.JOB_STARTED, JobStatus.RUNNING),
+    (EventType.JOB_COMPLETED, JobStatus.COMPLETED),
+]
 
 
 @pytest.fixture(params=["mongo"])
@@ -24,8 +27,11 @@ def events(request, real) -> EventStore:
 def lifecycle(job_id: uuid.UUID, job_type: str = "hash") -> list[EventEnvelope]:
     return [
         EventEnvelope(
-            event_type=et, event_id=event_id(job_id, et, v), occurred_at=T0 + timedelta(microseconds=v),
-            producer=producer("test"), correlation_id="c",
+            event_type=et,
+            event_id=event_id(job_id, et, v),
+            occurred_at=T0 + timedelta(microseconds=v),
+            producer=producer("test"),
+            correlation_id="c",
             payload=JobEventPayload(job_id=job_id, job_type=job_type, status=st, version=v),
         )
         for v, (et, st) in enumerate(STEPS)

@@ -108,7 +108,7 @@ def test_unpublished_lists_only_unconfirmed_pending_jobs(store):
 
 def test_counts_group_by_type_and_status(store):
     job_type = f"cnt{uuid.uuid4().hex[:6]}"
-    [a], [b] = store.create([new(job_type)]), store.create([new(job_type)])
+    [a], [_b] = store.create([new(job_type)]), store.create([new(job_type)])
     store.start(a.job.id, "w", rerun=False)
 
     counts, last = store.counts()

@@ -140,8 +140,7 @@ class PostgresJobStore:
             where.append("(created_at, id) < (%s, %s)")
             args += [created_at, last_id]
         q = self._q(
-            f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE {' AND '.join(where)} "
-            "ORDER BY created_at DESC, id DESC LIMIT %s"
+            f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT %s"
         )
         with self._conn() as conn:
             rows = conn.execute(q, (*args, limit + 1)).fetchall()

@@ -30,8 +30,9 @@ QUEUES = {"jobs": "job.created", "events": "job.#"}
 
 
 class _PikaDelivery:
-    def __init__(self, conn: pika.BlockingConnection, ch: BlockingChannel, tag: int, body: bytes,
-                 redelivered: bool) -> None:
+    def __init__(
+        self, conn: pika.BlockingConnection, ch: BlockingChannel, tag: int, body: bytes, redelivered: bool
+    ) -> None:
         self.body = body
         self.redelivered = redelivered
         self._conn, self._ch, self._tag = conn, ch, tag
@@ -85,8 +86,12 @@ class RabbitBus:
                 pass
 
     def _guard(self, fn: Callable[[BlockingChannel], object]) -> object:
-        @retry(stop=stop_after_attempt(PUBLISH_ATTEMPTS), wait=wait_fixed(0.2),
-               retry=retry_if_exception_type(AMQPError), reraise=True)
+        @retry(
+            stop=stop_after_attempt(PUBLISH_ATTEMPTS),
+            wait=wait_fixed(0.2),
+            retry=retry_if_exception_type(AMQPError),
+            reraise=True,
+        )
         def attempt() -> object:
             try:
                 return fn(self._channel())
@@ -119,9 +124,7 @@ class RabbitBus:
         )
         self._guard(lambda ch: ch.basic_publish(self._exchange, event.event_type.value, body, props, mandatory=True))
 
-    def consume(
-        self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event
-    ) -> None:
+    def consume(self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event) -> None:
         try:
             conn = pika.BlockingConnection(self._params)
         except AMQPError as e:

@@ -56,8 +56,14 @@ class RedisCounters:
 
     def apply(self, event: EventEnvelope) -> bool:
         p = event.payload
-        args = [str(event.event_id), str(p.job_id), p.version, p.status.value, p.job_type,
-                int(event.occurred_at.timestamp() * 1_000_000)]
+        args = [
+            str(event.event_id),
+            str(p.job_id),
+            p.version,
+            p.status.value,
+            p.job_type,
+            int(event.occurred_at.timestamp() * 1_000_000),
+        ]
         with self._translate():
             return bool(self._apply(keys=self._keys, args=args))
 

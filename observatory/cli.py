@@ -1,0 +1,242 @@
+"""The `observatory` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+import yaml
+
+from observatory import backends
+from observatory.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "serve_app" / "config.yaml"
+SERVICES_SCRIPT = ROOT / "scripts" / "services.sh"
+START_TIMEOUT_S = 300
+STOP_TIMEOUT_S = 60
+
+app = typer.Typer(help="The Distributed Task Observatory.", no_args_is_help=True, add_completion=False)
+services_app = typer.Typer(help="Local RabbitMQ, PostgreSQL, Redis and FerretDB on 127.0.0.1.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _config_with(processors: int | None) -> tuple[Path, int]:
+    config = yaml.safe_load(CONFIG.read_text())
+    if processors is not None:
+        for application in config["applications"]:
+            if application["name"] == "workers":
+                application["args"]["processors"] = processors
+    path = Path(tempfile.mkdtemp(prefix="observatory-")) / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, int(config["http_options"]["port"])
+
+
+def _wait_ready(api: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    step = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            fail(f"the Serve app exited with code {proc.returncode}; see {log}")
+        try:
+            ready = [httpx.get(f"{api}{p}", timeout=2).status_code == 200 for p in ("/api/readyz", "/read/readyz")]
+            if all(ready):
+                return
+            now = "waiting for the backends (readyz)"
+        except httpx.HTTPError:
+            now = "starting Ray and the Serve applications"
+        if now != step:
+            typer.echo(f"  … {now}")
+            step = now
+        time.sleep(1)
+    fail(f"not ready after {START_TIMEOUT_S}s; see {log}")
+
+
+@app.command()
+def up(
+    processors: Annotated[int | None, typer.Option(min=1, max=256, help="Processor actors (default: config)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where logs and local data go")] = None,
+) -> None:
+    """Start Ray, the Serve apps and the actors from serve_app/config.yaml; Ctrl-C stops everything."""
+    settings = Settings() if data_dir is None else Settings(OBSERVATORY_DATA_DIR=data_dir)
+    try:
+        backends.build(settings).close()
+    except Exception as e:  # noqa: BLE001 - any configuration problem is reported as one line
+        fail(str(e))
+    config, port = _config_with(processors)
+    if not _port_free(port):
+        fail(f"port {port} on 127.0.0.1 is in use: stop whatever listens there (another `observatory up`?)")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.data_dir / "serve.log"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.setdefault("RAY_AUTH_MODE", "disabled")  # the cluster listens on loopback only
+    typer.echo("backends: " + ", ".join(f"{k}={v}" for k, v in backends.describe(settings).items()))
+    typer.echo(f"starting the observatory (log: {log})")
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ray.serve.scripts", "run", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            typer.echo("\nstopping …")
+            proc.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    api = f"http://127.0.0.1:{port}"
+    _wait_ready(api, proc, log)
+    typer.echo(
+        f"ready.\n  gateway:    {api}/api   (docs {api}/api/docs)\n  read model: {api}/read  "
+        f"(docs {api}/read/docs)\n  Ray dashboard: http://127.0.0.1:8265\nPress Ctrl-C to stop."
+    )
+    while proc.poll() is None:
+        time.sleep(0.5)
+        if stopping:
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    typer.echo("stopped.")
+
+
+def _client(settings: Settings) -> httpx.Client:
+    return httpx.Client(base_url=settings.api_url, timeout=30)
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    settings = Settings()
+    try:
+        with _client(settings) as c:
+            r = c.request(method, path, **kwargs)
+    except httpx.HTTPError as e:
+        fail(
+            f"cannot reach the observatory at {settings.api_url} ({e.__class__.__name__}); start it with "
+            "`observatory up` or set OBSERVATORY_API_URL"
+        )
+    if r.status_code >= 400:
+        try:
+            err = r.json()["error"]
+            details = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in err.get("details", []))
+            fail(f"{err['message']}" + (f" ({details})" if details else ""))
+        except (ValueError, KeyError, TypeError):
+            fail(f"HTTP {r.status_code}: {r.text[:200]}")
+    return r.json()
+
+
+@app.command()
+def submit(
+    job_type: Annotated[str, typer.Argument(metavar="TYPE", help="A job type; see `observatory types`")],
+    payload: Annotated[str, typer.Option(help="The payload as a JSON object")] = "{}",
+    count: Annotated[int, typer.Option(min=1, max=1000, help="Submit this many copies as one batch")] = 1,
+) -> None:
+    """Submit a job (or a batch of identical jobs) and print the job ids."""
+    try:
+        body = json.loads(payload)
+    except json.JSONDecodeError as e:
+        fail(f"--payload is not valid JSON: {e}", code=2)
+    if not isinstance(body, dict):
+        fail("--payload must be a JSON object", code=2)
+    job = {"type": job_type, "payload": body}
+    accepted = (
+        [_call("POST", "/api/jobs", json=job)]
+        if count == 1
+        else _call("POST", "/api/jobs/batch", json={"jobs": [job] * count})["accepted"]
+    )
+    for a in accepted:
+        typer.echo(a["job_id"])
+
+
+@app.command()
+def types() -> None:
+    """List the job types and their payload fields."""
+    for t in _call("GET", "/api/job-types"):
+        fields = ", ".join(t["payload_schema"].get("properties", {}))
+        typer.echo(f"{t['type']:<16} {t['description']}  [{fields}]")
+
+
+@app.command()
+def status() -> None:
+    """Show the aggregate stats."""
+    s = _call("GET", "/read/stats")
+    typer.echo(
+        f"jobs {s['total_jobs']}: pending {s['pending']}, running {s['running']}, "
+        f"completed {s['completed']}, failed {s['failed']}  (source: {s['source']})"
+    )
+    for name, t in s["by_type"].items():
+        typer.echo(f"  {name:<16} total {t['total']:>6}  completed {t['completed']:>6}  failed {t['failed']:>6}")
+
+
+@app.command()
+def job(job_id: Annotated[str, typer.Argument(help="A job id")]) -> None:
+    """Show one job and its event timeline."""
+    j = _call("GET", f"/read/jobs/{job_id}")
+    typer.echo(json.dumps(j, indent=2))
+    for e in _call("GET", f"/read/jobs/{job_id}/events"):
+        typer.echo(f"{e['occurred_at']}  {e['event_type']:<14} by {e['producer']['service']}")
+
+
+def _services(action: str) -> None:
+    if not SERVICES_SCRIPT.exists():
+        fail(f"{SERVICES_SCRIPT} not found: `observatory services` needs a source checkout")
+    raise typer.Exit(subprocess.call(["bash", str(SERVICES_SCRIPT), action]))
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Install (if missing) and start the services; idempotent."""
+    _services("up")
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the services."""
+    _services("down")
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Say which services are up."""
+    _services("status")
+
+
+@services_app.command("env")
+def services_env() -> None:
+    """Print export lines for AMQP_URL, POSTGRES_DSN, MONGO_URL and REDIS_URL."""
+    _services("env")
+
+
+def main() -> None:
+    app()

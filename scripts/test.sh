@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: installs into .venv, starts the real servers, lints, runs pytest, stops the servers.
+# Extra arguments go to pytest. OBSERVATORY_KEEP_SERVICES=1 leaves the servers running afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+scripts/services.sh up
+if [ "${OBSERVATORY_KEEP_SERVICES:-0}" != 1 ]; then
+  trap 'scripts/services.sh down' EXIT
+fi
+eval "$(scripts/services.sh env)"
+.venv/bin/ruff check .
+.venv/bin/python -m contracts.export --check
+.venv/bin/python -m pytest "$@"
