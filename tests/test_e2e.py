@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -226,3 +229,29 @@ def test_stats_fall_back_to_postgresql_when_redis_is_empty(api, settings, real):
 
     assert stats["source"] == "postgres"
     assert stats["total_jobs"] == sum(counts.values())
+
+
+def actor_pids(cls: str) -> set[int]:
+    """Pids of live Ray actor processes of a class (Ray titles them `ray::<Class>...`)."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(f"ray::{cls}".encode()):
+                pids.add(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_supervisor_recreates_a_killed_processor_and_jobs_still_complete(api):
+    before = actor_pids("ProcessorActor")
+    assert len(before) == 2
+    victim = min(before)
+
+    os.kill(victim, signal.SIGKILL)
+
+    wait_for(lambda: (p := actor_pids("ProcessorActor")) and len(p) == 2 and victim not in p, "a new processor", 60)
+    r = api.post("/api/jobs/batch", json={"jobs": [{"type": "primes", "payload": {"limit": 500}}] * 10})
+    ids = [a["job_id"] for a in r.json()["accepted"]]
+    jobs = wait_for(lambda: final_jobs(api, ids), "jobs after the restart", 120)
+    assert {j["status"] for j in jobs.values()} == {"COMPLETED"}
