@@ -132,14 +132,16 @@ class Stats(_Strict):
     failed: int = 0
     by_type: dict[str, TypeStats] = Field(default_factory=dict)
     last_event_at: datetime | None = None
-    source: Literal["redis", "postgres"] = "postgres"
+    source: Literal["cache", "store"] = Field(
+        default="store", description="cache: the counters (Redis); store: recounted from the job store (fallback)"
+    )
 
     @classmethod
     def from_counts(
         cls,
         counts: dict[tuple[str, JobStatus], int],
         last_event_at: datetime | None,
-        source: Literal["redis", "postgres"],
+        source: Literal["cache", "store"],
     ) -> Stats:
         """Build stats from (type, status) -> count, the shape both the cache and the database give."""
         by_type: dict[str, TypeStats] = {}

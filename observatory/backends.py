@@ -1,10 +1,13 @@
-"""Selects and builds the backends from the settings: the one place that knows every adapter."""
+"""Selects and builds the backends from the settings: the one place that knows every adapter.
+
+Each backend is chosen on its own: its URL set -> the real server; unset -> the embedded adapter,
+which keeps its data in a SQLite file under OBSERVATORY_DATA_DIR/<namespace>/.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from observatory.errors import ConfigurationError
 from observatory.ports import Bus, Counters, EventStore, JobStore
 from observatory.settings import Settings
 
@@ -20,6 +23,7 @@ class Backends:
         """Create tables, indexes, exchanges and queues (idempotent)."""
         self.jobs.setup()
         self.events.setup()
+        self.counters.setup()
         self.bus.setup()
 
     def close(self) -> None:
@@ -29,39 +33,56 @@ class Backends:
 
 def describe(settings: Settings) -> dict[str, str]:
     """Which implementation each backend uses, for start-up messages and health pages."""
+    where = f"embedded ({settings.embedded_dir})"
     return {
-        "bus": "rabbitmq" if settings.amqp_url else "unset",
-        "jobs": "postgresql" if settings.postgres_dsn else "unset",
-        "events": "mongodb" if settings.mongo_url else "unset",
-        "counters": "redis" if settings.redis_url else "unset",
+        "bus": "rabbitmq" if settings.amqp_url else where,
+        "jobs": "postgresql" if settings.postgres_dsn else where,
+        "events": "mongodb" if settings.mongo_url else where,
+        "counters": "redis" if settings.redis_url else where,
     }
 
 
-def build(settings: Settings, pool_size: int = 10) -> Backends:
-    missing = [
-        name
-        for name, value in (
-            ("AMQP_URL", settings.amqp_url),
-            ("POSTGRES_DSN", settings.postgres_dsn),
-            ("MONGO_URL", settings.mongo_url),
-            ("REDIS_URL", settings.redis_url),
-        )
-        if not value
-    ]
-    if missing:
-        raise ConfigurationError(
-            f'{", ".join(missing)} not set: run `eval "$(scripts/services.sh env)"` after `scripts/services.sh up`'
-        )
-    from observatory.adapters.mongo import MongoEventStore
-    from observatory.adapters.postgres import PostgresJobStore
-    from observatory.adapters.rabbitmq import RabbitBus
-    from observatory.adapters.redis import RedisCounters
+def _bus(settings: Settings) -> Bus:
+    if settings.amqp_url:
+        from observatory.adapters.rabbitmq import RabbitBus
 
-    ns = settings.namespace
-    assert settings.amqp_url and settings.postgres_dsn and settings.mongo_url and settings.redis_url
+        return RabbitBus(settings.amqp_url, settings.namespace)
+    from observatory.adapters.sqlite_bus import SQLiteBus
+
+    return SQLiteBus(settings.embedded_dir / "bus.sqlite3")
+
+
+def _jobs(settings: Settings, pool_size: int) -> JobStore:
+    if settings.postgres_dsn:
+        from observatory.adapters.postgres import PostgresJobStore
+
+        return PostgresJobStore(settings.postgres_dsn, settings.namespace, max_size=pool_size)
+    from observatory.adapters.sqlite_jobs import SQLiteJobStore
+
+    return SQLiteJobStore(settings.embedded_dir / "jobs.sqlite3")
+
+
+def _events(settings: Settings) -> EventStore:
+    if settings.mongo_url:
+        from observatory.adapters.mongo import MongoEventStore
+
+        return MongoEventStore(settings.mongo_url, settings.namespace)
+    from observatory.adapters.sqlite_events import SQLiteEventStore
+
+    return SQLiteEventStore(settings.embedded_dir / "events.sqlite3")
+
+
+def _counters(settings: Settings) -> Counters:
+    if settings.redis_url:
+        from observatory.adapters.redis import RedisCounters
+
+        return RedisCounters(settings.redis_url, settings.namespace)
+    from observatory.adapters.sqlite_counters import SQLiteCounters
+
+    return SQLiteCounters(settings.embedded_dir / "counters.sqlite3")
+
+
+def build(settings: Settings, pool_size: int = 10) -> Backends:
     return Backends(
-        bus=RabbitBus(settings.amqp_url, ns),
-        jobs=PostgresJobStore(settings.postgres_dsn, ns, max_size=pool_size),
-        events=MongoEventStore(settings.mongo_url, ns),
-        counters=RedisCounters(settings.redis_url, ns),
+        bus=_bus(settings), jobs=_jobs(settings, pool_size), events=_events(settings), counters=_counters(settings)
     )

@@ -99,6 +99,8 @@ class EventStore(Protocol):
 
 
 class Counters(Protocol):
+    def setup(self) -> None: ...
+
     def apply(self, event: EventEnvelope) -> bool:
         """Count the event once (atomically); False when it was counted before."""
 

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         description="A PENDING job whose publish was never confirmed is re-published after this long.",
     )
 
+    @property
+    def embedded_dir(self) -> Path:
+        """Where the embedded backends keep their files (one folder per namespace)."""
+        return self.data_dir.expanduser() / self.namespace
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -46,7 +46,7 @@ class ReadModel:
         if cached is not None:
             return cached
         counts, last = self._b.jobs.counts()
-        return Stats.from_counts(counts, last, "postgres")
+        return Stats.from_counts(counts, last, "store")
 
     @api.get("/stats", response_model=Stats)
     async def stats(self) -> Stats:

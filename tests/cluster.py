@@ -45,8 +45,11 @@ def wait_ready(timeout_s: float = READY_TIMEOUT_S) -> None:
 
 
 @contextmanager
-def serve_cluster(extra_env: dict[str, str]) -> Iterator[str]:
+def serve_cluster(extra_env: dict[str, str], drop: tuple[str, ...] = ()) -> Iterator[str]:
+    """`drop` names variables to remove (e.g. the connection URLs, for the embedded mode)."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", **extra_env}
+    for name in drop:
+        env.pop(name, None)
     _run([str(BIN / "ray"), "stop", "--force"], env, check=False)
     _run(
         [

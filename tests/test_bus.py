@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import uuid
 
 import pytest
 
-from observatory.adapters.rabbitmq import RabbitBus
 from observatory.ports import Bus, Delivery
+from tests.crash_consumer import make_bus
 from tests.test_event_store import lifecycle
 
+LEASE_S = 1.0  # the embedded bus redelivers a dead consumer's messages after this
 
-@pytest.fixture(params=["rabbitmq"])
-def bus(request, settings) -> Bus:
-    ns = f"{settings.namespace}_{uuid.uuid4().hex[:6]}"  # fresh, empty queues per test
-    b = {"rabbitmq": lambda: RabbitBus(settings.amqp_url, ns)}[request.param]()
+
+@pytest.fixture(params=["rabbitmq", "sqlite"])
+def bus_where(request, settings, tmp_path) -> tuple[str, str]:
+    if request.param == "rabbitmq":
+        return "rabbitmq", f"{settings.amqp_url} {settings.namespace}_{uuid.uuid4().hex[:6]}"  # fresh queues
+    return "sqlite", str(tmp_path / "bus.sqlite3")
+
+
+@pytest.fixture
+def bus(bus_where) -> Bus:
+    b = make_bus(*bus_where, LEASE_S)
     b.setup()
     yield b
     b.close()
 
 
-def take(bus: Bus, queue: str, n: int, ack: bool, timeout: float = 10.0) -> list[Delivery]:
-    """Consume until n messages arrived (acking them or not), then stop the consumer."""
+def take(bus: Bus, queue: str, n: int, ack: bool, timeout: float = 10.0, drop: bool = False) -> list[Delivery]:
+    """Consume until n messages arrived (acking, dropping or keeping them), then stop the consumer."""
     got: list[Delivery] = []
     stop = threading.Event()
 
@@ -30,6 +40,8 @@ def take(bus: Bus, queue: str, n: int, ack: bool, timeout: float = 10.0) -> list
         got.append(d)
         if ack:
             d.ack()
+        elif drop:
+            d.reject(requeue=False)
         if len(got) >= n:
             stop.set()
 
@@ -59,13 +71,46 @@ def test_other_events_reach_only_the_events_queue(bus):
     assert bus.depth("jobs") == 0
 
 
-def test_unacked_message_is_redelivered_when_its_consumer_dies(bus):
+def test_messages_arrive_in_publish_order(bus):
+    events = [lifecycle(uuid.uuid4())[0] for _ in range(5)]
+    for e in events:
+        bus.publish(e)
+
+    got = take(bus, "jobs", 5, ack=True)
+
+    assert [d.body for d in got] == [e.model_dump_json().encode() for e in events]
+
+
+def test_unacked_message_is_redelivered_when_its_consumer_stops(bus):
     created = lifecycle(uuid.uuid4())[0]
     bus.publish(created)
 
-    [first] = take(bus, "jobs", 1, ack=False)  # consumer stops without acking: its connection closes
+    [first] = take(bus, "jobs", 1, ack=False)  # consumer stops without acking
     [again] = take(bus, "jobs", 1, ack=True)
 
     assert not first.redelivered
     assert again.redelivered and again.body == first.body
     assert bus.depth("jobs") == 0
+
+
+def test_unacked_message_is_redelivered_when_its_consumer_process_dies(bus, bus_where):
+    created = lifecycle(uuid.uuid4())[0]
+    bus.publish(created)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.crash_consumer", *bus_where, str(LEASE_S)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    [again] = take(bus, "jobs", 1, ack=True, timeout=LEASE_S * 10)
+
+    assert proc.stdout.strip() == "took"
+    assert again.redelivered and again.body == created.model_dump_json().encode()
+
+
+def test_rejected_without_requeue_is_dropped(bus):
+    bus.publish(lifecycle(uuid.uuid4())[0])
+
+    assert len(take(bus, "jobs", 1, ack=False, drop=True)) == 1
+    assert take(bus, "jobs", 1, ack=True, timeout=1.5) == []

@@ -43,7 +43,7 @@ def test_golden_invalid_fixture_is_rejected(path: Path):
 def test_stats_from_counts_totals_by_status_and_type():
     counts = {("hash", JobStatus.COMPLETED): 3, ("hash", JobStatus.FAILED): 1, ("sleep", JobStatus.PENDING): 2}
 
-    stats = Stats.from_counts(counts, None, "postgres")
+    stats = Stats.from_counts(counts, None, "store")
 
     assert (stats.total_jobs, stats.completed, stats.failed, stats.pending, stats.running) == (6, 3, 1, 2, 0)
     assert stats.by_type["hash"].total == 4

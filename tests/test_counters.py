@@ -7,15 +7,20 @@ import uuid
 import pytest
 
 from observatory.adapters.redis import RedisCounters
+from observatory.adapters.sqlite_counters import SQLiteCounters
 from observatory.ports import Counters
 from tests.test_event_store import lifecycle
 
 
-@pytest.fixture(params=["redis"])
-def counters(request, settings) -> Counters:
-    # A namespace of its own per test: counters are global to a namespace.
-    ns = f"{settings.namespace}_{uuid.uuid4().hex[:6]}"
-    return {"redis": lambda: RedisCounters(settings.redis_url, ns)}[request.param]()
+@pytest.fixture(params=["redis", "sqlite"])
+def counters(request, settings, tmp_path) -> Counters:
+    # A namespace (or file) of its own per test: counters are global to a namespace.
+    if request.param == "redis":
+        c = RedisCounters(settings.redis_url, f"{settings.namespace}_{uuid.uuid4().hex[:6]}")
+    else:
+        c = SQLiteCounters(tmp_path / "counters.sqlite3")
+    c.setup()
+    return c
 
 
 def test_empty_counters_have_no_stats(counters):

@@ -6,6 +6,7 @@ import hashlib
 import math
 import os
 import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,9 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from contracts import JobStatus, Stats
+from observatory import backends
 from observatory.jobs.builtin.primes import count_primes_below
+from observatory.settings import Settings
 from tests.cluster import serve_cluster
 
 pytestmark = pytest.mark.e2e
@@ -24,12 +28,35 @@ pytestmark = pytest.mark.e2e
 SETTLE_TIMEOUT_S = 240
 
 
+CONNECTIONS = ("AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL")
+
+
+@pytest.fixture(scope="module", params=["real", "embedded"])
+def mode(request, settings, tmp_path_factory) -> tuple[str, Settings]:
+    """real: the four servers; embedded: no connection variables at all, data under a fresh folder."""
+    if request.param == "real":
+        return "real", settings
+    data_dir = tmp_path_factory.mktemp("embedded")
+    return "embedded", Settings(
+        OBSERVATORY_NAMESPACE=settings.namespace, OBSERVATORY_DATA_DIR=data_dir, **dict.fromkeys(CONNECTIONS)
+    )
+
+
 @pytest.fixture(scope="module")
-def api(settings, real) -> Iterator[httpx.Client]:
-    with (
-        serve_cluster({"OBSERVATORY_NAMESPACE": settings.namespace}) as url,
-        httpx.Client(base_url=url, timeout=60) as client,
-    ):
+def real(mode) -> Iterator[backends.Backends]:
+    """The backends of the mode under test, to compare the API with the stored truth."""
+    b = backends.build(mode[1])
+    b.setup()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def api(mode) -> Iterator[httpx.Client]:
+    name, s = mode
+    env = {"OBSERVATORY_NAMESPACE": s.namespace, "OBSERVATORY_DATA_DIR": str(s.data_dir)}
+    drop = CONNECTIONS if name == "embedded" else ()
+    with serve_cluster(env, drop) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client
 
 
@@ -132,9 +159,9 @@ def test_each_jobs_events_are_stored_in_order_without_duplicates(api, submitted)
 def test_stats_equal_the_postgresql_truth(api, submitted, real):
     def converged() -> dict[str, Any] | None:
         counts, _ = real.jobs.counts()
-        truth = Stats.from_counts(counts, None, "postgres").model_dump(exclude={"last_event_at", "source"})
+        truth = Stats.from_counts(counts, None, "store").model_dump(exclude={"last_event_at", "source"})
         got = api.get("/read/stats").json()
-        return got if {k: got[k] for k in truth} == truth and got["source"] == "redis" else None
+        return got if {k: got[k] for k in truth} == truth and got["source"] == "cache" else None
 
     stats = wait_for(converged, "redis stats to equal the database")
 
@@ -218,16 +245,23 @@ def test_health_readiness_and_openapi(api):
         assert api.get(f"/{app}/openapi.json").json()["info"]["title"].startswith("Observatory")
 
 
-def test_stats_fall_back_to_postgresql_when_redis_is_empty(api, settings, real):
-    import redis
+def empty_the_cache(mode: tuple[str, Settings]) -> None:
+    name, s = mode
+    if name == "real":
+        r = redis.Redis.from_url(s.redis_url)
+        r.delete(*r.keys(f"{s.namespace}:*"))
+    else:
+        with sqlite3.connect(s.embedded_dir / "counters.sqlite3") as conn:
+            conn.executescript("DELETE FROM counts; DELETE FROM job_state; DELETE FROM seen; DELETE FROM last_event;")
 
-    r = redis.Redis.from_url(settings.redis_url)
-    r.delete(*r.keys(f"{settings.namespace}:*"))
+
+def test_stats_fall_back_to_the_job_store_when_the_cache_is_empty(api, mode, real):
+    empty_the_cache(mode)
     counts, _ = real.jobs.counts()
 
     stats = api.get("/read/stats").json()
 
-    assert stats["source"] == "postgres"
+    assert stats["source"] == "store"
     assert stats["total_jobs"] == sum(counts.values())
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts import EventEnvelope, EventType, JobEventPayload, JobStatus
+from observatory.adapters.sqlite_events import SQLiteEventStore
 from observatory.events import event_id, producer
 from observatory.ports import EventStore
 
@@ -19,9 +20,13 @@ STEPS = [
 ]
 
 
-@pytest.fixture(params=["mongo"])
-def events(request, real) -> EventStore:
-    return {"mongo": real.events}[request.param]
+@pytest.fixture(params=["mongo", "sqlite"])
+def events(request, tmp_path) -> EventStore:
+    if request.param == "mongo":
+        return request.getfixturevalue("real").events
+    s = SQLiteEventStore(tmp_path / "events.sqlite3")
+    s.setup()
+    return s
 
 
 def lifecycle(job_id: uuid.UUID, job_type: str = "hash") -> list[EventEnvelope]:

@@ -7,13 +7,18 @@ import uuid
 import pytest
 
 from contracts import JobStatus
+from observatory.adapters.sqlite_jobs import SQLiteJobStore
 from observatory.errors import InvalidSubmission
 from observatory.ports import JobStore, NewJob
 
 
-@pytest.fixture(params=["postgres"])
-def store(request, real) -> JobStore:
-    return {"postgres": real.jobs}[request.param]
+@pytest.fixture(params=["postgres", "sqlite"])
+def store(request, tmp_path) -> JobStore:
+    if request.param == "postgres":
+        return request.getfixturevalue("real").jobs
+    s = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    s.setup()
+    return s
 
 
 def new(job_type: str = "hash", key: str | None = None) -> NewJob:

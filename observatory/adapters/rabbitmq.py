@@ -19,14 +19,10 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 from contracts import EventEnvelope
 from observatory.errors import BusUnavailable
 from observatory.ports import Delivery
+from observatory.topology import QUEUES
 
 PUBLISH_ATTEMPTS = 3  # a dropped cached connection is re-opened; past this the broker is really down
 POLL_S = 0.5  # how long a consume loop waits for traffic before it looks at its stop flag
-
-
-# Logical queue name -> the binding key it receives; the exchange is a topic exchange named after the
-# namespace, so `job.created` reaches both the processors and the aggregators.
-QUEUES = {"jobs": "job.created", "events": "job.#"}
 
 
 class _PikaDelivery:

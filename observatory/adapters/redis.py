@@ -54,6 +54,9 @@ class RedisCounters:
         except redis_lib.RedisError as e:
             raise CacheUnavailable(f"Redis: {e}; check REDIS_URL and that the server is up") from e
 
+    def setup(self) -> None:
+        """Nothing to create: keys appear on first use."""
+
     def apply(self, event: EventEnvelope) -> bool:
         p = event.payload
         args = [
@@ -80,7 +83,7 @@ class RedisCounters:
             job_type, status = field.split(SEP, 1)
             counts[(job_type, JobStatus(status))] = int(n)
         last = datetime.fromtimestamp(int(last_us) / 1_000_000, UTC) if last_us else None
-        return Stats.from_counts(counts, last, "redis")
+        return Stats.from_counts(counts, last, "cache")
 
     def ping(self) -> None:
         with self._translate():

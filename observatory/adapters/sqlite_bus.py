@@ -1,0 +1,160 @@
+"""The embedded message bus: a durable queue in one SQLite file with leases.
+
+Why not persist-queue's SQLiteAckQueue: it hands out messages under a per-process lock and resumes
+*all* unacked messages at once, so two processes can take the same message, and a dead consumer's
+messages can only come back by also stealing those of live consumers. Here a consumer claims messages
+with a lease in one `BEGIN IMMEDIATE` transaction, renews the lease while it lives, and gives unacked
+messages back when it stops; when its process dies the lease runs out and the messages are redelivered
+(`redelivered` is true), which is what RabbitMQ does when a consumer's connection drops.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from contracts import EventEnvelope
+from observatory.adapters.sqlite_base import SQLiteFile, now_us
+from observatory.errors import BusUnavailable
+from observatory.ports import Delivery
+from observatory.topology import QUEUES, routes
+
+LEASE_S = 15.0  # a consumer that stops renewing (its process died) loses its messages after this long
+POLL_MIN_S, POLL_MAX_S = 0.02, 0.25  # idle consumers back off between these
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue          TEXT NOT NULL,
+    body           BLOB NOT NULL,
+    available_us   INTEGER NOT NULL,
+    lease_owner    TEXT,
+    lease_until_us INTEGER,
+    deliveries     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, id);
+CREATE INDEX IF NOT EXISTS messages_owner ON messages (lease_owner);
+"""
+
+_READY = "queue = ? AND available_us <= ? AND (lease_owner IS NULL OR lease_until_us < ?)"
+
+
+class _SQLiteDelivery:
+    def __init__(
+        self, bus: SQLiteBus, msg_id: int, owner: str, body: bytes, redelivered: bool, done: Callable[[int], None]
+    ) -> None:
+        self.body, self.redelivered = body, redelivered
+        self._bus, self._id, self._owner, self._done = bus, msg_id, owner, done
+
+    def ack(self) -> None:
+        self.reject(requeue=False)
+
+    def reject(self, requeue: bool) -> None:
+        try:
+            self._bus._settle(self._id, self._owner, requeue=requeue)
+        finally:  # if settling failed, the lease is no longer renewed and the message comes back
+            self._done(self._id)
+
+
+class SQLiteBus:
+    def __init__(self, path: Path, lease_s: float = LEASE_S) -> None:
+        self._db = SQLiteFile(path, _SCHEMA, BusUnavailable)
+        self._lease_us = int(lease_s * 1_000_000)
+
+    def setup(self) -> None:
+        self._db.setup()
+
+    def publish(self, event: EventEnvelope) -> None:
+        body = event.model_dump_json().encode()
+        now = now_us()
+        with self._db.write() as conn:  # committed == confirmed
+            conn.executemany(
+                "INSERT INTO messages (queue, body, available_us) VALUES (?, ?, ?)",
+                [(q, body, now) for q in routes(event.event_type.value)],
+            )
+
+    def _claim(self, queue: str, owner: str, n: int) -> list[tuple[int, bytes, int]]:
+        now = now_us()
+        with self._db.read() as conn:  # a cheap look first: most polls of an idle queue find nothing
+            if conn.execute(f"SELECT 1 FROM messages WHERE {_READY} LIMIT 1", (queue, now, now)).fetchone() is None:
+                return []
+        with self._db.write() as conn:
+            rows = conn.execute(
+                "UPDATE messages SET lease_owner = ?, lease_until_us = ?, deliveries = deliveries + 1 "
+                f"WHERE id IN (SELECT id FROM messages WHERE {_READY} ORDER BY id LIMIT ?) "
+                "RETURNING id, body, deliveries",
+                (owner, now + self._lease_us, queue, now, now, n),
+            ).fetchall()
+        return sorted((r["id"], r["body"], r["deliveries"]) for r in rows)
+
+    def _settle(self, msg_id: int, owner: str, requeue: bool) -> None:
+        with self._db.write() as conn:
+            if requeue:
+                conn.execute(
+                    "UPDATE messages SET lease_owner = NULL, lease_until_us = NULL WHERE id = ? AND lease_owner = ?",
+                    (msg_id, owner),
+                )
+            else:  # a lease that ran out and moved on is not ours to delete
+                conn.execute("DELETE FROM messages WHERE id = ? AND lease_owner = ?", (msg_id, owner))
+
+    def _renew(self, owner: str, ids: list[int]) -> None:
+        if not ids:
+            return
+        marks = ",".join("?" * len(ids))
+        with self._db.write() as conn:
+            conn.execute(
+                f"UPDATE messages SET lease_until_us = ? WHERE lease_owner = ? AND id IN ({marks})",
+                (now_us() + self._lease_us, owner, *ids),
+            )
+
+    def _release(self, owner: str) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "UPDATE messages SET lease_owner = NULL, lease_until_us = NULL WHERE lease_owner = ?", (owner,)
+            )
+
+    def consume(self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event) -> None:
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        in_flight: set[int] = set()
+        lock = threading.Lock()
+
+        def done(msg_id: int) -> None:
+            with lock:
+                in_flight.discard(msg_id)
+
+        poll, renewed = POLL_MIN_S, now_us()
+        try:
+            while not stop.is_set():
+                with lock:
+                    free = prefetch - len(in_flight)
+                claimed = self._claim(queue, owner, free) if free > 0 else []
+                for msg_id, body, deliveries in claimed:
+                    with lock:
+                        in_flight.add(msg_id)
+                    on_message(_SQLiteDelivery(self, msg_id, owner, body, deliveries > 1, done))
+                if now_us() - renewed > self._lease_us // 3:
+                    with lock:
+                        ids = sorted(in_flight)
+                    self._renew(owner, ids)
+                    renewed = now_us()
+                poll = POLL_MIN_S if claimed else min(poll * 2, POLL_MAX_S)
+                if not claimed:
+                    stop.wait(poll)
+        finally:
+            self._release(owner)  # like a closed AMQP channel: unacked messages go back to the queue
+
+    def depth(self, queue: str) -> int:
+        if queue not in QUEUES:
+            raise BusUnavailable(f"no queue {queue!r}")
+        with self._db.read() as conn:
+            return int(conn.execute("SELECT count(*) FROM messages WHERE queue = ?", (queue,)).fetchone()[0])
+
+    def ping(self) -> None:
+        self._db.ping()
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,66 @@
+"""Embedded stats counters: the same count-once rule as the Redis script, in one SQLite transaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from contracts import EventEnvelope, JobStatus, Stats
+from observatory.adapters.sqlite_base import SQLiteFile, from_us, to_us
+from observatory.errors import CacheUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS job_state (job_id TEXT PRIMARY KEY, version INTEGER NOT NULL, type TEXT NOT NULL,
+                                      status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counts (type TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+                                   PRIMARY KEY (type, status));
+CREATE TABLE IF NOT EXISTS last_event (id INTEGER PRIMARY KEY CHECK (id = 1), occurred_us INTEGER NOT NULL);
+"""
+
+_BUMP = "INSERT INTO counts (type, status, n) VALUES (?, ?, ?) ON CONFLICT (type, status) DO UPDATE SET n = n + ?"
+
+
+class SQLiteCounters:
+    def __init__(self, path: Path) -> None:
+        self._db = SQLiteFile(path, _SCHEMA, CacheUnavailable)
+
+    def setup(self) -> None:
+        self._db.setup()
+
+    def apply(self, event: EventEnvelope) -> bool:
+        p = event.payload
+        with self._db.write() as conn:
+            if conn.execute("INSERT INTO seen VALUES (?) ON CONFLICT DO NOTHING", (str(event.event_id),)).rowcount == 0:
+                return False
+            prev = conn.execute("SELECT version, type, status FROM job_state WHERE job_id = ?", (str(p.job_id),))
+            row = prev.fetchone()
+            if row is None or p.version > row["version"]:
+                if row is not None:
+                    conn.execute(_BUMP, (row["type"], row["status"], -1, -1))
+                conn.execute(_BUMP, (p.job_type, p.status.value, 1, 1))
+                conn.execute(
+                    "INSERT INTO job_state VALUES (?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE "
+                    "SET version = excluded.version, type = excluded.type, status = excluded.status",
+                    (str(p.job_id), p.version, p.job_type, p.status.value),
+                )
+            conn.execute(
+                "INSERT INTO last_event VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
+                "SET occurred_us = max(occurred_us, excluded.occurred_us)",
+                (to_us(event.occurred_at),),
+            )
+        return True
+
+    def stats(self) -> Stats | None:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT type, status, n FROM counts").fetchall()
+            last = conn.execute("SELECT occurred_us FROM last_event WHERE id = 1").fetchone()
+        if not rows:
+            return None
+        counts = {(r["type"], JobStatus(r["status"])): r["n"] for r in rows}
+        return Stats.from_counts(counts, from_us(last["occurred_us"]) if last else None, "cache")
+
+    def ping(self) -> None:
+        self._db.ping()
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,58 @@
+"""The embedded event store: one row per event, `event_id` as the primary key, so never twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import UUID
+
+from contracts import EventEnvelope
+from observatory.adapters.sqlite_base import SQLiteFile, to_us
+from observatory.errors import EventStoreUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id    TEXT PRIMARY KEY,
+    job_id      TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    occurred_us INTEGER NOT NULL,
+    envelope    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job_order ON events (job_id, version, occurred_us);
+"""
+
+
+class SQLiteEventStore:
+    def __init__(self, path: Path) -> None:
+        self._db = SQLiteFile(path, _SCHEMA, EventStoreUnavailable)
+
+    def setup(self) -> None:
+        self._db.setup()
+
+    def append(self, event: EventEnvelope) -> bool:
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO events (event_id, job_id, version, occurred_us, envelope) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                (
+                    str(event.event_id),
+                    str(event.payload.job_id),
+                    event.payload.version,
+                    to_us(event.occurred_at),
+                    event.model_dump_json(),
+                ),
+            )
+            return cur.rowcount == 1
+
+    def for_job(self, job_id: UUID) -> list[EventEnvelope]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT envelope FROM events WHERE job_id = ? ORDER BY version, occurred_us", (str(job_id),)
+            ).fetchall()
+        return [EventEnvelope.model_validate(json.loads(r["envelope"])) for r in rows]
+
+    def ping(self) -> None:
+        self._db.ping()
+
+    def close(self) -> None:
+        self._db.close()
