@@ -45,8 +45,9 @@ def wait_ready(timeout_s: float = READY_TIMEOUT_S) -> None:
 
 
 @contextmanager
-def serve_cluster(extra_env: dict[str, str], drop: tuple[str, ...] = ()) -> Iterator[str]:
-    """`drop` names variables to remove (e.g. the connection URLs, for the embedded mode)."""
+def serve_cluster(extra_env: dict[str, str], drop: tuple[str, ...] = (), hard_stop: bool = False) -> Iterator[str]:
+    """`drop` names variables to remove (e.g. the connection URLs, for the embedded mode); `hard_stop`
+    kills every Ray process at once instead of shutting Serve down first, like a machine crash."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", **extra_env}
     for name in drop:
         env.pop(name, None)
@@ -73,5 +74,6 @@ def serve_cluster(extra_env: dict[str, str], drop: tuple[str, ...] = ()) -> Iter
         wait_ready()
         yield API
     finally:
-        _run([str(BIN / "serve"), "shutdown", "-y", "--address", "http://127.0.0.1:8265"], env, check=False)
+        if not hard_stop:
+            _run([str(BIN / "serve"), "shutdown", "-y", "--address", "http://127.0.0.1:8265"], env, check=False)
         _run([str(BIN / "ray"), "stop", "--force"], env, check=False)

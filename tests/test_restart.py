@@ -1,0 +1,58 @@
+"""Stop the whole observatory in the middle of a run, start it again: every job finishes, once."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from contracts import JobStatus, Stats
+from observatory import backends
+from observatory.settings import Settings
+from tests.cluster import serve_cluster
+from tests.test_e2e import CONNECTIONS, wait_for
+
+pytestmark = pytest.mark.e2e
+
+JOBS = 40
+
+
+@pytest.mark.parametrize("mode", ["real", "embedded"])
+def test_restart_mid_run_finishes_every_job_and_counts_it_once(mode, settings, tmp_path):
+    ns = f"{settings.namespace}_restart"
+    s = Settings(OBSERVATORY_NAMESPACE=ns, OBSERVATORY_DATA_DIR=tmp_path)
+    if mode == "embedded":
+        s = Settings(OBSERVATORY_NAMESPACE=ns, OBSERVATORY_DATA_DIR=tmp_path, **dict.fromkeys(CONNECTIONS))
+    env = {"OBSERVATORY_NAMESPACE": ns, "OBSERVATORY_DATA_DIR": str(tmp_path)}
+    drop = CONNECTIONS if mode == "embedded" else ()
+    truth = backends.build(s)
+
+    # Given a run in progress
+    with serve_cluster(env, drop, hard_stop=True) as url:
+        body = {"jobs": [{"type": "sleep", "payload": {"seconds": 2.0}}] * JOBS}
+        ids = [a["job_id"] for a in httpx.post(f"{url}/api/jobs/batch", json=body, timeout=60).json()["accepted"]]
+        wait_for(lambda: truth.jobs.counts()[0].get(("sleep", JobStatus.COMPLETED), 0) >= 5, "some jobs done", 60)
+    # When every Ray process was killed in the middle
+    counts, _ = truth.jobs.counts()
+    assert counts.get(("sleep", JobStatus.COMPLETED), 0) < JOBS, "stopped too late to test anything"
+
+    # Then after a start with the same data, every job finishes and is counted once
+    with serve_cluster(env, drop) as url, httpx.Client(base_url=url, timeout=60) as api:
+        wait_for(lambda: all(api.get(f"/read/jobs/{i}").json()["status"] == "COMPLETED" for i in ids), "all jobs", 180)
+        truth_stats = Stats.from_counts(truth.jobs.counts()[0], None, "store")
+        assert truth_stats.total_jobs == truth_stats.completed == JOBS
+
+        def converged() -> dict | None:
+            got = api.get("/read/stats").json()
+            return got if got["source"] == "cache" and got["completed"] == JOBS else None
+
+        stats = wait_for(converged, "stats", 120)
+        time.sleep(1)  # late duplicates, if any, would show up now
+        stats = api.get("/read/stats").json()
+        assert (stats["total_jobs"], stats["completed"], stats["running"], stats["pending"]) == (JOBS, JOBS, 0, 0)
+        for i in ids:
+            events = api.get(f"/read/jobs/{i}/events").json()
+            assert len({e["event_id"] for e in events}) == len(events)
+            assert events[0]["event_type"] == "job.created" and events[-1]["event_type"] == "job.completed"
+    truth.close()
