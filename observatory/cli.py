@@ -24,6 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve_app" / "config.yaml"
 SERVICES_SCRIPT = ROOT / "scripts" / "services.sh"
 START_TIMEOUT_S = 300
+# `serve run`, with Ctrl-C handling forced on: a child started from a non-interactive shell in the
+# background inherits SIGINT as ignored, and then `serve run` would never shut Ray down.
+SERVE_RUN = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from ray.serve.scripts import cli; sys.argv[0] = 'serve'; cli()"
+)
 STOP_TIMEOUT_S = 60
 
 app = typer.Typer(help="The Distributed Task Observatory.", no_args_is_help=True, add_completion=False)
@@ -99,7 +105,7 @@ def up(
     typer.echo(f"starting the observatory (log: {log})")
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ray.serve.scripts", "run", str(config)],
+            [sys.executable, "-c", SERVE_RUN, "run", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

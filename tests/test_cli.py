@@ -1,0 +1,84 @@
+"""The `observatory` command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import BIN
+from tests.test_e2e import CONNECTIONS, wait_for
+
+OBSERVATORY = str(BIN / "observatory")
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([OBSERVATORY, *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_bad_payload_json_is_one_line_and_exit_2():
+    r = run("submit", "hash", "--payload", "{nope")
+
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: --payload is not valid JSON") and len(r.stderr.splitlines()) == 1
+
+
+def test_unreachable_api_is_one_line_and_exit_1():
+    r = run("status", env={**os.environ, "OBSERVATORY_API_URL": "http://127.0.0.1:9"})
+
+    assert r.returncode == 1
+    assert "cannot reach the observatory" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_up_refuses_a_port_in_use(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 8000))
+        s.listen()
+        r = run("up", "--data-dir", str(tmp_path))
+
+    assert r.returncode == 1
+    assert "port 8000" in r.stderr and "in use" in r.stderr
+
+
+@pytest.mark.e2e
+def test_up_runs_the_embedded_observatory_and_stops_cleanly_on_sigterm(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k not in CONNECTIONS}
+    up = subprocess.Popen(
+        [OBSERVATORY, "up", "--data-dir", str(tmp_path), "--processors", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        while not any(line.startswith("ready.") for line in lines):
+            line = up.stdout.readline()
+            assert line, "observatory up exited early:\n" + "".join(lines)
+            lines.append(line)
+        assert "bus=embedded" in lines[0] and "counters=embedded" in lines[0]
+
+        job_id = run("submit", "primes", "--payload", json.dumps({"limit": 1000}), env=env).stdout.strip()
+        shown = wait_for(
+            lambda: (r := run("job", job_id, env=env)).returncode == 0 and "job.completed" in r.stdout and r.stdout,
+            "the job to complete",
+            60,
+        )
+        assert '"count": 168' in shown
+    finally:
+        up.send_signal(signal.SIGTERM)
+        rest = up.communicate(timeout=120)[0]
+    assert up.returncode == 0 and "stopped." in rest
+    assert not any(p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_raylet(p))
+
+
+def _is_raylet(proc: Path) -> bool:
+    try:
+        return (proc / "comm").read_text().strip() == "raylet"
+    except OSError:
+        return False
