@@ -12,12 +12,13 @@ from typing import Any
 import ray
 
 from actors.consumer import ConsumerLoop
+from actors.runner import RayTaskRunner
 from observatory import backends, logs
 from observatory.errors import BackendUnavailable
 from observatory.events import producer
 from observatory.jobs import default_registry
 from observatory.ports import Delivery
-from observatory.processing import JobProcessor
+from observatory.processing import JobProcessor, RetryPolicy
 from observatory.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,10 @@ class ProcessorActor:
             self._backends.jobs,
             self._backends.bus,
             default_registry(),
+            RayTaskRunner(),
             producer("processor", f"{name}:{os.getpid()}"),
             worker=name,
+            retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s),
         )
         self._pool = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=name)
         self._lock = threading.Lock()

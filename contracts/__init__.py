@@ -2,8 +2,12 @@
 
 from contracts.models import (
     CONTRACT_VERSION,
+    FINAL_STATUSES,
+    Attempt,
     BatchAccepted,
     BatchSubmission,
+    DeadLetter,
+    DeadLetterPage,
     ErrorBody,
     ErrorDetail,
     ErrorResponse,
@@ -23,8 +27,12 @@ from contracts.models import (
 
 __all__ = [
     "CONTRACT_VERSION",
+    "FINAL_STATUSES",
+    "Attempt",
     "BatchAccepted",
     "BatchSubmission",
+    "DeadLetter",
+    "DeadLetterPage",
     "ErrorBody",
     "ErrorDetail",
     "ErrorResponse",

@@ -9,27 +9,41 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "1.1"  # 1.1 added the retry, dead-letter, cancel and requeue events
 
 IdempotencyKey = str
 
 
 class JobStatus(StrEnum):
+    """PENDING → RUNNING → COMPLETED; a failed attempt → RETRYING → RUNNING … → DEAD_LETTERED after the
+    last attempt; CANCELLED from PENDING, RETRYING or RUNNING. FAILED is final for a handler's permanent
+    failure (`JobFailed(permanent=True)`), which no retry can fix."""
+
     PENDING = "PENDING"
     RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    DEAD_LETTERED = "DEAD_LETTERED"
+    CANCELLED = "CANCELLED"
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD_LETTERED, JobStatus.CANCELLED})
 
 
 class EventType(StrEnum):
     JOB_CREATED = "job.created"
     JOB_STARTED = "job.started"
+    JOB_RETRYING = "job.retrying"
     JOB_COMPLETED = "job.completed"
     JOB_FAILED = "job.failed"
+    JOB_DEAD_LETTERED = "job.dead_lettered"
+    JOB_CANCELLED = "job.cancelled"
+    JOB_REQUEUED = "job.requeued"
 
 
 class _Strict(BaseModel):
@@ -42,6 +56,10 @@ class JobSubmission(_Strict):
     type: str = Field(min_length=1, max_length=64, description="A registered job type, see GET /api/job-types.")
     payload: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: IdempotencyKey | None = Field(default=None, min_length=1, max_length=200)
+    max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts before the job is dead-lettered.")
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=3600, description="Per-attempt time limit; default: the job type's."
+    )
 
 
 class BatchSubmission(_Strict):
@@ -59,6 +77,14 @@ class BatchAccepted(_Strict):
     accepted: list[JobAccepted]
 
 
+class Attempt(_Strict):
+    number: int
+    worker: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
 class Job(_Strict):
     id: UUID
     type: str
@@ -67,12 +93,16 @@ class Job(_Strict):
     result: Any | None = None
     error: str | None = None
     attempts: int = 0
+    max_attempts: int = 3
+    timeout_s: float = 300.0
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
     correlation_id: str
     idempotency_key: IdempotencyKey | None = None
-    version: int = Field(default=0, description="Bumped on every state change; orders a job's events.")
+    updated_at: datetime | None = None
+    version: int = Field(default=0, description="Bumped on every event; orders a job's events.")
+    attempt_history: list[Attempt] | None = Field(default=None, description="Filled in by GET /read/jobs/{id}.")
 
 
 class JobPage(_Strict):
@@ -99,7 +129,7 @@ class JobEventPayload(_Strict):
 class EventEnvelope(_Strict):
     """Every message on the bus and every document in the event store."""
 
-    contract_version: Literal["1.0"] = CONTRACT_VERSION
+    contract_version: Literal["1.0", "1.1"] = CONTRACT_VERSION
     event_type: EventType
     event_id: UUID
     occurred_at: datetime
@@ -120,16 +150,22 @@ class TypeStats(_Strict):
     total: int = 0
     pending: int = 0
     running: int = 0
+    retrying: int = 0
     completed: int = 0
     failed: int = 0
+    dead_lettered: int = 0
+    cancelled: int = 0
 
 
 class Stats(_Strict):
     total_jobs: int = 0
     pending: int = 0
     running: int = 0
+    retrying: int = 0
     completed: int = 0
     failed: int = 0
+    dead_lettered: int = 0
+    cancelled: int = 0
     by_type: dict[str, TypeStats] = Field(default_factory=dict)
     last_event_at: datetime | None = None
     source: Literal["cache", "store"] = Field(
@@ -161,6 +197,20 @@ class Stats(_Strict):
             source=source,
             **totals,
         )
+
+
+class DeadLetter(_Strict):
+    id: UUID
+    job_id: UUID | None = Field(description="None for a message that could not even be read.")
+    job_type: str | None = None
+    reason: str
+    message: str = Field(description="The message as it arrived (truncated to 64 KiB).")
+    created_at: datetime
+
+
+class DeadLetterPage(_Strict):
+    items: list[DeadLetter]
+    next_cursor: str | None = None
 
 
 class JobTypeInfo(_Strict):

@@ -13,12 +13,13 @@ FIXTURE_DIR = Path(__file__).parent / "fixtures"
 
 # name -> (model, version). Bump the version on any incompatible change and re-export.
 REGISTRY: dict[str, tuple[type[BaseModel], str]] = {
-    "job_submission": (models.JobSubmission, "1.0"),
-    "batch_submission": (models.BatchSubmission, "1.0"),
+    "job_submission": (models.JobSubmission, "1.1"),
+    "batch_submission": (models.BatchSubmission, "1.1"),
     "job_accepted": (models.JobAccepted, "1.0"),
-    "job": (models.Job, "1.0"),
+    "job": (models.Job, "1.1"),
+    "dead_letter": (models.DeadLetter, "1.0"),
     "event_envelope": (models.EventEnvelope, models.CONTRACT_VERSION),
-    "stats": (models.Stats, "1.0"),
+    "stats": (models.Stats, "1.1"),
     "error_response": (models.ErrorResponse, "1.0"),
 }
 

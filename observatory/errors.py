@@ -50,4 +50,14 @@ class JobNotFound(ObservatoryError):
 
 
 class JobFailed(ObservatoryError):
-    """Raised by a handler to fail a job with a clean message (no traceback stored)."""
+    """Raised by a handler to fail an attempt with a clean message (no traceback stored).
+
+    The attempt is retried with backoff unless `permanent`, which fails the job for good (FAILED)."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class JobConflict(ObservatoryError):
+    """The job's current state does not allow the request (e.g. cancelling a finished job)."""

@@ -6,19 +6,23 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import datetime
 
-from contracts import EventEnvelope, EventType, Job, JobEventPayload, Producer
+from contracts import EventEnvelope, EventType, Job, JobEventPayload, JobStatus, Producer
 from observatory import __version__
 
 _EVENT_NS = uuid.UUID("6f1c7a52-8a0e-4d0b-9a57-3c1f0e6d2b41")
 
+# The event that a job's status was reached by. RETRYING and DEAD_LETTERED are reached by a failed
+# attempt, which is recorded as its own `job.failed` event one version earlier.
 _TYPE_FOR_STATUS = {
-    "PENDING": EventType.JOB_CREATED,
-    "RUNNING": EventType.JOB_STARTED,
-    "COMPLETED": EventType.JOB_COMPLETED,
-    "FAILED": EventType.JOB_FAILED,
+    JobStatus.RUNNING: EventType.JOB_STARTED,
+    JobStatus.RETRYING: EventType.JOB_RETRYING,
+    JobStatus.COMPLETED: EventType.JOB_COMPLETED,
+    JobStatus.FAILED: EventType.JOB_FAILED,
+    JobStatus.DEAD_LETTERED: EventType.JOB_DEAD_LETTERED,
+    JobStatus.CANCELLED: EventType.JOB_CANCELLED,
 }
+_AFTER_FAILED_ATTEMPT = (JobStatus.RETRYING, JobStatus.DEAD_LETTERED)
 
 
 def producer(service: str, instance_id: str = "") -> Producer:
@@ -31,25 +35,37 @@ def event_id(job_id: uuid.UUID, event_type: EventType, version: int) -> uuid.UUI
     return uuid.uuid5(_EVENT_NS, f"{job_id}:{event_type.value}:{version}")
 
 
-def job_event(job: Job, source: Producer) -> EventEnvelope:
-    """The event that records the job's current state, stamped with the time the store recorded it."""
-    event_type = _TYPE_FOR_STATUS[job.status.value]
-    stamps = {EventType.JOB_CREATED: job.created_at, EventType.JOB_STARTED: job.started_at}
-    occurred: datetime = stamps.get(event_type, job.finished_at) or job.created_at
+def _event(job: Job, source: Producer, event_type: EventType, status: JobStatus, version: int) -> EventEnvelope:
     return EventEnvelope(
         event_type=event_type,
-        event_id=event_id(job.id, event_type, job.version),
-        occurred_at=occurred,
+        event_id=event_id(job.id, event_type, version),
+        occurred_at=job.updated_at or job.created_at,
         producer=source,
         correlation_id=job.correlation_id,
         idempotency_key=job.idempotency_key,
         payload=JobEventPayload(
             job_id=job.id,
             job_type=job.type,
-            status=job.status,
-            version=job.version,
+            status=status,
+            version=version,
             attempt=job.attempts,
-            result=job.result if job.status.is_final else None,
+            result=job.result if status is JobStatus.COMPLETED else None,
             error=job.error,
         ),
     )
+
+
+def job_events(job: Job, source: Producer) -> list[EventEnvelope]:
+    """The events that record how the job reached its current state, oldest first."""
+    if job.status is JobStatus.PENDING:
+        kind = EventType.JOB_CREATED if job.version == 0 else EventType.JOB_REQUEUED
+        return [_event(job, source, kind, job.status, job.version)]
+    events = [_event(job, source, _TYPE_FOR_STATUS[job.status], job.status, job.version)]
+    if job.status in _AFTER_FAILED_ATTEMPT:
+        events.insert(0, _event(job, source, EventType.JOB_FAILED, JobStatus.FAILED, job.version - 1))
+    return events
+
+
+def work_message(job: Job, source: Producer) -> EventEnvelope:
+    """What goes onto the jobs queue for the job's next run: its latest event."""
+    return job_events(job, source)[-1]

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from contracts import EventEnvelope, Job, JobPage, JobStatus, Stats
+from contracts import Attempt, DeadLetterPage, EventEnvelope, Job, JobPage, JobStatus, Stats
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class NewJob:
     payload: dict[str, Any]
     correlation_id: str
     idempotency_key: str | None = None
+    max_attempts: int = 3
+    timeout_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class Bus(Protocol):
     def publish(self, event: EventEnvelope) -> None:
         """Publish durably; returns only once the broker has confirmed it (raises BusUnavailable)."""
 
+    def schedule(self, event: EventEnvelope, delay_s: float) -> None:
+        """Put `event` on the jobs queue after `delay_s` (retries): durable, never by sleeping."""
+
     def consume(self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event) -> None:
         """Block in the calling thread, handing messages to `on_message`, until `stop` is set."""
 
@@ -72,10 +77,28 @@ class JobStore(Protocol):
     def list(self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None) -> JobPage: ...
 
     def start(self, job_id: UUID, worker: str, rerun: bool) -> Job | None:
-        """PENDING -> RUNNING (or RUNNING -> RUNNING when `rerun`); None when the job may not start."""
+        """PENDING/RETRYING -> RUNNING (also RUNNING -> RUNNING when `rerun`), recording a new attempt;
+        None when the job may not start."""
 
-    def finish(self, job_id: UUID, status: JobStatus, result: Any, error: str | None) -> Job | None:
-        """RUNNING -> COMPLETED/FAILED; None when the job was not RUNNING."""
+    def complete(self, job_id: UUID, result: Any) -> Job | None:
+        """RUNNING -> COMPLETED; None when the job was not RUNNING (e.g. cancelled meanwhile)."""
+
+    def fail(self, job_id: UUID, error: str, retry: bool, dead_letter: bool = False) -> Job | None:
+        """RUNNING -> RETRYING, or DEAD_LETTERED (with a dead letter) once the attempts are used up or when
+        `dead_letter`, or FAILED when `retry` is false; None when the job was not RUNNING."""
+
+    def cancel(self, job_id: UUID) -> Job | None:
+        """PENDING/RETRYING/RUNNING -> CANCELLED; None when the job is unknown or already final."""
+
+    def requeue(self, job_id: UUID) -> Job | None:
+        """DEAD_LETTERED -> PENDING with a fresh set of attempts; None when not dead-lettered."""
+
+    def attempts(self, job_id: UUID) -> list[Attempt]: ...
+
+    def dead_letter(self, job_id: UUID | None, job_type: str | None, reason: str, message: str) -> None:
+        """Record an unprocessable message (no job, or a job it cannot run)."""
+
+    def dead_letters(self, limit: int, cursor: str | None) -> DeadLetterPage: ...
 
     def counts(self) -> tuple[dict[tuple[str, JobStatus], int], datetime | None]: ...
 

@@ -36,6 +36,16 @@ class Settings(BaseSettings):
         validation_alias="OBSERVATORY_SWEEP_AFTER_S",
         description="A PENDING job whose publish was never confirmed is re-published after this long.",
     )
+    retry_base_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        validation_alias="OBSERVATORY_RETRY_BASE_S",
+        description="Delay before the first retry; doubles per attempt (±20% jitter).",
+    )
+    retry_max_s: float = Field(
+        default=60.0, gt=0, le=86400, validation_alias="OBSERVATORY_RETRY_MAX_S", description="Cap of the retry delay."
+    )
 
     @property
     def embedded_dir(self) -> Path:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from contracts import EventType, JobAccepted, JobSubmission, Producer
-from observatory.errors import BusUnavailable
-from observatory.events import event_id, job_event
+from contracts import EventType, Job, JobAccepted, JobSubmission, Producer
+from observatory.errors import BusUnavailable, JobConflict, JobNotFound
+from observatory.events import event_id, job_events, work_message
 from observatory.jobs import Registry
 from observatory.ports import Bus, Created, JobStore, NewJob
 
@@ -32,12 +33,14 @@ class SubmissionService:
         for i, sub in enumerate(submissions):
             where: list[str | int] = ["body", "jobs", i] if batch else ["body"]
             payload = self._registry.validate(sub.type, sub.payload, where)
-            new.append(NewJob(uuid.uuid4(), sub.type, payload, "", sub.idempotency_key))
+            job_type = self._registry.get(sub.type)
+            timeout = sub.timeout_s if sub.timeout_s is not None else job_type.default_timeout_s  # type: ignore[union-attr]
+            new.append(NewJob(uuid.uuid4(), sub.type, payload, "", sub.idempotency_key, sub.max_attempts, timeout))
         return new
 
     def submit(self, new: Sequence[NewJob], correlation_id: str | None) -> list[Accepted]:
         correlation = correlation_id or str(uuid.uuid4())
-        stamped = [NewJob(j.id, j.type, j.payload, correlation, j.idempotency_key) for j in new]
+        stamped = [dataclasses.replace(j, correlation_id=correlation) for j in new]
         created = self._jobs.create(stamped)
         self._publish([c for c in created if c.created])
         return [Accepted(self._accepted(c), c.created) for c in created]
@@ -46,13 +49,42 @@ class SubmissionService:
         published: list[uuid.UUID] = []
         try:
             for c in created:
-                self._bus.publish(job_event(c.job, self._source))
+                self._bus.publish(work_message(c.job, self._source))
                 published.append(c.job.id)
         except BusUnavailable as e:
             # The jobs are safe in the store as PENDING and unpublished; the sweeper publishes them later.
             log.warning("publish failed, %d job(s) left for the sweeper: %s", len(created) - len(published), e)
         finally:
             self._jobs.mark_published(published)
+
+    def cancel(self, job_id: uuid.UUID) -> Job:
+        """Cancel a PENDING, RETRYING or RUNNING job. A running handler is stopped by its processor,
+        which checks the job's status while it waits for the handler."""
+        job = self._jobs.cancel(job_id)
+        if job is None:
+            current = self._jobs.get(job_id)
+            if current is None:
+                raise JobNotFound(job_id)
+            raise JobConflict(
+                f"job {job_id} is {current.status.value}: only PENDING, RETRYING or RUNNING jobs can be cancelled"
+            )
+        self._publish_events(job)
+        return job
+
+    def requeue(self, job_id: uuid.UUID) -> Job:
+        """Run a dead-lettered job again with a fresh set of attempts."""
+        job = self._jobs.requeue(job_id)
+        if job is None:
+            current = self._jobs.get(job_id)
+            if current is None:
+                raise JobNotFound(job_id)
+            raise JobConflict(f"job {job_id} is {current.status.value}: only DEAD_LETTERED jobs can be requeued")
+        self._publish([Created(job, True)])
+        return job
+
+    def _publish_events(self, job: Job) -> None:
+        for event in job_events(job, self._source):
+            self._bus.publish(event)
 
     @staticmethod
     def _accepted(c: Created) -> JobAccepted:
@@ -69,7 +101,7 @@ def sweep(jobs: JobStore, bus: Bus, source: Producer, older_than_s: float, limit
     stale = jobs.unpublished(older_than_s, limit)
     done: list[uuid.UUID] = []
     for job in stale:
-        bus.publish(job_event(job, source))
+        bus.publish(work_message(job, source))
         done.append(job.id)
     jobs.mark_published(done)
     return len(done)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-# Logical queue -> binding pattern (AMQP topic syntax). `job.created` reaches both the processors and
-# the aggregators; every other job event only the aggregators.
-QUEUES: dict[str, str] = {"jobs": "job.created", "events": "job.#"}
+# Logical queue -> binding patterns (AMQP topic syntax). `job.created` and `job.requeued` reach both the
+# processors and the aggregators; every other job event only the aggregators. Retries reach the jobs
+# queue through the bus's delay mechanism (`Bus.schedule`), not through a binding.
+QUEUES: dict[str, tuple[str, ...]] = {"jobs": ("job.created", "job.requeued"), "events": ("job.#",)}
+RETRY_KEY = "work.retry"  # routing key of delayed retries; outside `job.#`, so events never see them
 
 
 def matches(pattern: str, key: str) -> bool:
@@ -21,4 +23,4 @@ def matches(pattern: str, key: str) -> bool:
 
 
 def routes(key: str) -> list[str]:
-    return [queue for queue, pattern in QUEUES.items() if matches(pattern, key)]
+    return [queue for queue, patterns in QUEUES.items() if any(matches(p, key) for p in patterns)]

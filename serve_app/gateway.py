@@ -5,12 +5,13 @@
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
+from uuid import UUID
 
-from fastapi import FastAPI, Header, Response
+from fastapi import FastAPI, Header, Path, Response
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from contracts import BatchAccepted, BatchSubmission, JobAccepted, JobSubmission, JobTypeInfo
+from contracts import BatchAccepted, BatchSubmission, ErrorResponse, Job, JobAccepted, JobSubmission, JobTypeInfo
 from observatory import __version__, backends, logs
 from observatory.events import producer
 from observatory.jobs import default_registry
@@ -30,6 +31,7 @@ api = FastAPI(
 )
 install_error_handlers(api)
 
+JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
 CorrelationId = Annotated[
     str | None,
     Header(
@@ -81,6 +83,16 @@ class Gateway:
         accepted = await self._call(self._service.submit, new, correlation_id)
         response.headers["X-Correlation-Id"] = accepted[0].body.correlation_id
         return BatchAccepted(accepted=[a.body for a in accepted])
+
+    @api.post("/jobs/{job_id}/cancel", response_model=Job, responses={409: {"model": ErrorResponse}})
+    async def cancel(self, job_id: JobId) -> Job:
+        """Cancel a PENDING, RETRYING or RUNNING job (a running handler is stopped); 409 when already final."""
+        return await self._call(self._service.cancel, job_id)
+
+    @api.post("/dlq/{job_id}/requeue", response_model=Job, responses={409: {"model": ErrorResponse}})
+    async def requeue(self, job_id: JobId) -> Job:
+        """Run a dead-lettered job again with a fresh set of attempts; 409 when it is not dead-lettered."""
+        return await self._call(self._service.requeue, job_id)
 
     @api.get("/job-types", response_model=list[JobTypeInfo])
     async def job_types(self) -> list[JobTypeInfo]:

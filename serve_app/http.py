@@ -11,17 +11,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import ErrorBody, ErrorDetail, ErrorResponse
-from observatory.errors import BackendUnavailable, InvalidSubmission, JobNotFound
+from observatory.errors import BackendUnavailable, InvalidSubmission, JobConflict, JobNotFound
 
 log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024  # larger request bodies get 413
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in (
         (400, "Malformed request"),
         (404, "Not found"),
+        (413, "Request body larger than 1 MiB"),
         (422, "Invalid input"),
         (503, "A backend is unavailable"),
     )
@@ -75,6 +79,10 @@ async def _not_found(_: Request, exc: JobNotFound) -> JSONResponse:
     return error_response(404, str(exc), [(["path", "job_id"], str(exc))])
 
 
+async def _conflict(_: Request, exc: JobConflict) -> JSONResponse:
+    return error_response(409, str(exc), [(["path", "job_id"], str(exc))])
+
+
 async def _unavailable(_: Request, exc: BackendUnavailable) -> JSONResponse:
     return error_response(503, str(exc), headers={"Retry-After": "5"})
 
@@ -92,9 +100,42 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(InvalidSubmission, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(JobNotFound, _not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(JobConflict, _conflict)  # type: ignore[arg-type]
     app.add_exception_handler(BackendUnavailable, _unavailable)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+
+
+class BodyLimit:
+    """413 for bodies over `max_bytes`: at once from Content-Length, or while a chunked body streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await error_response(400, "Content-Length is not a number")(scope, receive, send)
+                return
+            if int(declared) > self.max_bytes:
+                await error_response(413, f"request body over {self.max_bytes} bytes")(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise StarletteHTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 async def readiness(checks: dict[str, Callable[[], None]]) -> JSONResponse:

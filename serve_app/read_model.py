@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.concurrency import run_in_threadpool
 
-from contracts import EventEnvelope, Job, JobPage, JobStatus, Stats
+from contracts import DeadLetterPage, EventEnvelope, Job, JobPage, JobStatus, Stats
 from observatory import __version__, backends, logs
 from observatory.errors import CacheUnavailable, JobNotFound
 from observatory.settings import get_settings
@@ -66,12 +66,25 @@ class ReadModel:
     async def recent(self) -> JobPage:
         return await run_in_threadpool(self._b.jobs.list, None, None, RECENT, None)
 
-    @api.get("/jobs/{job_id}", response_model=Job)
-    async def job(self, job_id: JobId) -> Job:
-        job = await run_in_threadpool(self._b.jobs.get, job_id)
+    def _job_view(self, job_id: UUID) -> Job:
+        job = self._b.jobs.get(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        return job
+        return job.model_copy(update={"attempt_history": self._b.jobs.attempts(job_id)})
+
+    @api.get("/jobs/{job_id}", response_model=Job)
+    async def job(self, job_id: JobId) -> Job:
+        """The job with its attempts (number, worker, start, end, error)."""
+        return await run_in_threadpool(self._job_view, job_id)
+
+    @api.get("/dlq", response_model=DeadLetterPage)
+    async def dlq(
+        self,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> DeadLetterPage:
+        """Dead letters, newest first: jobs out of attempts, and messages that could not be processed."""
+        return await run_in_threadpool(self._b.jobs.dead_letters, limit, cursor)
 
     @api.get("/jobs/{job_id}/events", response_model=list[EventEnvelope])
     async def events(self, job_id: JobId) -> list[EventEnvelope]:

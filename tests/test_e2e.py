@@ -66,7 +66,14 @@ def workload() -> list[dict[str, Any]]:
     for i in range(60):
         jobs.append({"type": "hash", "payload": {"data": f"item-{i}", "rounds": 1 + i % 5}})
         jobs.append({"type": "primes", "payload": {"limit": 1000 + 37 * i}})
-        jobs.append({"type": "sleep", "payload": {"seconds": 0.01, "fail_probability": 1.0 if i % 4 == 0 else 0.0}})
+        failing = i % 4 == 0  # one attempt only: dead-lettered at once
+        jobs.append(
+            {
+                "type": "sleep",
+                "payload": {"seconds": 0.01, "fail_probability": 1.0 if failing else 0.0},
+                **({"max_attempts": 1} if failing else {}),
+            }
+        )
     for i in range(30):
         jobs.append({"type": "monte_carlo_pi", "payload": {"samples": 40_000, "shards": 1 + i % 4, "seed": i}})
     return jobs
@@ -84,7 +91,7 @@ def expected(job: dict[str, Any]) -> tuple[JobStatus, Any]:
             return JobStatus.COMPLETED, {"limit": p["limit"], "count": count_primes_below(p["limit"])}
         case "sleep":
             failed = p["fail_probability"] == 1.0
-            return (JobStatus.FAILED, None) if failed else (JobStatus.COMPLETED, {"slept": p["seconds"]})
+            return (JobStatus.DEAD_LETTERED, None) if failed else (JobStatus.COMPLETED, {"slept": p["seconds"]})
         case _:
             return JobStatus.COMPLETED, None  # checked against π below
 
@@ -135,24 +142,29 @@ def test_every_job_reaches_its_final_state_with_the_right_result(api, submitted)
             assert got["result"]["shards"] == job["payload"]["shards"]
         else:
             assert got["result"] == result
-        if status is JobStatus.FAILED:
+        if status is JobStatus.DEAD_LETTERED:
             assert "simulated failure" in got["error"]
+            assert [a["error"] is not None for a in got["attempt_history"]] == [True]
 
 
 def test_each_jobs_events_are_stored_in_order_without_duplicates(api, submitted):
-    final_types = {JobStatus.COMPLETED: "job.completed", JobStatus.FAILED: "job.failed"}
+    lifecycles = {
+        JobStatus.COMPLETED: ["job.created", "job.started", "job.completed"],
+        JobStatus.DEAD_LETTERED: ["job.created", "job.started", "job.failed", "job.dead_lettered"],
+    }
 
     def all_events() -> dict[str, list[dict[str, Any]]]:
         events = {i: api.get(f"/read/jobs/{i}/events").json() for _, i in submitted}
-        return events if all(len(e) >= 3 for e in events.values()) else {}
+        done = all(e and e[-1]["event_type"] in ("job.completed", "job.dead_lettered") for e in events.values())
+        return events if done else {}
 
     events = wait_for(all_events, "three events per job")
 
     for job, job_id in submitted:
         evs = events[job_id]
-        assert [e["event_type"] for e in evs] == ["job.created", "job.started", final_types[expected(job)[0]]]
+        assert [e["event_type"] for e in evs] == lifecycles[expected(job)[0]]
         assert len({e["event_id"] for e in evs}) == len(evs)
-        assert [e["payload"]["version"] for e in evs] == [0, 1, 2]
+        assert [e["payload"]["version"] for e in evs] == list(range(len(evs)))
         assert all(e["payload"]["job_id"] == job_id for e in evs)
 
 
@@ -166,7 +178,7 @@ def test_stats_equal_the_postgresql_truth(api, submitted, real):
     stats = wait_for(converged, "redis stats to equal the database")
 
     assert stats["total_jobs"] >= len(submitted)
-    assert stats["failed"] == sum(1 for j, _ in submitted if expected(j)[0] is JobStatus.FAILED)
+    assert stats["dead_lettered"] == sum(1 for j, _ in submitted if expected(j)[0] is JobStatus.DEAD_LETTERED)
 
 
 def test_unknown_type_is_422_listing_known_types(api):

@@ -21,8 +21,8 @@ def store(request, tmp_path) -> JobStore:
     return s
 
 
-def new(job_type: str = "hash", key: str | None = None) -> NewJob:
-    return NewJob(uuid.uuid4(), job_type, {"data": "x"}, "corr-1", key)
+def new(job_type: str = "hash", key: str | None = None, max_attempts: int = 3) -> NewJob:
+    return NewJob(uuid.uuid4(), job_type, {"data": "x"}, "corr-1", key, max_attempts, 30.0)
 
 
 def test_created_job_is_pending_and_readable(store):
@@ -48,7 +48,7 @@ def test_start_then_finish_moves_through_the_lifecycle(store):
     [c] = store.create([new()])
 
     running = store.start(c.job.id, "w1", rerun=False)
-    done = store.finish(c.job.id, JobStatus.COMPLETED, {"ok": 1}, None)
+    done = store.complete(c.job.id, {"ok": 1})
 
     assert running is not None and running.status is JobStatus.RUNNING and running.attempts == 1
     assert done is not None and done.status is JobStatus.COMPLETED and done.result == {"ok": 1}
@@ -67,10 +67,10 @@ def test_running_job_starts_again_only_on_rerun(store):
 def test_final_job_never_goes_back_to_running(store):
     [c] = store.create([new()])
     store.start(c.job.id, "w1", rerun=False)
-    store.finish(c.job.id, JobStatus.FAILED, None, "boom")
+    store.fail(c.job.id, "boom", retry=False)
 
     assert store.start(c.job.id, "w1", rerun=True) is None
-    assert store.finish(c.job.id, JobStatus.COMPLETED, 1, None) is None
+    assert store.complete(c.job.id, 1) is None
     assert store.get(c.job.id).status is JobStatus.FAILED
 
 
@@ -121,3 +121,57 @@ def test_counts_group_by_type_and_status(store):
     assert counts[(job_type, JobStatus.RUNNING)] == 1
     assert counts[(job_type, JobStatus.PENDING)] == 1
     assert last is not None
+
+
+def test_failed_attempt_retries_until_attempts_run_out_then_dead_letters(store):
+    [c] = store.create([new(max_attempts=2)])
+
+    store.start(c.job.id, "w1", rerun=False)
+    retrying = store.fail(c.job.id, "first", retry=True)
+    store.start(c.job.id, "w2", rerun=False)
+    dead = store.fail(c.job.id, "second", retry=True)
+
+    assert retrying.status is JobStatus.RETRYING and retrying.version == 3  # started 1, failed 2, retrying 3
+    assert dead.status is JobStatus.DEAD_LETTERED and dead.attempts == 2 and dead.error == "second"
+    assert [(a.number, a.worker, a.error) for a in store.attempts(c.job.id)] == [
+        (1, "w1", "first"),
+        (2, "w2", "second"),
+    ]
+    assert [d.job_id for d in store.dead_letters(100, None).items].count(c.job.id) == 1
+
+
+def test_requeue_gives_a_dead_lettered_job_fresh_attempts(store):
+    [c] = store.create([new(max_attempts=1)])
+    store.start(c.job.id, "w", rerun=False)
+    store.fail(c.job.id, "boom", retry=True)
+
+    again = store.requeue(c.job.id)
+
+    assert again.status is JobStatus.PENDING and again.error is None
+    assert c.job.id not in [d.job_id for d in store.dead_letters(500, None).items]
+    store.start(c.job.id, "w", rerun=False)
+    dead = store.fail(c.job.id, "boom again", retry=True)
+    assert dead.status is JobStatus.DEAD_LETTERED and dead.attempts == 2
+    assert store.requeue(uuid.uuid4()) is None
+
+
+def test_cancel_stops_pending_and_running_jobs_but_not_final_ones(store):
+    [p], [r], [f] = store.create([new()]), store.create([new()]), store.create([new()])
+    store.start(r.job.id, "w", rerun=False)
+    store.start(f.job.id, "w", rerun=False)
+    store.complete(f.job.id, 1)
+
+    assert store.cancel(p.job.id).status is JobStatus.CANCELLED
+    assert store.cancel(r.job.id).status is JobStatus.CANCELLED
+    assert store.cancel(f.job.id) is None
+    assert store.complete(r.job.id, 1) is None  # the handler's late result does not undo the cancel
+    assert store.attempts(r.job.id)[0].error == "cancelled"
+
+
+def test_unreadable_message_is_dead_lettered_without_a_job(store):
+    marker = f"garbage-{uuid.uuid4()}"
+
+    store.dead_letter(None, None, "unreadable message", marker)
+
+    [entry] = [d for d in store.dead_letters(500, None).items if d.message == marker]
+    assert entry.job_id is None and entry.reason == "unreadable message"

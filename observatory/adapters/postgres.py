@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -14,9 +15,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from contracts import Job, JobPage, JobStatus
+from contracts import Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
 from observatory.errors import StoreUnavailable
-from observatory.paging import decode_cursor, encode_cursor
+from observatory.paging import decode_cursor, next_cursor
 from observatory.ports import Created, NewJob
 
 _SCHEMA = """
@@ -29,6 +30,9 @@ CREATE TABLE IF NOT EXISTS {ns}.jobs (
     result          jsonb,
     error           text,
     attempts        integer NOT NULL DEFAULT 0,
+    max_attempts    integer NOT NULL,
+    attempt_limit   integer NOT NULL,  -- dead-letter when attempts reach this; a requeue raises it
+    timeout_s       double precision NOT NULL,
     version         integer NOT NULL DEFAULT 0,
     worker          text,
     correlation_id  text NOT NULL,
@@ -36,17 +40,38 @@ CREATE TABLE IF NOT EXISTS {ns}.jobs (
     published       boolean NOT NULL DEFAULT false,
     created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     started_at      timestamptz,
-    finished_at     timestamptz
+    finished_at     timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS jobs_created_idx ON {ns}.jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_status_idx ON {ns}.jobs (status, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_unpublished_idx ON {ns}.jobs (created_at) WHERE NOT published;
+CREATE TABLE IF NOT EXISTS {ns}.job_attempts (
+    job_id      uuid NOT NULL REFERENCES {ns}.jobs (id) ON DELETE CASCADE,
+    number      integer NOT NULL,
+    worker      text NOT NULL,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz,
+    error       text,
+    PRIMARY KEY (job_id, number)
+);
+CREATE TABLE IF NOT EXISTS {ns}.dead_letters (
+    id         uuid PRIMARY KEY,
+    job_id     uuid UNIQUE REFERENCES {ns}.jobs (id) ON DELETE CASCADE,
+    job_type   text,
+    reason     text NOT NULL,
+    message    text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS dead_letters_created_idx ON {ns}.dead_letters (created_at DESC, id DESC);
 """
 
 _COLUMNS = (
-    "id, type, status, payload, result, error, attempts, created_at, started_at, finished_at, "
-    "correlation_id, idempotency_key, version"
+    "id, type, status, payload, result, error, attempts, max_attempts, timeout_s, created_at, started_at, "
+    "finished_at, updated_at, correlation_id, idempotency_key, version"
 )
+_RETURNING = f"RETURNING {_COLUMNS}"
+MAX_TEXT = 65536  # dead-letter reasons and messages are cut to this
 
 
 def _job(row: dict[str, Any]) -> Job:
@@ -90,16 +115,25 @@ class PostgresJobStore:
 
     def create(self, jobs: Sequence[NewJob]) -> list[Created]:
         insert = self._q(
-            "INSERT INTO {ns}.jobs (id, type, status, payload, correlation_id, idempotency_key) "
-            f"VALUES (%s, %s, 'PENDING', %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_COLUMNS}"
+            "INSERT INTO {ns}.jobs (id, type, status, payload, correlation_id, idempotency_key, max_attempts, "
+            "attempt_limit, timeout_s) VALUES (%s, %s, 'PENDING', %s, %s, %s, %s, %s, %s) "
+            f"ON CONFLICT (idempotency_key) DO NOTHING {_RETURNING}"
         )
         existing = self._q(f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE idempotency_key = %s")
         out: list[Created] = []
         with self._conn() as conn, conn.transaction():
             for j in jobs:
-                row = conn.execute(
-                    insert, (j.id, j.type, Jsonb(j.payload), j.correlation_id, j.idempotency_key)
-                ).fetchone()
+                args = (
+                    j.id,
+                    j.type,
+                    Jsonb(j.payload),
+                    j.correlation_id,
+                    j.idempotency_key,
+                    j.max_attempts,
+                    j.max_attempts,
+                    j.timeout_s,
+                )
+                row = conn.execute(insert, args).fetchone()
                 if row is not None:
                     out.append(Created(_job(row), True))
                 else:
@@ -145,36 +179,171 @@ class PostgresJobStore:
         with self._conn() as conn:
             rows = conn.execute(q, (*args, limit + 1)).fetchall()
         items = [_job(r) for r in rows[:limit]]
-        more = len(rows) > limit
-        return JobPage(items=items, next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None)
+        return JobPage(items=items, next_cursor=next_cursor(items, len(rows), limit))
+
+    def _transition(
+        self,
+        conn: psycopg.Connection[dict[str, Any]],
+        sets: str,
+        job_id: UUID,
+        allowed: list[str],
+        *args: Any,
+        bump: str = "1",
+    ) -> Job | None:
+        """One conditional state change; `sets` and `bump` (the version increment) take `args` in order."""
+        q = self._q(
+            f"UPDATE {{ns}}.jobs SET {sets}, version = version + {bump}, updated_at = clock_timestamp() "
+            f"WHERE id = %s AND status = ANY(%s) {_RETURNING}"
+        )
+        row = conn.execute(q, (*args, job_id, allowed)).fetchone()
+        return _job(row) if row else None
+
+    def _close_attempt(self, conn: psycopg.Connection[dict[str, Any]], job: Job, error: str | None) -> None:
+        conn.execute(
+            self._q("UPDATE {ns}.job_attempts SET finished_at = %s, error = %s WHERE job_id = %s AND number = %s"),
+            (job.updated_at, error, job.id, job.attempts),
+        )
 
     def start(self, job_id: UUID, worker: str, rerun: bool) -> Job | None:
-        allowed = ["PENDING", "RUNNING"] if rerun else ["PENDING"]
-        q = self._q(
-            "UPDATE {ns}.jobs SET status = 'RUNNING', started_at = clock_timestamp(), attempts = attempts + 1, "
-            f"version = version + 1, worker = %s WHERE id = %s AND status = ANY(%s) RETURNING {_COLUMNS}"
-        )
-        with self._conn() as conn:
-            row = conn.execute(q, (worker, job_id, allowed)).fetchone()
-        return _job(row) if row else None
+        allowed = ["PENDING", "RETRYING", "RUNNING"] if rerun else ["PENDING", "RETRYING"]
+        with self._conn() as conn, conn.transaction():
+            job = self._transition(
+                conn,
+                "status = 'RUNNING', started_at = clock_timestamp(), finished_at = NULL, "
+                "attempts = attempts + 1, worker = %s",
+                job_id,
+                allowed,
+                worker,
+            )
+            if job is not None:
+                conn.execute(
+                    self._q(
+                        "INSERT INTO {ns}.job_attempts (job_id, number, worker, started_at) VALUES (%s, %s, %s, %s)"
+                    ),
+                    (job.id, job.attempts, worker, job.started_at),
+                )
+        return job
 
-    def finish(self, job_id: UUID, status: JobStatus, result: Any, error: str | None) -> Job | None:
+    def complete(self, job_id: UUID, result: Any) -> Job | None:
+        with self._conn() as conn, conn.transaction():
+            job = self._transition(
+                conn,
+                "status = 'COMPLETED', result = %s, error = NULL, finished_at = clock_timestamp()",
+                job_id,
+                ["RUNNING"],
+                Jsonb(result),
+            )
+            if job is not None:
+                self._close_attempt(conn, job, None)
+        return job
+
+    def fail(self, job_id: UUID, error: str, retry: bool, dead_letter: bool = False) -> Job | None:
+        # A failed attempt is two events (job.failed, then job.retrying/job.dead_lettered): version + 2.
+        status = (
+            "CASE WHEN %s THEN 'DEAD_LETTERED' WHEN NOT %s THEN 'FAILED' "
+            "WHEN attempts >= attempt_limit THEN 'DEAD_LETTERED' ELSE 'RETRYING' END"
+        )
+        with self._conn() as conn, conn.transaction():
+            job = self._transition(
+                conn,
+                f"status = {status}, error = %s, finished_at = clock_timestamp()",
+                job_id,
+                ["RUNNING"],
+                dead_letter,
+                retry,
+                error,
+                retry,
+                dead_letter,
+                bump="CASE WHEN %s OR %s THEN 2 ELSE 1 END",
+            )
+            if job is not None:
+                self._close_attempt(conn, job, error)
+                if job.status is JobStatus.DEAD_LETTERED:
+                    self._insert_dead_letter(conn, job.id, job.type, error, job.model_dump_json(exclude={"result"}))
+        return job
+
+    def cancel(self, job_id: UUID) -> Job | None:
+        with self._conn() as conn, conn.transaction():
+            job = self._transition(
+                conn,
+                "status = 'CANCELLED', finished_at = clock_timestamp()",
+                job_id,
+                ["PENDING", "RETRYING", "RUNNING"],
+            )
+            if job is not None and job.started_at is not None:
+                conn.execute(
+                    self._q(
+                        "UPDATE {ns}.job_attempts SET finished_at = %s, error = 'cancelled' "
+                        "WHERE job_id = %s AND number = %s AND finished_at IS NULL"
+                    ),
+                    (job.updated_at, job.id, job.attempts),
+                )
+        return job
+
+    def requeue(self, job_id: UUID) -> Job | None:
+        with self._conn() as conn, conn.transaction():
+            job = self._transition(
+                conn,
+                "status = 'PENDING', attempt_limit = attempts + max_attempts, error = NULL, "
+                "result = NULL, finished_at = NULL, published = false",
+                job_id,
+                ["DEAD_LETTERED"],
+            )
+            if job is not None:
+                conn.execute(self._q("DELETE FROM {ns}.dead_letters WHERE job_id = %s"), (job_id,))
+        return job
+
+    def attempts(self, job_id: UUID) -> list[Attempt]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                self._q(
+                    "SELECT number, worker, started_at, finished_at, error FROM {ns}.job_attempts "
+                    "WHERE job_id = %s ORDER BY number"
+                ),
+                (job_id,),
+            ).fetchall()
+        return [Attempt.model_validate(r) for r in rows]
+
+    def _insert_dead_letter(
+        self,
+        conn: psycopg.Connection[dict[str, Any]],
+        job_id: UUID | None,
+        job_type: str | None,
+        reason: str,
+        message: str,
+    ) -> None:
+        conn.execute(
+            self._q(
+                "INSERT INTO {ns}.dead_letters (id, job_id, job_type, reason, message) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING"
+            ),
+            (uuid.uuid4(), job_id, job_type, reason[:MAX_TEXT], message[:MAX_TEXT]),
+        )
+
+    def dead_letter(self, job_id: UUID | None, job_type: str | None, reason: str, message: str) -> None:
+        with self._conn() as conn, conn.transaction():
+            self._insert_dead_letter(conn, job_id, job_type, reason, message)
+
+    def dead_letters(self, limit: int, cursor: str | None) -> DeadLetterPage:
+        where, args = "true", []
+        if cursor is not None:
+            created_at, last_id = decode_cursor(cursor)
+            where, args = "(created_at, id) < (%s, %s)", [created_at, last_id]
         q = self._q(
-            "UPDATE {ns}.jobs SET status = %s, result = %s, error = %s, finished_at = clock_timestamp(), "
-            f"version = version + 1 WHERE id = %s AND status = 'RUNNING' RETURNING {_COLUMNS}"
+            "SELECT id, job_id, job_type, reason, message, created_at FROM {ns}.dead_letters "
+            f"WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %s"
         )
         with self._conn() as conn:
-            row = conn.execute(q, (status.value, Jsonb(result), error, job_id)).fetchone()
-        return _job(row) if row else None
+            rows = conn.execute(q, (*args, limit + 1)).fetchall()
+        items = [DeadLetter.model_validate(r) for r in rows[:limit]]
+        return DeadLetterPage(items=items, next_cursor=next_cursor(items, len(rows), limit))
 
     def counts(self) -> tuple[dict[tuple[str, JobStatus], int], datetime | None]:
         with self._conn() as conn:
             rows = conn.execute(
                 self._q("SELECT type, status, count(*) AS n FROM {ns}.jobs GROUP BY type, status")
             ).fetchall()
-            last = conn.execute(
-                self._q("SELECT max(greatest(created_at, started_at, finished_at)) AS t FROM {ns}.jobs")
-            ).fetchone()
+            last = conn.execute(self._q("SELECT max(updated_at) AS t FROM {ns}.jobs")).fetchone()
         return {(r["type"], JobStatus(r["status"])): r["n"] for r in rows}, (last or {}).get("t")
 
     def ping(self) -> None:

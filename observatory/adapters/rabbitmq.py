@@ -8,6 +8,7 @@ their acks are handed back to the consumer thread with `add_callback_threadsafe`
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from collections.abc import Callable
 
@@ -19,10 +20,14 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 from contracts import EventEnvelope
 from observatory.errors import BusUnavailable
 from observatory.ports import Delivery
-from observatory.topology import QUEUES
+from observatory.topology import QUEUES, RETRY_KEY
 
 PUBLISH_ATTEMPTS = 3  # a dropped cached connection is re-opened; past this the broker is really down
 POLL_S = 0.5  # how long a consume loop waits for traffic before it looks at its stop flag
+# Delayed retries wait in per-bucket queues with per-message TTL, then dead-letter back to the jobs
+# queue. A queue only expires its head, so each bucket holds delays within this factor of each other:
+# a message waits at most that much longer than asked.
+DELAY_BUCKET_FACTOR = 1.25
 
 
 class _PikaDelivery:
@@ -55,6 +60,7 @@ class RabbitBus:
         self._exchange = namespace
         self._ns = namespace
         self._local = threading.local()
+        self._delay_queues: set[str] = set()
 
     def queue_name(self, queue: str) -> str:
         return f"{self._ns}.{queue}"
@@ -103,22 +109,49 @@ class RabbitBus:
     def setup(self) -> None:
         def declare(ch: BlockingChannel) -> None:
             ch.exchange_declare(self._exchange, exchange_type="topic", durable=True)
-            for queue, key in QUEUES.items():
+            for queue, keys in QUEUES.items():
                 ch.queue_declare(self.queue_name(queue), durable=True)
-                ch.queue_bind(self.queue_name(queue), self._exchange, routing_key=key)
+                for key in keys:
+                    ch.queue_bind(self.queue_name(queue), self._exchange, routing_key=key)
+            ch.queue_bind(self.queue_name("jobs"), self._exchange, routing_key=RETRY_KEY)
 
         self._guard(declare)
 
-    def publish(self, event: EventEnvelope) -> None:
-        body = event.model_dump_json().encode()
+    @staticmethod
+    def _message(event: EventEnvelope, expiration: str | None = None) -> tuple[bytes, pika.BasicProperties]:
         props = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent,
             message_id=str(event.event_id),
             correlation_id=event.correlation_id,
             type=event.event_type.value,
+            expiration=expiration,
         )
+        return event.model_dump_json().encode(), props
+
+    def publish(self, event: EventEnvelope) -> None:
+        body, props = self._message(event)
         self._guard(lambda ch: ch.basic_publish(self._exchange, event.event_type.value, body, props, mandatory=True))
+
+    def schedule(self, event: EventEnvelope, delay_s: float) -> None:
+        delay_ms = max(1, int(delay_s * 1000))
+        queue = self.queue_name(f"delay.{int(math.log(delay_ms, DELAY_BUCKET_FACTOR))}")
+        body, props = self._message(event, expiration=str(delay_ms))
+
+        def send(ch: BlockingChannel) -> None:
+            if queue not in self._delay_queues:
+                ch.queue_declare(
+                    queue,
+                    durable=True,
+                    arguments={
+                        "x-dead-letter-exchange": self._exchange,
+                        "x-dead-letter-routing-key": RETRY_KEY,
+                    },
+                )
+                self._delay_queues.add(queue)
+            ch.basic_publish("", queue, body, props, mandatory=True)
+
+        self._guard(send)
 
     def consume(self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event) -> None:
         try:

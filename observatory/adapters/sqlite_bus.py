@@ -77,6 +77,13 @@ class SQLiteBus:
                 [(q, body, now) for q in routes(event.event_type.value)],
             )
 
+    def schedule(self, event: EventEnvelope, delay_s: float) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO messages (queue, body, available_us) VALUES ('jobs', ?, ?)",
+                (event.model_dump_json().encode(), now_us() + int(delay_s * 1_000_000)),
+            )
+
     def _claim(self, queue: str, owner: str, n: int) -> list[tuple[int, bytes, int]]:
         now = now_us()
         with self._db.read() as conn:  # a cheap look first: most polls of an idle queue find nothing

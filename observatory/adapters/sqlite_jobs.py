@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from contracts import Job, JobPage, JobStatus
+from contracts import Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, now_us, to_us
 from observatory.errors import StoreUnavailable
-from observatory.paging import decode_cursor, encode_cursor
+from observatory.paging import decode_cursor, next_cursor
 from observatory.ports import Created, NewJob
 
 _SCHEMA = """
@@ -25,6 +26,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     result          TEXT,
     error           TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER NOT NULL,
+    attempt_limit   INTEGER NOT NULL,
+    timeout_s       REAL NOT NULL,
     version         INTEGER NOT NULL DEFAULT 0,
     worker          TEXT,
     correlation_id  TEXT NOT NULL,
@@ -32,17 +36,38 @@ CREATE TABLE IF NOT EXISTS jobs (
     published       INTEGER NOT NULL DEFAULT 0,
     created_us      INTEGER NOT NULL,
     started_us      INTEGER,
-    finished_us     INTEGER
+    finished_us     INTEGER,
+    updated_us      INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_created_idx ON jobs (created_us DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_status_idx ON jobs (status, created_us DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_unpublished_idx ON jobs (published, created_us);
+CREATE TABLE IF NOT EXISTS job_attempts (
+    job_id      TEXT NOT NULL,
+    number      INTEGER NOT NULL,
+    worker      TEXT NOT NULL,
+    started_us  INTEGER NOT NULL,
+    finished_us INTEGER,
+    error       TEXT,
+    PRIMARY KEY (job_id, number)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id         TEXT PRIMARY KEY,
+    job_id     TEXT UNIQUE,
+    job_type   TEXT,
+    reason     TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    created_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_created_idx ON dead_letters (created_us DESC, id DESC);
 """
 
 _COLUMNS = (
-    "id, type, status, payload, result, error, attempts, created_us, started_us, finished_us, "
-    "correlation_id, idempotency_key, version"
+    "id, type, status, payload, result, error, attempts, max_attempts, timeout_s, created_us, started_us, "
+    "finished_us, updated_us, correlation_id, idempotency_key, version"
 )
+_RETURNING = f"RETURNING {_COLUMNS}"
+MAX_TEXT = 65536
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -54,9 +79,12 @@ def _job(row: sqlite3.Row) -> Job:
         result=None if row["result"] is None else json.loads(row["result"]),
         error=row["error"],
         attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        timeout_s=row["timeout_s"],
         created_at=from_us(row["created_us"]),
         started_at=from_us(row["started_us"]),
         finished_at=from_us(row["finished_us"]),
+        updated_at=from_us(row["updated_us"]),
         correlation_id=row["correlation_id"],
         idempotency_key=row["idempotency_key"],
         version=row["version"],
@@ -72,13 +100,26 @@ class SQLiteJobStore:
 
     def create(self, jobs: Sequence[NewJob]) -> list[Created]:
         insert = (
-            "INSERT INTO jobs (id, type, status, payload, correlation_id, idempotency_key, created_us) "
-            f"VALUES (?, ?, 'PENDING', ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_COLUMNS}"
+            "INSERT INTO jobs (id, type, status, payload, correlation_id, idempotency_key, max_attempts, "
+            "attempt_limit, timeout_s, created_us, updated_us) VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"ON CONFLICT (idempotency_key) DO NOTHING {_RETURNING}"
         )
         out: list[Created] = []
         with self._db.write() as conn:
             for j in jobs:
-                args = (str(j.id), j.type, json.dumps(j.payload), j.correlation_id, j.idempotency_key, now_us())
+                now = now_us()
+                args = (
+                    str(j.id),
+                    j.type,
+                    json.dumps(j.payload),
+                    j.correlation_id,
+                    j.idempotency_key,
+                    j.max_attempts,
+                    j.max_attempts,
+                    j.timeout_s,
+                    now,
+                    now,
+                )
                 row = conn.execute(insert, args).fetchone()
                 if row is not None:
                     out.append(Created(_job(row), True))
@@ -126,34 +167,173 @@ class SQLiteJobStore:
         with self._db.read() as conn:
             rows = conn.execute(sql, (*args, limit + 1)).fetchall()
         items = [_job(r) for r in rows[:limit]]
-        more = len(rows) > limit
-        return JobPage(items=items, next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None)
+        return JobPage(items=items, next_cursor=next_cursor(items, len(rows), limit))
+
+    @staticmethod
+    def _transition(
+        conn: sqlite3.Connection, sets: str, job_id: UUID, allowed: tuple[str, ...], *args: Any, bump: str = "1"
+    ) -> Job | None:
+        """One conditional state change; `sets` and `bump` (the version increment) take `args` in order."""
+        marks = ",".join("?" * len(allowed))
+        row = conn.execute(
+            f"UPDATE jobs SET {sets}, version = version + {bump}, updated_us = ? "
+            f"WHERE id = ? AND status IN ({marks}) {_RETURNING}",
+            (*args, now_us(), str(job_id), *allowed),
+        ).fetchone()
+        return _job(row) if row else None
+
+    @staticmethod
+    def _close_attempt(conn: sqlite3.Connection, job: Job, error: str | None) -> None:
+        conn.execute(
+            "UPDATE job_attempts SET finished_us = ?, error = ? "
+            "WHERE job_id = ? AND number = ? AND finished_us IS NULL",
+            (to_us(job.updated_at), error, str(job.id), job.attempts),
+        )
 
     def start(self, job_id: UUID, worker: str, rerun: bool) -> Job | None:
-        allowed = ("PENDING", "RUNNING" if rerun else "PENDING")
+        allowed = ("PENDING", "RETRYING", "RUNNING") if rerun else ("PENDING", "RETRYING")
+        now = now_us()
         with self._db.write() as conn:
-            row = conn.execute(
-                "UPDATE jobs SET status = 'RUNNING', started_us = ?, attempts = attempts + 1, version = version + 1, "
-                f"worker = ? WHERE id = ? AND status IN (?, ?) RETURNING {_COLUMNS}",
-                (now_us(), worker, str(job_id), *allowed),
-            ).fetchone()
-        return _job(row) if row else None
+            job = self._transition(
+                conn,
+                "status = 'RUNNING', started_us = ?, finished_us = NULL, attempts = attempts + 1, worker = ?",
+                job_id,
+                allowed,
+                now,
+                worker,
+            )
+            if job is not None:
+                conn.execute(
+                    "INSERT INTO job_attempts (job_id, number, worker, started_us) VALUES (?, ?, ?, ?)",
+                    (str(job.id), job.attempts, worker, now),
+                )
+        return job
 
-    def finish(self, job_id: UUID, status: JobStatus, result: Any, error: str | None) -> Job | None:
+    def complete(self, job_id: UUID, result: Any) -> Job | None:
         with self._db.write() as conn:
-            row = conn.execute(
-                "UPDATE jobs SET status = ?, result = ?, error = ?, finished_us = ?, version = version + 1 "
-                f"WHERE id = ? AND status = 'RUNNING' RETURNING {_COLUMNS}",
-                (status.value, json.dumps(result), error, now_us(), str(job_id)),
-            ).fetchone()
-        return _job(row) if row else None
+            job = self._transition(
+                conn,
+                "status = 'COMPLETED', result = ?, error = NULL, finished_us = ?",
+                job_id,
+                ("RUNNING",),
+                json.dumps(result),
+                now_us(),
+            )
+            if job is not None:
+                self._close_attempt(conn, job, None)
+        return job
+
+    def fail(self, job_id: UUID, error: str, retry: bool, dead_letter: bool = False) -> Job | None:
+        # A failed attempt is two events (job.failed, then job.retrying/job.dead_lettered): version + 2.
+        status = (
+            "CASE WHEN ? THEN 'DEAD_LETTERED' WHEN NOT ? THEN 'FAILED' "
+            "WHEN attempts >= attempt_limit THEN 'DEAD_LETTERED' ELSE 'RETRYING' END"
+        )
+        with self._db.write() as conn:
+            job = self._transition(
+                conn,
+                f"status = {status}, error = ?, finished_us = ?",
+                job_id,
+                ("RUNNING",),
+                *(dead_letter, retry, error, now_us(), retry, dead_letter),
+                bump="CASE WHEN ? OR ? THEN 2 ELSE 1 END",
+            )
+            if job is not None:
+                self._close_attempt(conn, job, error)
+                if job.status is JobStatus.DEAD_LETTERED:
+                    self._insert_dead_letter(conn, job.id, job.type, error, job.model_dump_json(exclude={"result"}))
+        return job
+
+    def cancel(self, job_id: UUID) -> Job | None:
+        with self._db.write() as conn:
+            job = self._transition(
+                conn, "status = 'CANCELLED', finished_us = ?", job_id, ("PENDING", "RETRYING", "RUNNING"), now_us()
+            )
+            if job is not None:
+                self._close_attempt(conn, job, "cancelled")
+        return job
+
+    def requeue(self, job_id: UUID) -> Job | None:
+        with self._db.write() as conn:
+            job = self._transition(
+                conn,
+                "status = 'PENDING', attempt_limit = attempts + max_attempts, error = NULL, result = NULL, "
+                "finished_us = NULL, published = 0",
+                job_id,
+                ("DEAD_LETTERED",),
+            )
+            if job is not None:
+                conn.execute("DELETE FROM dead_letters WHERE job_id = ?", (str(job_id),))
+        return job
+
+    def attempts(self, job_id: UUID) -> list[Attempt]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT number, worker, started_us, finished_us, error FROM job_attempts WHERE job_id = ? "
+                "ORDER BY number",
+                (str(job_id),),
+            ).fetchall()
+        return [
+            Attempt(
+                number=r["number"],
+                worker=r["worker"],
+                started_at=from_us(r["started_us"]),
+                finished_at=from_us(r["finished_us"]),
+                error=r["error"],
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _insert_dead_letter(
+        conn: sqlite3.Connection, job_id: UUID | None, job_type: str | None, reason: str, message: str
+    ) -> None:
+        conn.execute(
+            "INSERT INTO dead_letters (id, job_id, job_type, reason, message, created_us) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id) DO NOTHING",
+            (
+                str(uuid.uuid4()),
+                None if job_id is None else str(job_id),
+                job_type,
+                reason[:MAX_TEXT],
+                message[:MAX_TEXT],
+                now_us(),
+            ),
+        )
+
+    def dead_letter(self, job_id: UUID | None, job_type: str | None, reason: str, message: str) -> None:
+        with self._db.write() as conn:
+            self._insert_dead_letter(conn, job_id, job_type, reason, message)
+
+    def dead_letters(self, limit: int, cursor: str | None) -> DeadLetterPage:
+        where, args = "1", []
+        if cursor is not None:
+            created_at, last_id = decode_cursor(cursor)
+            where = "(created_us < ? OR (created_us = ? AND id < ?))"
+            args = [to_us(created_at), to_us(created_at), str(last_id)]
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT id, job_id, job_type, reason, message, created_us FROM dead_letters "
+                f"WHERE {where} ORDER BY created_us DESC, id DESC LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+        items = [
+            DeadLetter(
+                id=UUID(r["id"]),
+                job_id=None if r["job_id"] is None else UUID(r["job_id"]),
+                job_type=r["job_type"],
+                reason=r["reason"],
+                message=r["message"],
+                created_at=from_us(r["created_us"]),
+            )
+            for r in rows[:limit]
+        ]
+        return DeadLetterPage(items=items, next_cursor=next_cursor(items, len(rows), limit))
 
     def counts(self) -> tuple[dict[tuple[str, JobStatus], int], datetime | None]:
         with self._db.read() as conn:
             rows = conn.execute("SELECT type, status, count(*) AS n FROM jobs GROUP BY type, status").fetchall()
-            last = conn.execute(
-                "SELECT max(max(created_us, coalesce(started_us, 0), coalesce(finished_us, 0))) FROM jobs"
-            ).fetchone()[0]
+            last = conn.execute("SELECT max(updated_us) FROM jobs").fetchone()[0]
         return {(r["type"], JobStatus(r["status"])): r["n"] for r in rows}, from_us(last)
 
     def ping(self) -> None:
