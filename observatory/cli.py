@@ -99,7 +99,7 @@ def up(
         fail(f"port {port} on 127.0.0.1 is in use: stop whatever listens there (another `observatory up`?)")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = settings.data_dir / "serve.log"
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "OBSERVATORY_DATA_DIR": str(settings.data_dir)}
     env.setdefault("RAY_AUTH_MODE", "disabled")  # the cluster listens on loopback only
     typer.echo("backends: " + ", ".join(f"{k}={v}" for k, v in backends.describe(settings).items()))
     typer.echo(f"starting the observatory (log: {log})")

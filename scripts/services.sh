@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Development/test services on 127.0.0.1: RabbitMQ, PostgreSQL, Redis and FerretDB (MongoDB wire protocol).
-# Usage: scripts/services.sh up|down|status|env
+# Usage: scripts/services.sh up|down|status|env|restart NAME
 # Installs what is missing (apt on Debian/Ubuntu, `go install` for FerretDB), starts each service,
 # waits until it answers, and is idempotent: running `up` twice is quick and changes nothing.
 set -euo pipefail
@@ -196,7 +196,14 @@ main() {
     down) ferretdb_down; rabbitmq_down; redis_down; postgres_down; log "all services are down" ;;
     status) status ;;
     env) print_env ;;
-    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+    restart)  # restart one server (outage drills in the tests): restart postgresql|rabbitmq|redis
+      case "${2:-}" in
+        postgresql) postgres_down; postgres_up ;;
+        rabbitmq) rabbitmq_down; rabbitmq_up ;;
+        redis) redis_down; redis_up ;;
+        *) echo "usage: $0 restart postgresql|rabbitmq|redis" >&2; exit 2 ;;
+      esac ;;
+    *) echo "usage: $0 up|down|status|env|restart NAME" >&2; exit 2 ;;
   esac
 }
 main "$@"

@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 # Keep every Ray node these tests start on loopback (read by Ray at import time).
@@ -17,6 +18,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from observatory import backends
 from observatory.settings import Settings
+from tests.cluster import serve_cluster
+from tests.helpers import CONNECTIONS, FAST_RETRIES
 
 SERVERS = ("AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL")
 
@@ -50,3 +53,35 @@ def real(settings: Settings) -> Iterator[backends.Backends]:
     b.setup()
     yield b
     b.close()
+
+
+# --- end-to-end stacks: one loopback Ray cluster per test module and mode -------------------------------
+
+
+@pytest.fixture(scope="module", params=["real", "embedded"])
+def mode(request, settings, tmp_path_factory) -> tuple[str, Settings]:
+    """real: the four servers; embedded: no connection variables at all, data under a fresh folder.
+    Each test module gets a namespace of its own, so no module sees another's jobs or counters."""
+    ns = f"{settings.namespace}_{request.module.__name__.rsplit('_', 1)[-1][:8]}"
+    data_dir = tmp_path_factory.mktemp(request.param)
+    if request.param == "real":
+        return "real", Settings(OBSERVATORY_NAMESPACE=ns, OBSERVATORY_DATA_DIR=data_dir)
+    return "embedded", Settings(OBSERVATORY_NAMESPACE=ns, OBSERVATORY_DATA_DIR=data_dir, **dict.fromkeys(CONNECTIONS))
+
+
+@pytest.fixture(scope="module")
+def truth(mode) -> Iterator[backends.Backends]:
+    """The backends of the mode under test, to compare the API with the stored truth."""
+    b = backends.build(mode[1])
+    b.setup()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def api(mode) -> Iterator[httpx.Client]:
+    name, s = mode
+    env = {"OBSERVATORY_NAMESPACE": s.namespace, "OBSERVATORY_DATA_DIR": str(s.data_dir), **FAST_RETRIES}
+    drop = CONNECTIONS if name == "embedded" else ()
+    with serve_cluster(env, drop) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client

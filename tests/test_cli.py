@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import BIN
-from tests.test_e2e import CONNECTIONS, wait_for
+from tests.helpers import CONNECTIONS, wait_for
 
 OBSERVATORY = str(BIN / "observatory")
 

@@ -7,10 +7,7 @@ import math
 import os
 import signal
 import sqlite3
-import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,46 +15,11 @@ import pytest
 import redis
 
 from contracts import JobStatus, Stats
-from observatory import backends
 from observatory.jobs.builtin.primes import count_primes_below
 from observatory.settings import Settings
-from tests.cluster import serve_cluster
+from tests.helpers import actor_pids, final_jobs, wait_for
 
 pytestmark = pytest.mark.e2e
-
-SETTLE_TIMEOUT_S = 240
-
-
-CONNECTIONS = ("AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL")
-
-
-@pytest.fixture(scope="module", params=["real", "embedded"])
-def mode(request, settings, tmp_path_factory) -> tuple[str, Settings]:
-    """real: the four servers; embedded: no connection variables at all, data under a fresh folder."""
-    if request.param == "real":
-        return "real", settings
-    data_dir = tmp_path_factory.mktemp("embedded")
-    return "embedded", Settings(
-        OBSERVATORY_NAMESPACE=settings.namespace, OBSERVATORY_DATA_DIR=data_dir, **dict.fromkeys(CONNECTIONS)
-    )
-
-
-@pytest.fixture(scope="module")
-def real(mode) -> Iterator[backends.Backends]:
-    """The backends of the mode under test, to compare the API with the stored truth."""
-    b = backends.build(mode[1])
-    b.setup()
-    yield b
-    b.close()
-
-
-@pytest.fixture(scope="module")
-def api(mode) -> Iterator[httpx.Client]:
-    name, s = mode
-    env = {"OBSERVATORY_NAMESPACE": s.namespace, "OBSERVATORY_DATA_DIR": str(s.data_dir)}
-    drop = CONNECTIONS if name == "embedded" else ()
-    with serve_cluster(env, drop) as url, httpx.Client(base_url=url, timeout=60) as client:
-        yield client
 
 
 def workload() -> list[dict[str, Any]]:
@@ -96,16 +58,6 @@ def expected(job: dict[str, Any]) -> tuple[JobStatus, Any]:
             return JobStatus.COMPLETED, None  # checked against π below
 
 
-def wait_for(predicate: Any, what: str, timeout_s: float = SETTLE_TIMEOUT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def submitted(api: httpx.Client) -> list[tuple[dict[str, Any], str]]:
     jobs = workload()
@@ -120,11 +72,6 @@ def submitted(api: httpx.Client) -> list[tuple[dict[str, Any], str]]:
         assert r.status_code == 202, r.text
         out += [(job, a["job_id"]) for job, a in zip(chunk, r.json()["accepted"], strict=True)]
     return out
-
-
-def final_jobs(api: httpx.Client, ids: list[str]) -> dict[str, dict[str, Any]]:
-    jobs = {i: api.get(f"/read/jobs/{i}").json() for i in ids}
-    return jobs if all(JobStatus(j["status"]).is_final for j in jobs.values()) else {}
 
 
 def test_every_job_reaches_its_final_state_with_the_right_result(api, submitted):
@@ -168,12 +115,12 @@ def test_each_jobs_events_are_stored_in_order_without_duplicates(api, submitted)
         assert all(e["payload"]["job_id"] == job_id for e in evs)
 
 
-def test_stats_equal_the_postgresql_truth(api, submitted, real):
+def test_stats_equal_the_postgresql_truth(api, submitted, truth):
     def converged() -> dict[str, Any] | None:
-        counts, _ = real.jobs.counts()
-        truth = Stats.from_counts(counts, None, "store").model_dump(exclude={"last_event_at", "source"})
+        counts, _ = truth.jobs.counts()
+        want = Stats.from_counts(counts, None, "store").model_dump(exclude={"last_event_at", "source"})
         got = api.get("/read/stats").json()
-        return got if {k: got[k] for k in truth} == truth and got["source"] == "cache" else None
+        return got if {k: got[k] for k in want} == want and got["source"] == "cache" else None
 
     stats = wait_for(converged, "redis stats to equal the database")
 
@@ -190,15 +137,15 @@ def test_unknown_type_is_422_listing_known_types(api):
     assert all(t in err["message"] for t in ("hash", "primes", "sleep", "monte_carlo_pi"))
 
 
-def test_batch_with_one_bad_job_stores_nothing(api, real):
-    before = sum(real.jobs.counts()[0].values())
+def test_batch_with_one_bad_job_stores_nothing(api, truth):
+    before = sum(truth.jobs.counts()[0].values())
     jobs = [{"type": "hash", "payload": {"data": "ok"}}, {"type": "primes", "payload": {"limit": -5}}]
 
     r = api.post("/api/jobs/batch", json={"jobs": jobs})
 
     assert r.status_code == 422
     assert r.json()["error"]["details"][0]["loc"] == ["body", "jobs", 1, "payload", "limit"]
-    assert sum(real.jobs.counts()[0].values()) == before
+    assert sum(truth.jobs.counts()[0].values()) == before
 
 
 def test_malformed_json_is_400(api):
@@ -267,26 +214,14 @@ def empty_the_cache(mode: tuple[str, Settings]) -> None:
             conn.executescript("DELETE FROM counts; DELETE FROM job_state; DELETE FROM seen; DELETE FROM last_event;")
 
 
-def test_stats_fall_back_to_the_job_store_when_the_cache_is_empty(api, mode, real):
+def test_stats_fall_back_to_the_job_store_when_the_cache_is_empty(api, mode, truth):
     empty_the_cache(mode)
-    counts, _ = real.jobs.counts()
+    counts, _ = truth.jobs.counts()
 
     stats = api.get("/read/stats").json()
 
     assert stats["source"] == "store"
     assert stats["total_jobs"] == sum(counts.values())
-
-
-def actor_pids(cls: str) -> set[int]:
-    """Pids of live Ray actor processes of a class (Ray titles them `ray::<Class>...`)."""
-    pids = set()
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(f"ray::{cls}".encode()):
-                pids.add(int(proc.name))
-        except OSError:
-            continue
-    return pids
 
 
 def test_supervisor_recreates_a_killed_processor_and_jobs_still_complete(api):

@@ -11,7 +11,7 @@ from contracts import JobStatus, Stats
 from observatory import backends
 from observatory.settings import Settings
 from tests.cluster import serve_cluster
-from tests.test_e2e import CONNECTIONS, wait_for
+from tests.helpers import CONNECTIONS, wait_for
 
 pytestmark = pytest.mark.e2e
 
