@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from contracts import Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
-from observatory.errors import StoreUnavailable
+from observatory.errors import InvalidSubmission, StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
 from observatory.ports import Created, NewJob
 
@@ -106,6 +106,8 @@ class PostgresJobStore:
                 yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as e:
             raise StoreUnavailable(f"PostgreSQL: {e}; check POSTGRES_DSN and that the server is up") from e
+        except psycopg.DataError as e:  # e.g. a NUL character, which PostgreSQL text and jsonb cannot hold
+            raise InvalidSubmission("a value cannot be stored", [(["request"], str(e).splitlines()[0])]) from e
 
     def setup(self) -> None:
         with self._conn() as conn, conn.transaction():
