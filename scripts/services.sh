@@ -123,7 +123,8 @@ rabbitmq_down() {
 }
 
 # ---------------------------------------------------------------- FerretDB (MongoDB wire protocol)
-mongo_external() { [ -n "${MONGO_URL:-}" ] && [ "${OBSERVATORY_SERVICES_MANAGE_MONGO:-0}" != 1 ]; }
+# MONGO_URL set to anything but this script's own FerretDB means: use that MongoDB.
+mongo_external() { [ -n "${MONGO_URL:-}" ] && [ "$MONGO_URL" != "mongodb://127.0.0.1:$MONGO_PORT/" ]; }
 ferretdb_bin() { echo "$STATE_DIR/bin/ferretdb"; }
 # `go install github.com/FerretDB/FerretDB/cmd/ferretdb@VERSION` builds a binary that panics at start-up,
 # because the release's build/version/version.txt is generated and not part of the module. So fetch the

@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from contracts import Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
+from observatory.adapters.sql_common import FAIL_BUMP, fail_status, job_filters
 from observatory.errors import InvalidSubmission, StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
 from observatory.ports import Created, NewJob
@@ -164,13 +165,8 @@ class PostgresJobStore:
         return _job(row) if row else None
 
     def list(self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None) -> JobPage:
-        where, args = ["true"], []
-        if status is not None:
-            where.append("status = %s")
-            args.append(status.value)
-        if job_type is not None:
-            where.append("type = %s")
-            args.append(job_type)
+        where, args = job_filters(status, job_type, "%s")
+        where.insert(0, "true")
         if cursor is not None:
             created_at, last_id = decode_cursor(cursor)
             where.append("(created_at, id) < (%s, %s)")
@@ -240,11 +236,7 @@ class PostgresJobStore:
         return job
 
     def fail(self, job_id: UUID, error: str, retry: bool, dead_letter: bool = False) -> Job | None:
-        # A failed attempt is two events (job.failed, then job.retrying/job.dead_lettered): version + 2.
-        status = (
-            "CASE WHEN %s THEN 'DEAD_LETTERED' WHEN NOT %s THEN 'FAILED' "
-            "WHEN attempts >= attempt_limit THEN 'DEAD_LETTERED' ELSE 'RETRYING' END"
-        )
+        status = fail_status("%s")
         with self._conn() as conn, conn.transaction():
             job = self._transition(
                 conn,
@@ -256,7 +248,7 @@ class PostgresJobStore:
                 error,
                 retry,
                 dead_letter,
-                bump="CASE WHEN %s OR %s THEN 2 ELSE 1 END",
+                bump=FAIL_BUMP.format(ph="%s"),
             )
             if job is not None:
                 self._close_attempt(conn, job, error)

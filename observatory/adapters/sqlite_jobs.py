@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from contracts import Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
+from observatory.adapters.sql_common import FAIL_BUMP, fail_status, job_filters
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, now_us, to_us
 from observatory.errors import StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
@@ -152,13 +153,8 @@ class SQLiteJobStore:
         return _job(row) if row else None
 
     def list(self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None) -> JobPage:
-        where, args = ["1"], []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status.value)
-        if job_type is not None:
-            where.append("type = ?")
-            args.append(job_type)
+        where, args = job_filters(status, job_type, "?")
+        where.insert(0, "1")
         if cursor is not None:
             created_at, last_id = decode_cursor(cursor)
             where.append("(created_us < ? OR (created_us = ? AND id < ?))")
@@ -224,11 +220,7 @@ class SQLiteJobStore:
         return job
 
     def fail(self, job_id: UUID, error: str, retry: bool, dead_letter: bool = False) -> Job | None:
-        # A failed attempt is two events (job.failed, then job.retrying/job.dead_lettered): version + 2.
-        status = (
-            "CASE WHEN ? THEN 'DEAD_LETTERED' WHEN NOT ? THEN 'FAILED' "
-            "WHEN attempts >= attempt_limit THEN 'DEAD_LETTERED' ELSE 'RETRYING' END"
-        )
+        status = fail_status("?")
         with self._db.write() as conn:
             job = self._transition(
                 conn,
@@ -236,7 +228,7 @@ class SQLiteJobStore:
                 job_id,
                 ("RUNNING",),
                 *(dead_letter, retry, error, now_us(), retry, dead_letter),
-                bump="CASE WHEN ? OR ? THEN 2 ELSE 1 END",
+                bump=FAIL_BUMP.format(ph="?"),
             )
             if job is not None:
                 self._close_attempt(conn, job, error)
