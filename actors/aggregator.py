@@ -13,6 +13,7 @@ from actors.consumer import ConsumerLoop
 from observatory import backends, logs
 from observatory.aggregation import EventAggregator
 from observatory.errors import BackendUnavailable
+from observatory.metrics import metrics
 from observatory.ports import Delivery
 from observatory.settings import get_settings
 
@@ -28,7 +29,7 @@ class AggregatorActor:
         logs.configure(settings.log_level)
         self._name = name
         self._backends = backends.build(settings, pool_size=2)
-        self._aggregator = EventAggregator(self._backends.events, self._backends.counters)
+        self._aggregator = EventAggregator(self._backends.events, self._backends.counters, metrics().event)
         self._loop = ConsumerLoop(self._backends.bus, "events", self._handle, prefetch, name)
         self._loop.start()
 

@@ -17,6 +17,7 @@ from observatory import backends, logs
 from observatory.errors import BackendUnavailable
 from observatory.events import producer
 from observatory.jobs import default_registry
+from observatory.metrics import metrics
 from observatory.ports import Delivery
 from observatory.processing import JobProcessor, RetryPolicy
 from observatory.settings import get_settings
@@ -41,6 +42,7 @@ class ProcessorActor:
             producer("processor", f"{name}:{os.getpid()}"),
             worker=name,
             retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s),
+            hooks=metrics(),
         )
         self._pool = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=name)
         self._lock = threading.Lock()
@@ -52,6 +54,7 @@ class ProcessorActor:
     def _dispatch(self, delivery: Delivery) -> None:
         with self._lock:
             self._in_flight += 1
+            metrics().in_flight.set(self._in_flight, tags={"processor": self._name})
         self._pool.submit(self._handle, delivery)
 
     def _handle(self, delivery: Delivery) -> None:
@@ -69,6 +72,7 @@ class ProcessorActor:
             with self._lock:
                 self._in_flight -= 1
                 self._handled += 1
+                metrics().in_flight.set(self._in_flight, tags={"processor": self._name})
 
     def info(self) -> dict[str, Any]:
         return {

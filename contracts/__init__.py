@@ -3,6 +3,9 @@
 from contracts.models import (
     CONTRACT_VERSION,
     FINAL_STATUSES,
+    Alert,
+    AlertList,
+    AlertmanagerWebhook,
     Attempt,
     BatchAccepted,
     BatchSubmission,
@@ -21,6 +24,7 @@ from contracts.models import (
     JobSubmission,
     JobTypeInfo,
     Producer,
+    Severity,
     Stats,
     TypeStats,
 )
@@ -28,6 +32,9 @@ from contracts.models import (
 __all__ = [
     "CONTRACT_VERSION",
     "FINAL_STATUSES",
+    "Alert",
+    "AlertList",
+    "AlertmanagerWebhook",
     "Attempt",
     "BatchAccepted",
     "BatchSubmission",
@@ -46,6 +53,7 @@ __all__ = [
     "JobSubmission",
     "JobTypeInfo",
     "Producer",
+    "Severity",
     "Stats",
     "TypeStats",
 ]

@@ -213,6 +213,41 @@ class DeadLetterPage(_Strict):
     next_cursor: str | None = None
 
 
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Alert(_Strict):
+    name: str
+    severity: Severity
+    summary: str
+    since: datetime
+    source: Literal["alertmanager", "read-model"]
+    runbook: str | None = None
+
+
+class AlertList(_Strict):
+    alerts: list[Alert]
+
+
+class AlertmanagerAlert(BaseModel):
+    """One alert of Alertmanager's webhook (version 4); unknown fields are ignored."""
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime  # noqa: N815 - Alertmanager's field name
+    fingerprint: str = Field(min_length=1, max_length=64)
+
+
+class AlertmanagerWebhook(BaseModel):
+    version: str = "4"
+    status: Literal["firing", "resolved"]
+    alerts: list[AlertmanagerAlert] = Field(max_length=1000)
+
+
 class JobTypeInfo(_Strict):
     type: str
     description: str

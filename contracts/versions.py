@@ -21,6 +21,7 @@ REGISTRY: dict[str, tuple[type[BaseModel], str]] = {
     "event_envelope": (models.EventEnvelope, models.CONTRACT_VERSION),
     "stats": (models.Stats, "1.1"),
     "error_response": (models.ErrorResponse, "1.0"),
+    "alert_list": (models.AlertList, "1.0"),
 }
 
 

@@ -214,16 +214,18 @@ def job(job_id: Annotated[str, typer.Argument(help="A job id")]) -> None:
         typer.echo(f"{e['occurred_at']}  {e['event_type']:<14} by {e['producer']['service']}")
 
 
-def _services(action: str) -> None:
+def _services(*args: str) -> None:
     if not SERVICES_SCRIPT.exists():
         fail(f"{SERVICES_SCRIPT} not found: `observatory services` needs a source checkout")
-    raise typer.Exit(subprocess.call(["bash", str(SERVICES_SCRIPT), action]))
+    raise typer.Exit(subprocess.call(["bash", str(SERVICES_SCRIPT), *args]))
 
 
 @services_app.command("up")
-def services_up() -> None:
+def services_up(
+    observability: Annotated[bool, typer.Option(help="Also start Prometheus and Alertmanager")] = False,
+) -> None:
     """Install (if missing) and start the services; idempotent."""
-    _services("up")
+    _services("up", *(["--observability"] if observability else []))
 
 
 @services_app.command("down")

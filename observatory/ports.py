@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from contracts import Attempt, DeadLetterPage, EventEnvelope, Job, JobPage, JobStatus, Stats
+from contracts import Alert, Attempt, DeadLetterPage, EventEnvelope, Job, JobPage, JobStatus, Stats
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,9 @@ class Bus(Protocol):
 
     def depth(self, queue: str) -> int: ...
 
+    def consumers(self, queue: str) -> int:
+        """How many consumers are attached to the queue right now."""
+
     def ping(self) -> None: ...
 
     def close(self) -> None: ...
@@ -100,6 +103,11 @@ class JobStore(Protocol):
 
     def dead_letters(self, limit: int, cursor: str | None) -> DeadLetterPage: ...
 
+    def dead_letter_count(self) -> int: ...
+
+    def recent_outcomes(self, window_s: float) -> dict[JobStatus, int]:
+        """Final jobs by status whose last change is younger than `window_s`."""
+
     def counts(self) -> tuple[dict[tuple[str, JobStatus], int], datetime | None]: ...
 
     def ping(self) -> None: ...
@@ -129,6 +137,11 @@ class Counters(Protocol):
 
     def stats(self) -> Stats | None:
         """None when nothing is counted yet (an empty cache), so callers fall back to the job store."""
+
+    def set_alerts(self, firing: dict[str, Alert], resolved: list[str]) -> None:
+        """Store firing alerts by fingerprint and forget resolved ones (shared by every read replica)."""
+
+    def alerts(self) -> list[Alert]: ...
 
     def ping(self) -> None: ...
 

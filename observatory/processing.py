@@ -8,6 +8,7 @@ means redelivery; every step is safe to repeat.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,22 @@ class Outcome:
     retry: bool = True  # False: a permanent failure, no retry can fix it
     cancelled: bool = False
     timed_out: bool = False
+
+
+class ProcessingHooks(Protocol):
+    """Where the processor reports what it does (metrics); see observatory.metrics.Metrics."""
+
+    def attempt_started(self, job_type: str) -> None: ...
+
+    def attempt_finished(self, job_type: str, status: JobStatus, seconds: float, timed_out: bool) -> None: ...
+
+
+class NoHooks:
+    def attempt_started(self, job_type: str) -> None:
+        pass
+
+    def attempt_finished(self, job_type: str, status: JobStatus, seconds: float, timed_out: bool) -> None:
+        pass
 
 
 class Runner(Protocol):
@@ -80,10 +97,12 @@ class JobProcessor:
         source: Producer,
         worker: str,
         retry: RetryPolicy | None = None,
+        hooks: ProcessingHooks | None = None,
     ) -> None:
         self._jobs, self._bus, self._registry, self._runner = jobs, bus, registry, runner
         self._source, self._worker = source, worker
         self._retry = retry or RetryPolicy()
+        self._hooks = hooks or NoHooks()
 
     def handle(self, delivery: Delivery) -> Outcome | None:
         try:
@@ -105,8 +124,11 @@ class JobProcessor:
             delivery.ack()
             return None
         self._publish(job)
+        self._hooks.attempt_started(job.type)
+        began = time.perf_counter()
         outcome = self._run(job)
-        self._record(job, outcome)
+        status = self._record(job, outcome)
+        self._hooks.attempt_finished(job.type, status, time.perf_counter() - began, outcome.timed_out)
         delivery.ack()
         return outcome
 
@@ -115,20 +137,22 @@ class JobProcessor:
             return Outcome(error=f"unknown job type {job.type!r}: no handler is registered here", retry=False)
         return self._runner(job, lambda: self._is_cancelled(job))
 
-    def _record(self, job: Job, outcome: Outcome) -> None:
+    def _record(self, job: Job, outcome: Outcome) -> JobStatus:
+        """Commit the outcome and publish its events; returns the status the job ended up in."""
         if outcome.cancelled:
-            return  # the cancel request already committed CANCELLED and published job.cancelled
+            return JobStatus.CANCELLED  # the cancel request already committed it and published job.cancelled
         if outcome.error is None:
             done = self._jobs.complete(job.id, outcome.result)
         else:
             unknown_type = self._registry.get(job.type) is None
             done = self._jobs.fail(job.id, outcome.error, retry=outcome.retry, dead_letter=unknown_type)
         if done is None:
-            return  # cancelled while it ran: the cancellation stands
+            return JobStatus.CANCELLED  # cancelled while it ran: the cancellation stands
         self._publish(done)
         if done.status is JobStatus.RETRYING:
             delay = backoff_s(done.attempts, self._retry.base_s, self._retry.max_s)
             self._bus.schedule(work_message(done, self._source), delay)
+        return done.status
 
     def _is_cancelled(self, job: Job) -> bool:
         current = self._jobs.get(job.id)

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
         validation_alias="OBSERVATORY_SWEEP_AFTER_S",
         description="A PENDING job whose publish was never confirmed is re-published after this long.",
     )
+    prometheus_url: str = Field(default="http://127.0.0.1:9090", validation_alias="OBSERVATORY_PROMETHEUS_URL")
+    alertmanager_url: str = Field(default="http://127.0.0.1:9093", validation_alias="OBSERVATORY_ALERTMANAGER_URL")
     retry_base_s: float = Field(
         default=1.0,
         gt=0,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Development/test services on 127.0.0.1: RabbitMQ, PostgreSQL, Redis and FerretDB (MongoDB wire protocol).
-# Usage: scripts/services.sh up|down|status|env|restart NAME
+# Usage: scripts/services.sh up [--observability]|down|status|env|restart NAME
 # Installs what is missing (apt on Debian/Ubuntu, `go install` for FerretDB), starts each service,
 # waits until it answers, and is idempotent: running `up` twice is quick and changes nothing.
 set -euo pipefail
@@ -172,12 +172,50 @@ ferretdb_down() {
   fi
 }
 
+# ---------------------------------------------------------------- Prometheus and Alertmanager (--observability)
+ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PROM_PORT="${OBSERVATORY_PROMETHEUS_PORT:-9090}"
+AM_PORT="${OBSERVATORY_ALERTMANAGER_PORT:-9093}"
+start_daemon() {  # start_daemon NAME PORT CMD...
+  local name=$1 port=$2; shift 2
+  if ! port_open "$port"; then
+    log "starting $name on 127.0.0.1:$port"
+    nohup "$@" >"$STATE_DIR/$name.log" 2>&1 &
+    echo $! >"$STATE_DIR/$name.pid"
+  fi
+  wait_for "$name" 60 port_open "$port"
+}
+stop_daemon() {  # stop_daemon NAME
+  local f="$STATE_DIR/$1.pid"
+  [ -f "$f" ] || return 0
+  local pid; pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $1"; kill "$pid"
+    local i; for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  fi
+  rm -f "$f"
+}
+observability_up() {
+  command -v prometheus >/dev/null || apt_install prometheus
+  command -v prometheus-alertmanager >/dev/null || apt_install prometheus-alertmanager
+  mkdir -p "$STATE_DIR/prometheus-data" "$STATE_DIR/alertmanager-data"
+  start_daemon alertmanager "$AM_PORT" prometheus-alertmanager \
+    --config.file="$ROOT_DIR/observability/alertmanager.yml" --web.listen-address="127.0.0.1:$AM_PORT" \
+    --cluster.listen-address= --storage.path="$STATE_DIR/alertmanager-data"
+  start_daemon prometheus "$PROM_PORT" prometheus \
+    --config.file="$ROOT_DIR/observability/prometheus.yml" --web.listen-address="127.0.0.1:$PROM_PORT" \
+    --storage.tsdb.path="$STATE_DIR/prometheus-data" --web.enable-lifecycle
+}
+observability_down() { stop_daemon prometheus; stop_daemon alertmanager; }
+
 print_env() {
   echo "export AMQP_URL='amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2F'"
   echo "export POSTGRES_DSN='postgresql://$PG_USER:$PG_PASS@127.0.0.1:$PG_PORT/$PG_DB'"
   if mongo_external; then echo "export MONGO_URL='$MONGO_URL'";
   else echo "export MONGO_URL='mongodb://127.0.0.1:$MONGO_PORT/'"; fi
   echo "export REDIS_URL='redis://127.0.0.1:$REDIS_PORT/0'"
+  echo "export OBSERVATORY_PROMETHEUS_URL='http://127.0.0.1:$PROM_PORT'"
+  echo "export OBSERVATORY_ALERTMANAGER_URL='http://127.0.0.1:$AM_PORT'"
 }
 
 status() {
@@ -187,14 +225,19 @@ status() {
   redis_ready 2>/dev/null && echo "redis:      up (127.0.0.1:$REDIS_PORT)" || { echo "redis:      down"; rc=1; }
   if mongo_external; then echo "mongodb:    external ($MONGO_URL)";
   else port_open "$MONGO_PORT" && echo "ferretdb:   up (127.0.0.1:$MONGO_PORT)" || { echo "ferretdb:   down"; rc=1; }; fi
+  port_open "$PROM_PORT" && echo "prometheus: up (127.0.0.1:$PROM_PORT)" || echo "prometheus: down (only with up --observability)"
+  port_open "$AM_PORT" && echo "alertmanager: up (127.0.0.1:$AM_PORT)" || echo "alertmanager: down (only with up --observability)"
   return $rc
 }
 
 main() {
   mkdir -p "$STATE_DIR"
   case "${1:-}" in
-    up) postgres_up; redis_up; rabbitmq_up; ferretdb_up; log "all services are up"; ;;
-    down) ferretdb_down; rabbitmq_down; redis_down; postgres_down; log "all services are down" ;;
+    up)
+      postgres_up; redis_up; rabbitmq_up; ferretdb_up
+      [ "${2:-}" = "--observability" ] && observability_up
+      log "all services are up" ;;
+    down) observability_down; ferretdb_down; rabbitmq_down; redis_down; postgres_down; log "all services are down" ;;
     status) status ;;
     env) print_env ;;
     restart)  # restart one server (outage drills in the tests): restart postgresql|rabbitmq|redis

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-scripts/services.sh up
+scripts/services.sh up --observability
 if [ "${OBSERVATORY_KEEP_SERVICES:-0}" != 1 ]; then
   trap 'scripts/services.sh down' EXIT
 fi

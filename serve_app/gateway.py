@@ -13,8 +13,11 @@ from ray import serve
 
 from contracts import BatchAccepted, BatchSubmission, ErrorResponse, Job, JobAccepted, JobSubmission, JobTypeInfo
 from observatory import __version__, backends, logs
+from observatory.errors import InvalidSubmission
 from observatory.events import producer
 from observatory.jobs import default_registry
+from observatory.metrics import metrics
+from observatory.ports import NewJob
 from observatory.settings import get_settings
 from observatory.submission import SubmissionService
 from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
@@ -29,7 +32,7 @@ api = FastAPI(
     description="Submit jobs to the Distributed Task Observatory.",
     responses=ERROR_RESPONSES,
 )
-install_error_handlers(api)
+install_error_handlers(api, "gateway")
 
 JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
 CorrelationId = Annotated[
@@ -57,6 +60,14 @@ class Gateway:
         )
         self._pool = ThreadPoolExecutor(max_workers=SUBMIT_THREADS, thread_name_prefix="submit")
 
+    def _validate(self, submissions: list[JobSubmission], batch: bool) -> list[NewJob]:
+        try:
+            return self._service.validate(submissions, batch=batch)
+        except InvalidSubmission:
+            for sub in submissions:
+                metrics().submitted(sub.type, "rejected")
+            raise
+
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
@@ -69,8 +80,9 @@ class Gateway:
     async def submit(
         self, submission: JobSubmission, response: Response, correlation_id: CorrelationId = None
     ) -> JobAccepted:
-        new = self._service.validate([submission], batch=False)
+        new = self._validate([submission], batch=False)
         [accepted] = await self._call(self._service.submit, new, correlation_id)
+        metrics().submitted(submission.type, "accepted" if accepted.created else "duplicate")
         response.status_code = 202 if accepted.created else 200
         response.headers["X-Correlation-Id"] = accepted.body.correlation_id
         return accepted.body
@@ -79,8 +91,10 @@ class Gateway:
     async def submit_batch(
         self, batch: BatchSubmission, response: Response, correlation_id: CorrelationId = None
     ) -> BatchAccepted:
-        new = self._service.validate(batch.jobs, batch=True)
+        new = self._validate(batch.jobs, batch=True)
         accepted = await self._call(self._service.submit, new, correlation_id)
+        for sub, a in zip(batch.jobs, accepted, strict=True):
+            metrics().submitted(sub.type, "accepted" if a.created else "duplicate")
         response.headers["X-Correlation-Id"] = accepted[0].body.correlation_id
         return BatchAccepted(accepted=[a.body for a in accepted])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import ErrorBody, ErrorDetail, ErrorResponse
 from observatory.errors import BackendUnavailable, InvalidSubmission, JobConflict, JobNotFound
+from observatory.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,32 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal error; see the server logs")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+class RequestMetrics:
+    """Counts every request and its latency by route template (bounded labels), as the client saw it."""
+
+    def __init__(self, app: ASGIApp, name: str) -> None:
+        self.app, self.name = app, name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began, status = time.perf_counter(), 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics().request(self.name, route, scope["method"], status, time.perf_counter() - began)
+
+
+def install_error_handlers(app: FastAPI, name: str) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(InvalidSubmission, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(JobNotFound, _not_found)  # type: ignore[arg-type]
@@ -105,6 +132,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestMetrics, name=name)  # outermost: it sees the 413s too
 
 
 class BodyLimit:

@@ -10,8 +10,20 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.concurrency import run_in_threadpool
 
-from contracts import DeadLetterPage, EventEnvelope, Job, JobPage, JobStatus, Stats
+from contracts import (
+    Alert,
+    AlertList,
+    AlertmanagerWebhook,
+    DeadLetterPage,
+    EventEnvelope,
+    Job,
+    JobPage,
+    JobStatus,
+    Severity,
+    Stats,
+)
 from observatory import __version__, backends, logs
+from observatory.alerting import Watch
 from observatory.errors import CacheUnavailable, JobNotFound
 from observatory.settings import get_settings
 from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
@@ -24,7 +36,7 @@ api = FastAPI(
     description="Read jobs, their events and aggregate stats.",
     responses=ERROR_RESPONSES,
 )
-install_error_handlers(api)
+install_error_handlers(api, "read")
 
 JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
 
@@ -37,6 +49,7 @@ class ReadModel:
         logs.configure(settings.log_level)
         self._b = backends.build(settings)
         self._b.setup()
+        self._watch = Watch(self._b)
 
     def _stats(self) -> Stats:
         try:
@@ -91,6 +104,42 @@ class ReadModel:
         if await run_in_threadpool(self._b.jobs.get, job_id) is None:
             raise JobNotFound(job_id)
         return await run_in_threadpool(self._b.events.for_job, job_id)
+
+    def _alerts(self) -> AlertList:
+        try:
+            pushed = self._b.counters.alerts()
+        except CacheUnavailable:
+            pushed = []
+        order = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+        alerts = sorted([*pushed, *self._watch.evaluate()], key=lambda a: (order[a.severity], a.since))
+        return AlertList(alerts=alerts)
+
+    @api.get("/alerts", response_model=AlertList)
+    async def alerts(self) -> AlertList:
+        """Active alerts: from Alertmanager (source `alertmanager`) and the read model's own checks
+        (source `read-model`), critical first."""
+        return await run_in_threadpool(self._alerts)
+
+    @api.post("/alerts/webhook")
+    async def alerts_webhook(self, hook: AlertmanagerWebhook) -> dict[str, int]:
+        """Alertmanager's webhook receiver (see observability/alertmanager.yml)."""
+        firing = {
+            a.fingerprint: Alert(
+                name=a.labels.get("alertname", "unnamed"),
+                severity=a.labels.get("severity", "warning")
+                if a.labels.get("severity") in set(Severity)
+                else "warning",
+                summary=a.annotations.get("summary", a.labels.get("alertname", "")),
+                since=a.startsAt,
+                source="alertmanager",
+                runbook=a.annotations.get("runbook"),
+            )
+            for a in hook.alerts
+            if a.status == "firing"
+        }
+        resolved = [a.fingerprint for a in hook.alerts if a.status == "resolved"]
+        await run_in_threadpool(self._b.counters.set_alerts, firing, resolved)
+        return {"firing": len(firing), "resolved": len(resolved)}
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:

@@ -20,8 +20,10 @@ from actors.supervisor import ActorSpec, Supervisor
 from observatory import backends, logs
 from observatory.errors import BackendUnavailable
 from observatory.events import producer
+from observatory.metrics import metrics
 from observatory.settings import get_settings
 from observatory.submission import sweep
+from observatory.topology import QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class Workers:
         while not self._stop.wait(self._args.check_interval_s):
             try:
                 self._state = self._supervisor.reconcile()
+                sample(self._backends)
                 sweep(self._backends.jobs, self._backends.bus, self._source, self._settings.sweep_after_s)
             except BackendUnavailable as e:
                 log.warning("supervisor pass skipped: %s", e)
@@ -84,6 +87,29 @@ class Workers:
     def __del__(self) -> None:
         self._stop.set()
         self._supervisor.stop()
+
+
+def sample(b: backends.Backends) -> None:
+    """Export queue depths, consumers, dead letters and backend health (one place for the whole system)."""
+    m = metrics()
+    for name, check in (
+        ("bus", b.bus.ping),
+        ("jobs", b.jobs.ping),
+        ("events", b.events.ping),
+        ("counters", b.counters.ping),
+    ):
+        try:
+            check()
+            m.store_up.set(1, tags={"backend": name})
+        except BackendUnavailable:
+            m.store_up.set(0, tags={"backend": name})
+    try:
+        for queue in QUEUES:
+            m.queue_depth.set(b.bus.depth(queue), tags={"queue": queue})
+            m.queue_consumers.set(b.bus.consumers(queue), tags={"queue": queue})
+        m.dead_letters.set(b.jobs.dead_letter_count())
+    except BackendUnavailable as e:
+        log.warning("metrics sample skipped: %s", e)
 
 
 def build(args: dict[str, Any]) -> Application:

@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from contracts import Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
+from contracts import FINAL_STATUSES, Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
 from observatory.adapters.sql_common import FAIL_BUMP, fail_status, job_filters
 from observatory.errors import InvalidSubmission, StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
@@ -331,6 +331,19 @@ class PostgresJobStore:
             rows = conn.execute(q, (*args, limit + 1)).fetchall()
         items = [DeadLetter.model_validate(r) for r in rows[:limit]]
         return DeadLetterPage(items=items, next_cursor=next_cursor(items, len(rows), limit))
+
+    def dead_letter_count(self) -> int:
+        with self._conn() as conn:
+            return int(conn.execute(self._q("SELECT count(*) AS n FROM {ns}.dead_letters")).fetchone()["n"])
+
+    def recent_outcomes(self, window_s: float) -> dict[JobStatus, int]:
+        q = self._q(
+            "SELECT status, count(*) AS n FROM {ns}.jobs WHERE status = ANY(%s) "
+            "AND updated_at > clock_timestamp() - make_interval(secs => %s) GROUP BY status"
+        )
+        with self._conn() as conn:
+            rows = conn.execute(q, ([s.value for s in FINAL_STATUSES], window_s)).fetchall()
+        return {JobStatus(r["status"]): r["n"] for r in rows}
 
     def counts(self) -> tuple[dict[tuple[str, JobStatus], int], datetime | None]:
         with self._conn() as conn:

@@ -183,6 +183,10 @@ class RabbitBus:
         result = self._guard(lambda ch: ch.queue_declare(self.queue_name(queue), passive=True))
         return int(result.method.message_count)  # type: ignore[attr-defined]
 
+    def consumers(self, queue: str) -> int:
+        result = self._guard(lambda ch: ch.queue_declare(self.queue_name(queue), passive=True))
+        return int(result.method.consumer_count)  # type: ignore[attr-defined]
+
     def ping(self) -> None:
         self._guard(lambda ch: ch.connection.process_data_events(time_limit=0))
 

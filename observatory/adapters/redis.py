@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import redis as redis_lib
 
-from contracts import EventEnvelope, JobStatus, Stats
+from contracts import Alert, EventEnvelope, JobStatus, Stats
 from observatory.errors import CacheUnavailable
 
 SEP = "\x1f"  # between job type and status in a counter's field name
@@ -46,6 +46,7 @@ class RedisCounters:
         self._r = redis_lib.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True)
         self._keys = [f"{namespace}:{k}" for k in ("seen", "jobs", "counts", "last_event_us")]
         self._apply = self._r.register_script(_APPLY)
+        self._alerts = f"{namespace}:alerts"
 
     @contextlib.contextmanager
     def _translate(self) -> Iterator[None]:
@@ -84,6 +85,20 @@ class RedisCounters:
             counts[(job_type, JobStatus(status))] = int(n)
         last = datetime.fromtimestamp(int(last_us) / 1_000_000, UTC) if last_us else None
         return Stats.from_counts(counts, last, "cache")
+
+    def set_alerts(self, firing: dict[str, Alert], resolved: list[str]) -> None:
+        with self._translate():
+            pipe = self._r.pipeline()
+            if firing:
+                pipe.hset(self._alerts, mapping={k: a.model_dump_json() for k, a in firing.items()})
+            if resolved:
+                pipe.hdel(self._alerts, *resolved)
+            pipe.execute()
+
+    def alerts(self) -> list[Alert]:
+        with self._translate():
+            raw = self._r.hgetall(self._alerts)
+        return [Alert.model_validate_json(v) for v in raw.values()]
 
     def ping(self) -> None:
         with self._translate():

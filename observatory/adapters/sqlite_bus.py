@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, id);
 CREATE INDEX IF NOT EXISTS messages_owner ON messages (lease_owner);
+CREATE TABLE IF NOT EXISTS consumers (owner TEXT PRIMARY KEY, queue TEXT NOT NULL, seen_us INTEGER NOT NULL);
 """
 
 _READY = "queue = ? AND available_us <= ? AND (lease_owner IS NULL OR lease_until_us < ?)"
@@ -118,8 +119,16 @@ class SQLiteBus:
                 (now_us() + self._lease_us, owner, *ids),
             )
 
+    def _heartbeat(self, queue: str, owner: str) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO consumers VALUES (?, ?, ?) ON CONFLICT (owner) DO UPDATE SET seen_us = excluded.seen_us",
+                (owner, queue, now_us()),
+            )
+
     def _release(self, owner: str) -> None:
         with self._db.write() as conn:
+            conn.execute("DELETE FROM consumers WHERE owner = ?", (owner,))
             conn.execute(
                 "UPDATE messages SET lease_owner = NULL, lease_until_us = NULL WHERE lease_owner = ?", (owner,)
             )
@@ -134,6 +143,7 @@ class SQLiteBus:
                 in_flight.discard(msg_id)
 
         poll, renewed = POLL_MIN_S, now_us()
+        self._heartbeat(queue, owner)
         try:
             while not stop.is_set():
                 with lock:
@@ -147,6 +157,7 @@ class SQLiteBus:
                     with lock:
                         ids = sorted(in_flight)
                     self._renew(owner, ids)
+                    self._heartbeat(queue, owner)
                     renewed = now_us()
                 poll = POLL_MIN_S if claimed else min(poll * 2, POLL_MAX_S)
                 if not claimed:
@@ -159,6 +170,15 @@ class SQLiteBus:
             raise BusUnavailable(f"no queue {queue!r}")
         with self._db.read() as conn:
             return int(conn.execute("SELECT count(*) FROM messages WHERE queue = ?", (queue,)).fetchone()[0])
+
+    def consumers(self, queue: str) -> int:
+        """Consumers whose heartbeat is younger than a lease (a dead one stops counting after that)."""
+        with self._db.read() as conn:
+            return int(
+                conn.execute(
+                    "SELECT count(*) FROM consumers WHERE queue = ? AND seen_us > ?", (queue, now_us() - self._lease_us)
+                ).fetchone()[0]
+            )
 
     def ping(self) -> None:
         self._db.ping()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from contracts import EventEnvelope, JobStatus, Stats
+from contracts import Alert, EventEnvelope, JobStatus, Stats
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, to_us
 from observatory.errors import CacheUnavailable
 
@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS job_state (job_id TEXT PRIMARY KEY, version INTEGER N
                                       status TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counts (type TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
                                    PRIMARY KEY (type, status));
+CREATE TABLE IF NOT EXISTS alerts (fingerprint TEXT PRIMARY KEY, alert TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS last_event (id INTEGER PRIMARY KEY CHECK (id = 1), occurred_us INTEGER NOT NULL);
 """
 
@@ -58,6 +59,18 @@ class SQLiteCounters:
             return None
         counts = {(r["type"], JobStatus(r["status"])): r["n"] for r in rows}
         return Stats.from_counts(counts, from_us(last["occurred_us"]) if last else None, "cache")
+
+    def set_alerts(self, firing: dict[str, Alert], resolved: list[str]) -> None:
+        with self._db.write() as conn:
+            conn.executemany(
+                "INSERT INTO alerts VALUES (?, ?) ON CONFLICT (fingerprint) DO UPDATE SET alert = excluded.alert",
+                [(k, a.model_dump_json()) for k, a in firing.items()],
+            )
+            conn.executemany("DELETE FROM alerts WHERE fingerprint = ?", [(k,) for k in resolved])
+
+    def alerts(self) -> list[Alert]:
+        with self._db.read() as conn:
+            return [Alert.model_validate_json(r["alert"]) for r in conn.execute("SELECT alert FROM alerts")]
 
     def ping(self) -> None:
         self._db.ping()

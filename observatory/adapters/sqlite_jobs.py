@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from contracts import Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
+from contracts import FINAL_STATUSES, Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
 from observatory.adapters.sql_common import FAIL_BUMP, fail_status, job_filters
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, now_us, to_us
 from observatory.errors import StoreUnavailable
@@ -321,6 +321,20 @@ class SQLiteJobStore:
             for r in rows[:limit]
         ]
         return DeadLetterPage(items=items, next_cursor=next_cursor(items, len(rows), limit))
+
+    def dead_letter_count(self) -> int:
+        with self._db.read() as conn:
+            return int(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+    def recent_outcomes(self, window_s: float) -> dict[JobStatus, int]:
+        final = [s.value for s in FINAL_STATUSES]
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT status, count(*) AS n FROM jobs WHERE status IN ({','.join('?' * len(final))}) "
+                "AND updated_us > ? GROUP BY status",
+                (*final, now_us() - int(window_s * 1_000_000)),
+            ).fetchall()
+        return {JobStatus(r["status"]): r["n"] for r in rows}
 
     def counts(self) -> tuple[dict[tuple[str, JobStatus], int], datetime | None]:
         with self._db.read() as conn:
