@@ -214,6 +214,14 @@ def job(job_id: Annotated[str, typer.Argument(help="A job id")]) -> None:
         typer.echo(f"{e['occurred_at']}  {e['event_type']:<14} by {e['producer']['service']}")
 
 
+@app.command()
+def tui() -> None:
+    """The terminal dashboard (Textual); `textual serve "observatory tui"` shows it in a browser."""
+    from tui.app import run
+
+    run(Settings().api_url)
+
+
 def _services(*args: str) -> None:
     if not SERVICES_SCRIPT.exists():
         fail(f"{SERVICES_SCRIPT} not found: `observatory services` needs a source checkout")
@@ -248,3 +256,7 @@ def services_env() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The TUI with fixed data: behaviour through Textual's pilot, and snapshots of the main screens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from textual.widgets import Button, DataTable, Static, TextArea
+
+from tests.tui_fixtures import DEAD, JOB, FixedApi
+from tui.app import ObservatoryApp
+from tui.screens.dead_letters import DeadLettersScreen
+from tui.screens.job_detail import JobDetailScreen
+from tui.screens.new_job import NewJobScreen, check_payload
+
+SIZE = (100, 30)
+NOW = datetime(2026, 11, 29, 10, 5, tzinfo=UTC)
+
+
+def fixed_app(api: FixedApi | None = None) -> ObservatoryApp:
+    return ObservatoryApp(api or FixedApi(), launch_command=["true"], clock=lambda: NOW)
+
+
+def text(app: ObservatoryApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+@pytest.mark.asyncio
+async def test_dashboard_shows_stats_alerts_and_jobs():
+    app = fixed_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+        assert "2 jobs" in text(app, "#stats") and "dead_lettered 1" in text(app, "#stats")
+        assert "DeadLetterQueueNotEmpty" in text(app, "#alerts")
+        assert app.screen.query_one("#jobs", DataTable).row_count == 2
+
+
+@pytest.mark.asyncio
+async def test_enter_opens_the_job_detail_with_its_timeline():
+    app = fixed_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+        assert isinstance(app.screen, JobDetailScreen) and app.screen.job_id == JOB["id"]
+        assert app.screen.query_one("#timeline", DataTable).row_count == 3
+        await pilot.press("escape")
+        assert not isinstance(app.screen, JobDetailScreen)
+
+
+@pytest.mark.asyncio
+async def test_new_job_form_checks_the_payload_before_sending():
+    api = FixedApi()
+    app = fixed_app(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        await app.workers.wait_for_complete()
+        form = app.screen
+        assert isinstance(form, NewJobScreen)
+        form.query_one("#type").value = "primes"
+        form.query_one("#payload", TextArea).text = '{"limit": -1}'
+        form.query_one("#submit", Button).press()
+        await pilot.pause()
+        assert "limit" in str(form.query_one("#message", Static).render()) and api.submitted == []
+
+        form.query_one("#payload", TextArea).text = '{"limit": 100}'
+        form.query_one("#submit", Button).press()
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+        assert api.submitted == [("primes", {"limit": 100})]
+        assert isinstance(app.screen, JobDetailScreen) and app.screen.job_id == JOB["id"]
+
+
+@pytest.mark.asyncio
+async def test_dead_letters_screen_requeues_the_selected_entry():
+    api = FixedApi()
+    app = fixed_app(api)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("d")
+        await app.workers.wait_for_complete()
+        assert isinstance(app.screen, DeadLettersScreen)
+        await pilot.press("u")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+        assert api.requeued == [DEAD["id"]]
+        assert "requeued" in text(app, "#dlq-status")
+
+
+@pytest.mark.asyncio
+async def test_unreachable_api_is_a_status_line_offering_the_launcher():
+    app = fixed_app(FixedApi(reachable=False))
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "unreachable" in text(app, "#status-line") and "press L" in text(app, "#status-line")
+
+        await pilot.press("l")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "launcher" in text(app, "#status-line")
+
+
+@pytest.mark.parametrize(("payload", "ok"), [("{}", False), ('{"limit": 5}', True), ("[1]", False), ("{oops", False)])
+def test_payload_check(payload: str, ok: bool):
+    schema = {"type": "object", "properties": {"limit": {"type": "integer"}}, "required": ["limit"]}
+
+    assert (check_payload(payload, schema)[0] is not None) is ok
+
+
+def test_dashboard_snapshot(snap_compare):
+    async def settle(pilot) -> None:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(fixed_app(), terminal_size=(100, 30), run_before=settle)
+
+
+def test_job_detail_snapshot(snap_compare):
+    async def open_job(pilot) -> None:
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("enter")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(fixed_app(), terminal_size=(100, 30), run_before=open_job)
+
+
+def test_dead_letters_snapshot(snap_compare):
+    async def open_dlq(pilot) -> None:
+        await pilot.press("d")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(fixed_app(), terminal_size=(100, 30), run_before=open_dlq)

@@ -1,0 +1,106 @@
+"""`observatory tui`: a live dashboard of the observatory that never blocks on the network."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from tui.client import Api, HttpApi
+from tui.screens.dashboard import DashboardScreen, JobChosen
+from tui.screens.dead_letters import DeadLettersScreen
+from tui.screens.help import HelpScreen
+from tui.screens.job_detail import JobDetailScreen
+from tui.screens.new_job import NewJobScreen
+
+LAUNCH = [sys.executable, "-m", "observatory.cli", "up"]
+
+
+class ObservatoryApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "Distributed Task Observatory"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("n", "new_job", "New job"),
+        Binding("d", "dead_letters", "Dead letters"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("l", "launch", "Launch", show=False),
+    ]
+
+    def __init__(
+        self, api: Api, launch_command: list[str] | None = None, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        super().__init__()
+        self.api = api
+        self.clock = clock or (lambda: datetime.now(UTC))  # fixed in snapshot tests
+        self.launch_command = launch_command or LAUNCH
+        self.launched: asyncio.subprocess.Process | None = None
+        self.dashboard = DashboardScreen(api)
+
+    def on_mount(self) -> None:
+        self.push_screen(self.dashboard)
+
+    def on_job_chosen(self, message: JobChosen) -> None:
+        self.push_screen(JobDetailScreen(self.api, message.job_id))
+
+    def action_refresh(self) -> None:
+        screen = self.screen
+        if isinstance(screen, JobDetailScreen | DeadLettersScreen):
+            screen.load()
+        self.dashboard.refresh_data()
+
+    def action_new_job(self) -> None:
+        def opened(job_id: str | None) -> None:
+            if job_id:
+                self.push_screen(JobDetailScreen(self.api, job_id))
+
+        self.push_screen(NewJobScreen(self.api), opened)
+
+    def action_dead_letters(self) -> None:
+        self.push_screen(DeadLettersScreen(self.api))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_launch(self) -> None:
+        if self.dashboard.reachable:
+            self.dashboard.set_status(f"the API at {self.api.base_url} answers: nothing to start")
+        elif self.launched is None:
+            self.launch()
+
+    @work(exclusive=True, group="launcher")
+    async def launch(self) -> None:
+        """Start the embedded observatory (`observatory up`) and show its progress in the status line."""
+        self.dashboard.set_status("launcher: starting `observatory up` …")
+        self.launched = await asyncio.create_subprocess_exec(
+            *self.launch_command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        assert self.launched.stdout is not None
+        async for raw in self.launched.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line:
+                self.dashboard.set_status(f"launcher: {line}")
+            if line.startswith("ready."):
+                self.dashboard.refresh_data()
+        self.dashboard.set_status(f"launcher: the observatory exited ({self.launched.returncode})")
+        self.launched = None
+
+    async def on_unmount(self) -> None:
+        # The observatory this TUI started is its child: stop it too, so nothing is left behind.
+        if self.launched is not None and self.launched.returncode is None:
+            self.launched.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.launched.wait(), 90)
+            except TimeoutError:
+                self.launched.kill()
+
+
+def run(api_url: str) -> None:
+    ObservatoryApp(HttpApi(api_url)).run()
