@@ -34,7 +34,8 @@ class DeadLettersScreen(Screen[None]):
         self.load()
 
     def say(self, text: str) -> None:
-        self.query_one("#dlq-status", Static).update(text)
+        if self.is_attached:
+            self.query_one("#dlq-status", Static).update(text)
 
     @work(exclusive=True, group="dlq")
     async def load(self, note: str = "") -> None:
@@ -42,6 +43,8 @@ class DeadLettersScreen(Screen[None]):
             letters = await self.api.dead_letters()
         except ApiError as e:
             self.say(str(e))
+            return
+        if not self.is_attached:  # left while the request was out
             return
         table = self.query_one("#letters", DataTable)
         table.clear()

@@ -50,9 +50,11 @@ class JobDetailScreen(Screen[None]):
             job = await self.api.job(self.job_id)
             events = await self.api.events(self.job_id)
         except ApiError as e:
-            self.query_one("#fields", Static).update(Text(str(e), style="red"))
+            if self.is_attached:
+                self.query_one("#fields", Static).update(Text(str(e), style="red"))
             return
-        self.show(job, events)
+        if self.is_attached:  # the user may have left the screen while the request was out
+            self.show(job, events)
 
     def show(self, job: dict[str, Any], events: list[dict[str, Any]]) -> None:
         text = Text()

@@ -72,6 +72,8 @@ class NewJobScreen(ModalScreen[str | None]):
         self.query_one("#type", Select).set_options([(f"{t['type']} — {t['description']}", t["type"]) for t in types])
 
     def say(self, text: str, error: bool = False) -> None:
+        if not self.is_attached:
+            return
         self.query_one("#message", Static).update(f"[red]{text}[/]" if error else text)
 
     @on(Button.Pressed, "#cancel")
