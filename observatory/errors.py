@@ -7,10 +7,6 @@ class ObservatoryError(Exception):
     """Base of every error the observatory raises on purpose."""
 
 
-class ConfigurationError(ObservatoryError):
-    """A setting is missing or wrong; the message says which and what to do."""
-
-
 class BackendUnavailable(ObservatoryError):
     """A backend (bus, store, cache) cannot be reached right now; retrying later may work."""
 
