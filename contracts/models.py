@@ -241,6 +241,18 @@ class AlertmanagerAlert(BaseModel):
     startsAt: datetime  # noqa: N815 - Alertmanager's field name
     fingerprint: str = Field(min_length=1, max_length=64)
 
+    def to_alert(self) -> Alert:
+        name = self.labels.get("alertname", "unnamed")
+        severity = self.labels.get("severity", "")
+        return Alert(
+            name=name,
+            severity=Severity(severity) if severity in set(Severity) else Severity.WARNING,
+            summary=self.annotations.get("summary", name),
+            since=self.startsAt,
+            source="alertmanager",
+            runbook=self.annotations.get("runbook"),
+        )
+
 
 class AlertmanagerWebhook(BaseModel):
     version: str = "4"

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 from contracts import Alert, JobStatus, Severity
 from observatory.backends import Backends
-from observatory.errors import BackendUnavailable
 
 FAILURE_RATE = 0.2  # failed share of the jobs finished in the window that raises JobFailureRateHigh
 MIN_FINISHED = 10  # ... once at least this many finished
@@ -31,17 +30,7 @@ class Watch:
 
     def _conditions(self) -> dict[str, tuple[Severity, str]]:
         found: dict[str, tuple[Severity, str]] = {}
-        down = []
-        for name, ping in (
-            ("bus", self._b.bus.ping),
-            ("jobs", self._b.jobs.ping),
-            ("events", self._b.events.ping),
-            ("counters", self._b.counters.ping),
-        ):
-            try:
-                ping()
-            except BackendUnavailable:
-                down.append(name)
+        down = self._b.down()
         if down:
             found["StoreUnavailable"] = (Severity.CRITICAL, f"backend {', '.join(down)} unavailable")
         if "jobs" not in down:

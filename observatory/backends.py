@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from observatory.errors import BackendUnavailable
 from observatory.ports import Bus, Counters, EventStore, JobStore
 from observatory.settings import Settings
 
@@ -25,6 +26,21 @@ class Backends:
         self.events.setup()
         self.counters.setup()
         self.bus.setup()
+
+    def down(self) -> list[str]:
+        """Names of the backends that do not answer a ping right now."""
+        down = []
+        for name, backend in (
+            ("bus", self.bus),
+            ("jobs", self.jobs),
+            ("events", self.events),
+            ("counters", self.counters),
+        ):
+            try:
+                backend.ping()
+            except BackendUnavailable:
+                down.append(name)
+        return down
 
     def close(self) -> None:
         for backend in (self.bus, self.jobs, self.events, self.counters):

@@ -9,6 +9,7 @@ import uuid
 
 from contracts import EventEnvelope, EventType, Job, JobEventPayload, JobStatus, Producer
 from observatory import __version__
+from observatory.ports import Bus
 
 _EVENT_NS = uuid.UUID("6f1c7a52-8a0e-4d0b-9a57-3c1f0e6d2b41")
 
@@ -64,6 +65,12 @@ def job_events(job: Job, source: Producer) -> list[EventEnvelope]:
     if job.status in _AFTER_FAILED_ATTEMPT:
         events.insert(0, _event(job, source, EventType.JOB_FAILED, JobStatus.FAILED, job.version - 1))
     return events
+
+
+def publish_job_events(bus: Bus, job: Job, source: Producer) -> None:
+    """Publish the events of the job's current state (safe to repeat: the ids are deterministic)."""
+    for event in job_events(job, source):
+        bus.publish(event)
 
 
 def work_message(job: Job, source: Producer) -> EventEnvelope:

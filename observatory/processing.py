@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from contracts import EventEnvelope, Job, JobStatus, Producer
 from observatory.errors import JobFailed
-from observatory.events import job_events, work_message
+from observatory.events import publish_job_events, work_message
 from observatory.jobs import Registry
 from observatory.ports import Bus, Delivery, JobStore
 from observatory.retry import backoff_s
@@ -33,6 +33,7 @@ class Outcome:
     result: Any = None
     error: str | None = None
     retry: bool = True  # False: a permanent failure, no retry can fix it
+    dead_letter: bool = False  # straight to the dead letters (no handler for the type here)
     cancelled: bool = False
     timed_out: bool = False
 
@@ -134,7 +135,7 @@ class JobProcessor:
 
     def _run(self, job: Job) -> Outcome:
         if self._registry.get(job.type) is None:
-            return Outcome(error=f"unknown job type {job.type!r}: no handler is registered here", retry=False)
+            return Outcome(error=f"unknown job type {job.type!r}: no handler is registered here", dead_letter=True)
         return self._runner(job, lambda: self._is_cancelled(job))
 
     def _record(self, job: Job, outcome: Outcome) -> JobStatus:
@@ -144,8 +145,7 @@ class JobProcessor:
         if outcome.error is None:
             done = self._jobs.complete(job.id, outcome.result)
         else:
-            unknown_type = self._registry.get(job.type) is None
-            done = self._jobs.fail(job.id, outcome.error, retry=outcome.retry, dead_letter=unknown_type)
+            done = self._jobs.fail(job.id, outcome.error, retry=outcome.retry, dead_letter=outcome.dead_letter)
         if done is None:
             return JobStatus.CANCELLED  # cancelled while it ran: the cancellation stands
         self._publish(done)
@@ -159,8 +159,7 @@ class JobProcessor:
         return current is None or current.status is JobStatus.CANCELLED
 
     def _publish(self, job: Job) -> None:
-        for event in job_events(job, self._source):
-            self._bus.publish(event)
+        publish_job_events(self._bus, job, self._source)
 
     def _settle_existing(self, job_id: object) -> None:
         """A final job's last events may have been lost in a crash after commit: publish them again (same ids)."""

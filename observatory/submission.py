@@ -7,10 +7,11 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from contracts import EventType, Job, JobAccepted, JobSubmission, Producer
 from observatory.errors import BusUnavailable, JobConflict, JobNotFound
-from observatory.events import event_id, job_events, work_message
+from observatory.events import event_id, publish_job_events, work_message
 from observatory.jobs import Registry
 from observatory.ports import Bus, Created, JobStore, NewJob
 
@@ -60,31 +61,24 @@ class SubmissionService:
     def cancel(self, job_id: uuid.UUID) -> Job:
         """Cancel a PENDING, RETRYING or RUNNING job. A running handler is stopped by its processor,
         which checks the job's status while it waits for the handler."""
-        job = self._jobs.cancel(job_id)
-        if job is None:
-            current = self._jobs.get(job_id)
-            if current is None:
-                raise JobNotFound(job_id)
-            raise JobConflict(
-                f"job {job_id} is {current.status.value}: only PENDING, RETRYING or RUNNING jobs can be cancelled"
-            )
-        self._publish_events(job)
+        job = self._jobs.cancel(job_id) or self._refused(
+            job_id, "only PENDING, RETRYING or RUNNING jobs can be cancelled"
+        )
+        publish_job_events(self._bus, job, self._source)
         return job
 
     def requeue(self, job_id: uuid.UUID) -> Job:
         """Run a dead-lettered job again with a fresh set of attempts."""
-        job = self._jobs.requeue(job_id)
-        if job is None:
-            current = self._jobs.get(job_id)
-            if current is None:
-                raise JobNotFound(job_id)
-            raise JobConflict(f"job {job_id} is {current.status.value}: only DEAD_LETTERED jobs can be requeued")
+        job = self._jobs.requeue(job_id) or self._refused(job_id, "only DEAD_LETTERED jobs can be requeued")
         self._publish([Created(job, True)])
         return job
 
-    def _publish_events(self, job: Job) -> None:
-        for event in job_events(job, self._source):
-            self._bus.publish(event)
+    def _refused(self, job_id: uuid.UUID, rule: str) -> NoReturn:
+        """The store refused a transition: 404 when the job is unknown, else 409 naming its state."""
+        current = self._jobs.get(job_id)
+        if current is None:
+            raise JobNotFound(job_id)
+        raise JobConflict(f"job {job_id} is {current.status.value}: {rule}")
 
     @staticmethod
     def _accepted(c: Created) -> JobAccepted:

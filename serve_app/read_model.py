@@ -11,7 +11,6 @@ from ray import serve
 from starlette.concurrency import run_in_threadpool
 
 from contracts import (
-    Alert,
     AlertList,
     AlertmanagerWebhook,
     DeadLetterPage,
@@ -123,20 +122,7 @@ class ReadModel:
     @api.post("/alerts/webhook")
     async def alerts_webhook(self, hook: AlertmanagerWebhook) -> dict[str, int]:
         """Alertmanager's webhook receiver (see observability/alertmanager.yml)."""
-        firing = {
-            a.fingerprint: Alert(
-                name=a.labels.get("alertname", "unnamed"),
-                severity=a.labels.get("severity", "warning")
-                if a.labels.get("severity") in set(Severity)
-                else "warning",
-                summary=a.annotations.get("summary", a.labels.get("alertname", "")),
-                since=a.startsAt,
-                source="alertmanager",
-                runbook=a.annotations.get("runbook"),
-            )
-            for a in hook.alerts
-            if a.status == "firing"
-        }
+        firing = {a.fingerprint: a.to_alert() for a in hook.alerts if a.status == "firing"}
         resolved = [a.fingerprint for a in hook.alerts if a.status == "resolved"]
         await run_in_threadpool(self._b.counters.set_alerts, firing, resolved)
         return {"firing": len(firing), "resolved": len(resolved)}

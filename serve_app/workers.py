@@ -61,7 +61,7 @@ class Workers:
         self._backends.setup()
         self._source = producer("sweeper", settings.instance_id)
         self._supervisor = Supervisor(_specs(args))
-        self._state: dict[str, dict[str, Any]] = self._supervisor.reconcile()
+        self._supervisor.reconcile()  # create the actors before the replica reports healthy
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._thread.start()
@@ -69,16 +69,13 @@ class Workers:
     def _watch(self) -> None:
         while not self._stop.wait(self._args.check_interval_s):
             try:
-                self._state = self._supervisor.reconcile()
+                self._supervisor.reconcile()
                 sample(self._backends)
                 sweep(self._backends.jobs, self._backends.bus, self._source, self._settings.sweep_after_s)
             except BackendUnavailable as e:
                 log.warning("supervisor pass skipped: %s", e)
             except Exception:
                 log.exception("supervisor pass failed")
-
-    def status(self) -> dict[str, Any]:
-        return {"actors": list(self._state.values())}
 
     def check_health(self) -> None:
         if not self._thread.is_alive():
@@ -92,17 +89,9 @@ class Workers:
 def sample(b: backends.Backends) -> None:
     """Export queue depths, consumers, dead letters and backend health (one place for the whole system)."""
     m = metrics()
-    for name, check in (
-        ("bus", b.bus.ping),
-        ("jobs", b.jobs.ping),
-        ("events", b.events.ping),
-        ("counters", b.counters.ping),
-    ):
-        try:
-            check()
-            m.store_up.set(1, tags={"backend": name})
-        except BackendUnavailable:
-            m.store_up.set(0, tags={"backend": name})
+    down = b.down()
+    for name in ("bus", "jobs", "events", "counters"):
+        m.store_up.set(0 if name in down else 1, tags={"backend": name})
     try:
         for queue in QUEUES:
             m.queue_depth.set(b.bus.depth(queue), tags={"queue": queue})

@@ -198,7 +198,10 @@ class PostgresJobStore:
 
     def _close_attempt(self, conn: psycopg.Connection[dict[str, Any]], job: Job, error: str | None) -> None:
         conn.execute(
-            self._q("UPDATE {ns}.job_attempts SET finished_at = %s, error = %s WHERE job_id = %s AND number = %s"),
+            self._q(
+                "UPDATE {ns}.job_attempts SET finished_at = %s, error = %s "
+                "WHERE job_id = %s AND number = %s AND finished_at IS NULL"
+            ),
             (job.updated_at, error, job.id, job.attempts),
         )
 
@@ -264,14 +267,8 @@ class PostgresJobStore:
                 job_id,
                 ["PENDING", "RETRYING", "RUNNING"],
             )
-            if job is not None and job.started_at is not None:
-                conn.execute(
-                    self._q(
-                        "UPDATE {ns}.job_attempts SET finished_at = %s, error = 'cancelled' "
-                        "WHERE job_id = %s AND number = %s AND finished_at IS NULL"
-                    ),
-                    (job.updated_at, job.id, job.attempts),
-                )
+            if job is not None:
+                self._close_attempt(conn, job, "cancelled")
         return job
 
     def requeue(self, job_id: UUID) -> Job | None:

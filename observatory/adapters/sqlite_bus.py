@@ -69,21 +69,19 @@ class SQLiteBus:
     def setup(self) -> None:
         self._db.setup()
 
-    def publish(self, event: EventEnvelope) -> None:
-        body = event.model_dump_json().encode()
-        now = now_us()
+    def _enqueue(self, queues: list[str], event: EventEnvelope, delay_s: float = 0.0) -> None:
+        body, available = event.model_dump_json().encode(), now_us() + int(delay_s * 1_000_000)
         with self._db.write() as conn:  # committed == confirmed
             conn.executemany(
                 "INSERT INTO messages (queue, body, available_us) VALUES (?, ?, ?)",
-                [(q, body, now) for q in routes(event.event_type.value)],
+                [(q, body, available) for q in queues],
             )
 
+    def publish(self, event: EventEnvelope) -> None:
+        self._enqueue(routes(event.event_type.value), event)
+
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:
-        with self._db.write() as conn:
-            conn.execute(
-                "INSERT INTO messages (queue, body, available_us) VALUES ('jobs', ?, ?)",
-                (event.model_dump_json().encode(), now_us() + int(delay_s * 1_000_000)),
-            )
+        self._enqueue(["jobs"], event, delay_s)
 
     def _claim(self, queue: str, owner: str, n: int) -> list[tuple[int, bytes, int]]:
         now = now_us()
@@ -109,18 +107,15 @@ class SQLiteBus:
             else:  # a lease that ran out and moved on is not ours to delete
                 conn.execute("DELETE FROM messages WHERE id = ? AND lease_owner = ?", (msg_id, owner))
 
-    def _renew(self, owner: str, ids: list[int]) -> None:
-        if not ids:
-            return
+    def _heartbeat(self, queue: str, owner: str, ids: list[int]) -> None:
+        """Renew the leases of the messages still in flight, and say this consumer is alive."""
         marks = ",".join("?" * len(ids))
         with self._db.write() as conn:
-            conn.execute(
-                f"UPDATE messages SET lease_until_us = ? WHERE lease_owner = ? AND id IN ({marks})",
-                (now_us() + self._lease_us, owner, *ids),
-            )
-
-    def _heartbeat(self, queue: str, owner: str) -> None:
-        with self._db.write() as conn:
+            if ids:
+                conn.execute(
+                    f"UPDATE messages SET lease_until_us = ? WHERE lease_owner = ? AND id IN ({marks})",
+                    (now_us() + self._lease_us, owner, *ids),
+                )
             conn.execute(
                 "INSERT INTO consumers VALUES (?, ?, ?) ON CONFLICT (owner) DO UPDATE SET seen_us = excluded.seen_us",
                 (owner, queue, now_us()),
@@ -143,7 +138,7 @@ class SQLiteBus:
                 in_flight.discard(msg_id)
 
         poll, renewed = POLL_MIN_S, now_us()
-        self._heartbeat(queue, owner)
+        self._heartbeat(queue, owner, [])
         try:
             while not stop.is_set():
                 with lock:
@@ -156,8 +151,7 @@ class SQLiteBus:
                 if now_us() - renewed > self._lease_us // 3:
                     with lock:
                         ids = sorted(in_flight)
-                    self._renew(owner, ids)
-                    self._heartbeat(queue, owner)
+                    self._heartbeat(queue, owner, ids)
                     renewed = now_us()
                 poll = POLL_MIN_S if claimed else min(poll * 2, POLL_MAX_S)
                 if not claimed:
