@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
@@ -34,8 +37,10 @@ class DeadLettersScreen(Screen[None]):
         self.load()
 
     def say(self, text: str) -> None:
-        if self.is_attached:
+        try:
             self.query_one("#dlq-status", Static).update(text)
+        except NoMatches:
+            pass  # the screen is gone
 
     @work(exclusive=True, group="dlq")
     async def load(self, note: str = "") -> None:
@@ -44,8 +49,12 @@ class DeadLettersScreen(Screen[None]):
         except ApiError as e:
             self.say(str(e))
             return
-        if not self.is_attached:  # left while the request was out
-            return
+        try:
+            self.show(letters, note)
+        except NoMatches:
+            pass  # the user left the screen while the request was out: nothing to show it on
+
+    def show(self, letters: list[dict[str, Any]], note: str) -> None:
         table = self.query_one("#letters", DataTable)
         table.clear()
         for d in letters:

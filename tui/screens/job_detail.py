@@ -10,6 +10,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
@@ -50,11 +51,15 @@ class JobDetailScreen(Screen[None]):
             job = await self.api.job(self.job_id)
             events = await self.api.events(self.job_id)
         except ApiError as e:
-            if self.is_attached:
-                self.query_one("#fields", Static).update(Text(str(e), style="red"))
-            return
-        if self.is_attached:  # the user may have left the screen while the request was out
-            self.show(job, events)
+            job, events = None, []
+            error = Text(str(e), style="red")
+        try:
+            if job is None:
+                self.query_one("#fields", Static).update(error)
+            else:
+                self.show(job, events)
+        except NoMatches:
+            pass  # the user left the screen while the request was out: nothing to show it on
 
     def show(self, job: dict[str, Any], events: list[dict[str, Any]]) -> None:
         text = Text()
