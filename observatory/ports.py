@@ -55,7 +55,8 @@ class Bus(Protocol):
     def consume(self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event) -> None:
         """Block in the calling thread, handing messages to `on_message`, until `stop` is set."""
 
-    def depth(self, queue: str) -> int: ...
+    def depth(self, queue: str) -> int:
+        """Messages ready for delivery: not those a consumer holds, nor scheduled ones not yet due."""
 
     def consumers(self, queue: str) -> int:
         """How many consumers are attached to the queue right now."""

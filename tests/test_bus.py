@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from observatory.adapters.rabbitmq import DELAY_BUCKET_FACTOR
+from observatory.adapters.sqlite_bus import SQLiteBus
 from observatory.ports import Bus, Delivery
 from tests.crash_consumer import make_bus
+from tests.helpers import wait_for
 from tests.test_event_store import lifecycle
 
 LEASE_S = 1.0  # the embedded bus redelivers a dead consumer's messages after this
+DELAY_S = 1.5  # short scheduling delays keep these tests fast
+POLL_SLACK_S = 0.75  # a consumer's polling and the broker's dead-lettering, on top of a scheduled delay
+WAIT_S = 10.0  # for a condition that holds within milliseconds when all is well
 
 
 @pytest.fixture(params=["rabbitmq", "sqlite"])
@@ -51,6 +60,19 @@ def take(bus: Bus, queue: str, n: int, ack: bool, timeout: float = 10.0, drop: b
     stop.set()
     t.join(timeout)
     return got
+
+
+@contextlib.contextmanager
+def consuming(bus: Bus, queue: str, on_message: Callable[[Delivery], None], prefetch: int = 10) -> Iterator[None]:
+    """A consumer running in a thread for the duration of the block."""
+    stop = threading.Event()
+    t = threading.Thread(target=bus.consume, args=(queue, on_message, prefetch, stop), daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(10)
 
 
 def test_created_event_reaches_jobs_and_events_queues(bus):
@@ -114,3 +136,108 @@ def test_rejected_without_requeue_is_dropped(bus):
 
     assert len(take(bus, "jobs", 1, ack=False, drop=True)) == 1
     assert take(bus, "jobs", 1, ack=True, timeout=1.5) == []
+
+
+def test_scheduled_message_arrives_on_jobs_after_its_delay_and_not_before(bus):
+    created = lifecycle(uuid.uuid4())[0]
+    arrived: list[tuple[float, bytes]] = []
+
+    def on_message(d: Delivery) -> None:
+        arrived.append((time.monotonic(), d.body))
+        d.ack()
+
+    with consuming(bus, "jobs", on_message):
+        wait_for(lambda: bus.consumers("jobs") == 1, "the consumer to attach", WAIT_S)
+        before = time.monotonic()
+        bus.schedule(created, DELAY_S)
+        after = time.monotonic()
+        wait_for(lambda: arrived, "the scheduled message", DELAY_S * 4)
+
+    [(at, body)] = arrived
+    assert body == created.model_dump_json().encode()
+    assert at - before >= DELAY_S
+    assert at - after <= DELAY_S * DELAY_BUCKET_FACTOR + POLL_SLACK_S
+
+
+def test_scheduled_message_does_not_reach_the_events_queue(bus):
+    created = lifecycle(uuid.uuid4())[0]
+
+    bus.schedule(created, 0.5)
+
+    assert len(take(bus, "jobs", 1, ack=True)) == 1
+    assert bus.depth("events") == 0
+
+
+def test_scheduled_messages_arrive_in_delay_order(bus):
+    later, sooner = (lifecycle(uuid.uuid4())[0] for _ in range(2))
+
+    bus.schedule(later, DELAY_S + 1.0)
+    bus.schedule(sooner, DELAY_S)
+
+    got = take(bus, "jobs", 2, ack=True, timeout=(DELAY_S + 1.0) * 4)
+    assert [d.body for d in got] == [sooner.model_dump_json().encode(), later.model_dump_json().encode()]
+
+
+def test_no_consumers_on_a_queue_nobody_consumes(bus):
+    assert bus.consumers("jobs") == 0
+    assert bus.consumers("events") == 0
+
+
+def test_an_attached_consumer_is_counted_on_its_queue_only(bus):
+    with consuming(bus, "jobs", lambda d: d.ack()):
+        wait_for(lambda: bus.consumers("jobs") == 1, "one consumer on jobs", WAIT_S)
+
+        assert bus.consumers("events") == 0
+
+
+def test_a_stopped_consumer_is_no_longer_counted(bus):
+    with consuming(bus, "jobs", lambda d: d.ack()):
+        wait_for(lambda: bus.consumers("jobs") == 1, "one consumer on jobs", WAIT_S)
+
+    wait_for(lambda: bus.consumers("jobs") == 0, "the stopped consumer to be gone", WAIT_S)
+
+
+def test_depth_counts_the_messages_waiting_on_each_queue(bus):
+    for _ in range(3):
+        bus.publish(lifecycle(uuid.uuid4())[0])
+    bus.publish(lifecycle(uuid.uuid4())[1])  # job.started: the events queue only
+
+    assert (bus.depth("jobs"), bus.depth("events")) == (3, 4)
+
+
+def test_depth_does_not_count_a_message_held_by_a_consumer(bus):
+    for _ in range(2):
+        bus.publish(lifecycle(uuid.uuid4())[0])
+    held: list[Delivery] = []
+
+    with consuming(bus, "jobs", held.append, prefetch=1):
+        wait_for(lambda: held, "a delivery", WAIT_S)
+
+        assert bus.depth("jobs") == 1
+
+
+def test_depth_does_not_count_a_scheduled_message_before_its_delay(bus):
+    bus.schedule(lifecycle(uuid.uuid4())[0], 60.0)
+
+    assert bus.depth("jobs") == 0
+
+
+def test_embedded_consumer_keeps_renewing_the_lease_of_a_message_it_holds(tmp_path):
+    """A live consumer that holds a message past its lease keeps it: only a dead one loses it."""
+    path = tmp_path / "bus.sqlite3"
+    with contextlib.closing(SQLiteBus(path, LEASE_S)) as bus, contextlib.closing(SQLiteBus(path, LEASE_S)) as other:
+        bus.setup()
+        bus.publish(lifecycle(uuid.uuid4())[0])
+        first: list[Delivery] = []
+        second: list[Delivery] = []
+
+        with consuming(bus, "jobs", first.append, prefetch=1):  # full: it cannot take the message back itself
+            wait_for(lambda: first, "the first consumer to take the message", WAIT_S)
+            with consuming(other, "jobs", second.append):
+                time.sleep(LEASE_S * 3)  # hold it unacked well past its lease, both consumers polling
+                assert second == []
+                first[0].ack()
+                time.sleep(LEASE_S * 1.5)  # long enough for a message left behind to be redelivered
+
+        assert (len(first), second) == (1, [])
+        assert bus.depth("jobs") == 0

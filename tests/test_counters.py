@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 
+from contracts import Alert, EventEnvelope, Job, JobStatus, Severity, Stats, TypeStats
 from observatory.adapters.redis import RedisCounters
 from observatory.adapters.sqlite_counters import SQLiteCounters
+from observatory.events import job_events, producer
 from observatory.ports import Counters
-from tests.test_event_store import lifecycle
+from tests.test_event_store import T0, lifecycle
+
+S = JobStatus
+# How far each transition moves a job's version in the job store: a failed attempt that retries or
+# dead-letters is two events (job.failed, then job.retrying/job.dead_lettered).
+VERSION_STEP = {
+    S.PENDING: 1,
+    S.RUNNING: 1,
+    S.COMPLETED: 1,
+    S.FAILED: 1,
+    S.CANCELLED: 1,
+    S.RETRYING: 2,
+    S.DEAD_LETTERED: 2,
+}
 
 
 @pytest.fixture(params=["redis", "sqlite"])
@@ -21,6 +37,26 @@ def counters(request, settings, tmp_path) -> Counters:
         c = SQLiteCounters(tmp_path / "counters.sqlite3")
     c.setup()
     return c
+
+
+def history(job_type: str, *statuses: JobStatus) -> list[EventEnvelope]:
+    """The events of a new job that then went through `statuses`, as the processor emits them."""
+    job = Job(id=uuid.uuid4(), type=job_type, status=S.PENDING, payload={}, created_at=T0, correlation_id="c")
+    events = job_events(job, producer("test"))
+    for step, status in enumerate(statuses, 1):
+        job = job.model_copy(
+            update={
+                "status": status,
+                "version": job.version + VERSION_STEP[status],
+                "updated_at": T0 + timedelta(seconds=step),
+            }
+        )
+        events += job_events(job, producer("test"))
+    return events
+
+
+def alert(name: str, summary: str = "") -> Alert:
+    return Alert(name=name, severity=Severity.WARNING, summary=summary or name, since=T0, source="alertmanager")
 
 
 def test_empty_counters_have_no_stats(counters):
@@ -55,3 +91,105 @@ def test_out_of_order_events_converge(counters):
     s = counters.stats()
 
     assert (s.total_jobs, s.pending, s.running, s.completed) == (1, 0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("statuses", "field"),
+    [
+        ((S.CANCELLED,), "cancelled"),
+        ((S.RUNNING, S.CANCELLED), "cancelled"),
+        ((S.RUNNING, S.RETRYING), "retrying"),
+        ((S.RUNNING, S.RETRYING, S.CANCELLED), "cancelled"),
+        ((S.RUNNING, S.FAILED), "failed"),
+        ((S.RUNNING, S.RETRYING, S.RUNNING, S.DEAD_LETTERED), "dead_lettered"),
+        ((S.RUNNING, S.DEAD_LETTERED, S.PENDING), "pending"),
+        ((S.RUNNING, S.DEAD_LETTERED, S.PENDING, S.RUNNING, S.COMPLETED), "completed"),
+    ],
+    ids=[
+        "cancelled-pending",
+        "cancelled-running",
+        "retrying",
+        "cancelled-retrying",
+        "failed",
+        "dead-lettered",
+        "requeued",
+        "requeued-then-completed",
+    ],
+)
+def test_a_job_is_counted_once_under_its_last_status(counters, statuses, field):
+    events = history("hash", *statuses)
+    for e in events:
+        counters.apply(e)
+
+    s = counters.stats()
+
+    assert s == Stats(
+        total_jobs=1,
+        by_type={"hash": TypeStats(total=1, **{field: 1})},
+        last_event_at=events[-1].occurred_at,
+        source="cache",
+        **{field: 1},
+    )
+
+
+def test_jobs_of_several_types_and_outcomes_are_counted_exactly(counters):
+    jobs = [
+        history("hash"),
+        history("hash", S.RUNNING),
+        history("hash", S.RUNNING, S.COMPLETED),
+        history("hash", S.RUNNING, S.COMPLETED),
+        history("primes", S.RUNNING, S.RETRYING),
+        history("primes", S.RUNNING, S.FAILED),
+        history("primes", S.RUNNING, S.DEAD_LETTERED),
+        history("primes", S.RUNNING, S.DEAD_LETTERED, S.PENDING),
+        history("sleep", S.CANCELLED),
+    ]
+    for events in jobs:
+        for e in events:
+            counters.apply(e)
+
+    s = counters.stats()
+
+    assert s == Stats(
+        total_jobs=9,
+        pending=2,
+        running=1,
+        retrying=1,
+        completed=2,
+        failed=1,
+        dead_lettered=1,
+        cancelled=1,
+        by_type={
+            "hash": TypeStats(total=4, pending=1, running=1, completed=2),
+            "primes": TypeStats(total=4, pending=1, retrying=1, failed=1, dead_lettered=1),
+            "sleep": TypeStats(total=1, cancelled=1),
+        },
+        last_event_at=max(e.occurred_at for events in jobs for e in events),
+        source="cache",
+    )
+
+
+def test_no_alerts_before_any_are_set(counters):
+    assert counters.alerts() == []
+
+
+def test_firing_alerts_are_stored_by_fingerprint(counters):
+    counters.set_alerts({"fp-a": alert("A"), "fp-b": alert("B")}, [])
+
+    counters.set_alerts({"fp-a": alert("A", "still firing")}, [])
+
+    assert sorted(counters.alerts(), key=lambda a: a.name) == [alert("A", "still firing"), alert("B")]
+
+
+def test_resolved_alerts_are_forgotten(counters):
+    counters.set_alerts({"fp-a": alert("A"), "fp-b": alert("B")}, [])
+
+    counters.set_alerts({}, ["fp-a", "fp-unknown"])
+
+    assert counters.alerts() == [alert("B")]
+
+
+def test_alerts_do_not_count_as_stats(counters):
+    counters.set_alerts({"fp-a": alert("A")}, [])
+
+    assert counters.stats() is None

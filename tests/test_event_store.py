@@ -63,3 +63,11 @@ def test_same_event_is_stored_once(events):
 
 def test_unknown_job_has_no_events(events):
     assert events.for_job(uuid.uuid4()) == []
+
+
+def test_a_jobs_events_leave_out_other_jobs_events(events):
+    mine, other = lifecycle(uuid.uuid4()), lifecycle(uuid.uuid4())
+    for e in (other[2], mine[2], other[0], mine[0], other[1], mine[1]):
+        events.append(e)
+
+    assert events.for_job(mine[0].payload.job_id) == mine

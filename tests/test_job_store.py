@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections import Counter
 
 import pytest
 
-from contracts import JobStatus
+from contracts import DeadLetter, JobStatus
 from observatory.adapters.sqlite_jobs import SQLiteJobStore
 from observatory.errors import InvalidSubmission
 from observatory.ports import JobStore, NewJob
@@ -175,3 +177,136 @@ def test_unreadable_message_is_dead_lettered_without_a_job(store):
 
     [entry] = [d for d in store.dead_letters(500, None).items if d.message == marker]
     assert entry.job_id is None and entry.reason == "unreadable message"
+
+
+def dead_letters_of(store: JobStore, job_id: uuid.UUID) -> list[DeadLetter]:
+    return [d for d in store.dead_letters(500, None).items if d.job_id == job_id]
+
+
+def outcome_delta(before: dict[JobStatus, int], after: dict[JobStatus, int]) -> dict[JobStatus, int]:
+    """What changed between two `recent_outcomes` answers (the PostgreSQL store is shared by the session)."""
+    return dict(Counter(after) - Counter(before))
+
+
+def test_fail_with_dead_letter_skips_the_remaining_attempts(store):
+    [c] = store.create([new(max_attempts=3)])
+    store.start(c.job.id, "w", rerun=False)
+
+    dead = store.fail(c.job.id, "unknown job type", retry=True, dead_letter=True)
+
+    assert (dead.status, dead.attempts, dead.error) == (JobStatus.DEAD_LETTERED, 1, "unknown job type")
+    assert dead.version == 3  # started 1, failed 2, dead-lettered 3
+    [entry] = dead_letters_of(store, c.job.id)
+    assert (entry.job_type, entry.reason) == ("hash", "unknown job type")
+
+
+def test_fail_without_retry_is_final_and_leaves_no_dead_letter(store):
+    [c] = store.create([new(max_attempts=3)])
+    store.start(c.job.id, "w", rerun=False)
+    count = store.dead_letter_count()
+
+    failed = store.fail(c.job.id, "bad input", retry=False)
+
+    assert (failed.status, failed.attempts, failed.error) == (JobStatus.FAILED, 1, "bad input")
+    assert failed.version == 2  # started 1, failed 2: one event
+    assert dead_letters_of(store, c.job.id) == []
+    assert store.dead_letter_count() == count
+
+
+def test_unpublished_skips_jobs_younger_than_the_given_age(store):
+    [c] = store.create([new()])
+
+    assert c.job.id not in {j.id for j in store.unpublished(60.0, 1000)}
+    assert c.job.id in {j.id for j in store.unpublished(0.0, 1000)}
+
+
+def test_unpublished_returns_at_most_limit_jobs_oldest_first(store):
+    for _ in range(3):
+        store.create([new()])
+
+    got = store.unpublished(0.0, 2)
+
+    assert len(got) == 2
+    assert got[0].created_at <= got[1].created_at
+
+
+def test_dead_letter_count_counts_dead_lettered_jobs_and_unreadable_messages(store):
+    count = store.dead_letter_count()
+    [c] = store.create([new(max_attempts=1)])
+    store.start(c.job.id, "w", rerun=False)
+
+    store.fail(c.job.id, "boom", retry=True)
+    store.dead_letter(None, None, "unreadable message", "garbage")
+
+    assert store.dead_letter_count() == count + 2
+
+
+def test_recent_outcomes_counts_final_jobs_by_status(store):
+    before = store.recent_outcomes(60.0)
+    done, failed, cancelled, running = (store.create([new()])[0].job.id for _ in range(4))
+    for job_id in (done, failed, running):
+        store.start(job_id, "w", rerun=False)
+
+    store.complete(done, 1)
+    store.fail(failed, "bad input", retry=False)
+    store.cancel(cancelled)
+
+    assert outcome_delta(before, store.recent_outcomes(60.0)) == {
+        JobStatus.COMPLETED: 1,
+        JobStatus.FAILED: 1,
+        JobStatus.CANCELLED: 1,
+    }
+
+
+def test_recent_outcomes_leave_out_jobs_that_finished_before_the_window(store):
+    [c] = store.create([new()])
+    store.start(c.job.id, "w", rerun=False)
+    store.complete(c.job.id, 1)
+
+    time.sleep(1.0)  # the job's outcome ages past the window
+
+    assert store.recent_outcomes(0.5) == {}
+    assert store.recent_outcomes(60.0).get(JobStatus.COMPLETED, 0) >= 1
+
+
+def test_cancel_stops_a_retrying_job(store):
+    [c] = store.create([new(max_attempts=3)])
+    store.start(c.job.id, "w", rerun=False)
+    store.fail(c.job.id, "first", retry=True)
+
+    cancelled = store.cancel(c.job.id)
+
+    assert cancelled.status is JobStatus.CANCELLED
+    assert store.start(c.job.id, "w", rerun=False) is None
+    assert [a.error for a in store.attempts(c.job.id)] == ["first"]  # the closed attempt keeps its error
+
+
+def test_requeue_refuses_a_job_that_is_not_dead_lettered(store):
+    [pending], [running], [failed] = (store.create([new()]) for _ in range(3))
+    for c in (running, failed):
+        store.start(c.job.id, "w", rerun=False)
+    store.fail(failed.job.id, "bad input", retry=False)
+
+    refused = [store.requeue(c.job.id) for c in (pending, running, failed)]
+
+    assert refused == [None, None, None]
+    assert [store.get(c.job.id).status for c in (pending, running, failed)] == [
+        JobStatus.PENDING,
+        JobStatus.RUNNING,
+        JobStatus.FAILED,
+    ]
+
+
+def test_attempts_record_worker_and_times_in_order(store):
+    [c] = store.create([new(max_attempts=3)])
+    store.start(c.job.id, "w1", rerun=False)
+    store.fail(c.job.id, "first", retry=True)
+    store.start(c.job.id, "w2", rerun=False)
+    open_attempt = store.attempts(c.job.id)[-1]
+
+    store.complete(c.job.id, 1)
+
+    first, second = store.attempts(c.job.id)
+    assert [(a.number, a.worker, a.error) for a in (first, second)] == [(1, "w1", "first"), (2, "w2", None)]
+    assert open_attempt.finished_at is None
+    assert first.started_at <= first.finished_at <= second.started_at <= second.finished_at

@@ -160,10 +160,12 @@ class SQLiteBus:
             self._release(owner)  # like a closed AMQP channel: unacked messages go back to the queue
 
     def depth(self, queue: str) -> int:
+        """Messages ready for delivery, as RabbitMQ counts them: not those leased or not yet due."""
         if queue not in QUEUES:
             raise BusUnavailable(f"no queue {queue!r}")
+        now = now_us()
         with self._db.read() as conn:
-            return int(conn.execute("SELECT count(*) FROM messages WHERE queue = ?", (queue,)).fetchone()[0])
+            return int(conn.execute(f"SELECT count(*) FROM messages WHERE {_READY}", (queue, now, now)).fetchone()[0])
 
     def consumers(self, queue: str) -> int:
         """Consumers whose heartbeat is younger than a lease (a dead one stops counting after that)."""
