@@ -33,14 +33,17 @@ class ProcessorActor:
         settings = get_settings()
         logs.configure(settings.log_level)
         self._name = name
+        # The pid tells one incarnation of a processor from the next (the supervisor re-creates it under
+        # the same name), so an attempt names the very process that ran it.
+        worker = f"{name}:{os.getpid()}"
         self._backends = backends.build(settings, pool_size=prefetch + 2)
         self._processor = JobProcessor(
             self._backends.jobs,
             self._backends.bus,
             default_registry(),
             RayTaskRunner(),
-            producer("processor", f"{name}:{os.getpid()}"),
-            worker=name,
+            producer("processor", worker),
+            worker=worker,
             retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s),
             hooks=metrics(),
         )

@@ -240,14 +240,15 @@ main() {
     down) observability_down; ferretdb_down; rabbitmq_down; redis_down; postgres_down; log "all services are down" ;;
     status) status ;;
     env) print_env ;;
-    restart)  # restart one server (outage drills in the tests): restart postgresql|rabbitmq|redis
+    start|stop|restart)  # one server (outage drills in the tests): start|stop|restart postgresql|rabbitmq|redis
       case "${2:-}" in
-        postgresql) postgres_down; postgres_up ;;
-        rabbitmq) rabbitmq_down; rabbitmq_up ;;
-        redis) redis_down; redis_up ;;
-        *) echo "usage: $0 restart postgresql|rabbitmq|redis" >&2; exit 2 ;;
-      esac ;;
-    *) echo "usage: $0 up|down|status|env|restart NAME" >&2; exit 2 ;;
+        postgresql|rabbitmq|redis) ;;
+        *) echo "usage: $0 $1 postgresql|rabbitmq|redis" >&2; exit 2 ;;
+      esac
+      local name=${2/postgresql/postgres}
+      [ "$1" = start ] || "${name}_down"
+      [ "$1" = stop ] || "${name}_up" ;;
+    *) echo "usage: $0 up|down|status|env|start NAME|stop NAME|restart NAME" >&2; exit 2 ;;
   esac
 }
 main "$@"

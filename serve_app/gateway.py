@@ -53,6 +53,7 @@ class Gateway:
         settings = get_settings()
         logs.configure(settings.log_level)
         self._backends = backends.build(settings, pool_size=SUBMIT_THREADS + 2)
+        self._using = backends.describe(settings)
         self._backends.setup()
         self._registry = default_registry()
         self._service = SubmissionService(
@@ -121,7 +122,7 @@ class Gateway:
 
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        return await readiness({"bus": self._backends.bus.ping, "jobs": self._backends.jobs.ping})
+        return await readiness({"bus": self._backends.bus.ping, "jobs": self._backends.jobs.ping}, self._using)
 
 
 app = Gateway.bind()

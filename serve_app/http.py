@@ -166,8 +166,9 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-async def readiness(checks: dict[str, Callable[[], None]]) -> JSONResponse:
-    """200 when every check passes, else 503 naming each failing backend and why."""
+async def readiness(checks: dict[str, Callable[[], None]], using: dict[str, str]) -> JSONResponse:
+    """200 when every check passes, else 503 naming each failing backend and why. `using` says which
+    implementation each backend is (see observatory.backends.describe), so a deployment can be checked."""
     failed: list[tuple[list[str | int], str]] = []
     for name, check in checks.items():
         try:
@@ -176,4 +177,4 @@ async def readiness(checks: dict[str, Callable[[], None]]) -> JSONResponse:
             failed.append(([name], str(e)))
     if failed:
         return error_response(503, "not ready: " + "; ".join(m for _, m in failed), failed)
-    return JSONResponse({"status": "ready", "checks": dict.fromkeys(checks, "ok")})
+    return JSONResponse({"status": "ready", "checks": dict.fromkeys(checks, "ok"), "backends": using})

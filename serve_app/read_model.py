@@ -47,6 +47,7 @@ class ReadModel:
         settings = get_settings()
         logs.configure(settings.log_level)
         self._b = backends.build(settings)
+        self._using = backends.describe(settings)
         self._b.setup()
         self._watch = Watch(self._b)
 
@@ -134,7 +135,7 @@ class ReadModel:
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
         # Redis is not required: stats fall back to PostgreSQL when it is down.
-        return await readiness({"jobs": self._b.jobs.ping, "events": self._b.events.ping})
+        return await readiness({"jobs": self._b.jobs.ping, "events": self._b.events.ping}, self._using)
 
 
 app = ReadModel.bind()

@@ -19,7 +19,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from observatory import backends
 from observatory.settings import Settings
 from tests.cluster import serve_cluster
-from tests.helpers import CONNECTIONS, FAST_RETRIES
+from tests.helpers import CONNECTIONS, FAST_RETRIES, assert_backends
 
 SERVERS = ("AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL")
 
@@ -84,4 +84,5 @@ def api(mode) -> Iterator[httpx.Client]:
     env = {"OBSERVATORY_NAMESPACE": s.namespace, "OBSERVATORY_DATA_DIR": str(s.data_dir), **FAST_RETRIES}
     drop = CONNECTIONS if name == "embedded" else ()
     with serve_cluster(env, drop) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert_backends(client, real=name == "real")
         yield client

@@ -8,11 +8,13 @@ from typing import Any
 
 import httpx
 
-from contracts import JobStatus
+from contracts import JobStatus, Stats
+from observatory.backends import Backends
 
 SETTLE_TIMEOUT_S = 240
 CONNECTIONS = ("AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL")
 FAST_RETRIES = {"OBSERVATORY_RETRY_BASE_S": "0.5", "OBSERVATORY_RETRY_MAX_S": "5"}
+REAL_BACKENDS = {"bus": "rabbitmq", "jobs": "postgresql", "events": "mongodb", "counters": "redis"}
 
 
 def wait_for(predicate: Any, what: str, timeout_s: float = SETTLE_TIMEOUT_S) -> Any:
@@ -21,7 +23,7 @@ def wait_for(predicate: Any, what: str, timeout_s: float = SETTLE_TIMEOUT_S) -> 
         value = predicate()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -30,13 +32,59 @@ def final_jobs(api: httpx.Client, ids: list[str]) -> dict[str, dict[str, Any]]:
     return jobs if all(JobStatus(j["status"]).is_final for j in jobs.values()) else {}
 
 
-def actor_pids(cls: str) -> set[int]:
-    """Pids of live Ray actor processes of a class (Ray titles them `ray::<Class>...`)."""
+def _pids_titled(prefix: bytes, containing: bytes = b"") -> set[int]:
     pids = set()
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(f"ray::{cls}".encode()):
-                pids.add(int(proc.name))
+            if proc.name.isdigit():
+                title = (proc / "cmdline").read_bytes()
+                if title.startswith(prefix) and containing in title:
+                    pids.add(int(proc.name))
         except OSError:
             continue
     return pids
+
+
+def actor_pids(cls: str) -> set[int]:
+    """Pids of live Ray actor processes of a class (Ray titles them `ray::<Class>...`)."""
+    return _pids_titled(f"ray::{cls}".encode())
+
+
+def handler_pids(job_id: str) -> set[int]:
+    """Pids of the processes running this job's handler right now: Ray titles a worker executing a task
+    `ray::<task name>`, and the runner names each handler task `job:<type>:<job id>`."""
+    return _pids_titled(b"ray::job:", job_id.encode())
+
+
+def alive(pid: int) -> bool:
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def stats_match_the_store(api: httpx.Client, truth: Backends) -> dict[str, Any] | None:
+    """The read model's stats, when they come from the cache and equal the job store's counts in every
+    field (each status, each type); else None."""
+    want = Stats.from_counts(truth.jobs.counts()[0], None, "cache").model_dump(mode="json", exclude={"last_event_at"})
+    got = api.get("/read/stats").json()
+    return got if {k: got[k] for k in want} == want else None
+
+
+def settled(api: httpx.Client, truth: Backends) -> bool:
+    """Nothing is moving: every stored job is final, every event folded in (queue empty, stats equal)."""
+    counts = truth.jobs.counts()[0]
+    return (
+        all(s.is_final for (_, s), n in counts.items() if n)
+        and truth.bus.depth("events") == 0
+        and stats_match_the_store(api, truth) is not None
+    )
+
+
+def assert_backends(api: httpx.Client, real: bool) -> None:
+    """The deployed apps really use the mode's backends (the choice is per variable and falls back silently)."""
+    using = {**api.get("/api/readyz").json()["backends"], **api.get("/read/readyz").json()["backends"]}
+    if real:
+        assert using == REAL_BACKENDS, using
+    else:
+        assert all(v.startswith("embedded") for v in using.values()), using

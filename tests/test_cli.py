@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from tests.cluster import BIN
 from tests.helpers import CONNECTIONS, wait_for
 
 OBSERVATORY = str(BIN / "observatory")
+READY_TIMEOUT_S = 240
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -55,13 +59,12 @@ def test_up_runs_the_embedded_observatory_and_stops_cleanly_on_sigterm(tmp_path:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: queue.Queue[str | None] = queue.Queue()  # read aside, so no read can hang the test
+    reader = threading.Thread(target=lambda: [*map(lines.put, up.stdout), lines.put(None)], daemon=True)
+    reader.start()
     try:
-        lines: list[str] = []
-        while not any(line.startswith("ready.") for line in lines):
-            line = up.stdout.readline()
-            assert line, "observatory up exited early:\n" + "".join(lines)
-            lines.append(line)
-        assert "bus=embedded" in lines[0] and "counters=embedded" in lines[0]
+        seen = _lines_until(lines, "ready.", READY_TIMEOUT_S)
+        assert "bus=embedded" in seen[0] and "counters=embedded" in seen[0]
 
         job_id = run("submit", "primes", "--payload", json.dumps({"limit": 1000}), env=env).stdout.strip()
         shown = wait_for(
@@ -72,9 +75,27 @@ def test_up_runs_the_embedded_observatory_and_stops_cleanly_on_sigterm(tmp_path:
         assert '"count": 168' in shown
     finally:
         up.send_signal(signal.SIGTERM)
-        rest = up.communicate(timeout=120)[0]
+        up.wait(timeout=120)
+    rest = "".join(_lines_until(lines, None, 10))
     assert up.returncode == 0 and "stopped." in rest
     assert not any(p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_raylet(p))
+
+
+def _lines_until(lines: queue.Queue[str | None], prefix: str | None, timeout_s: float) -> list[str]:
+    """Lines up to the first starting with `prefix` (None: up to the end of the output), within the time."""
+    got: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no {prefix or 'end of output'!r} within {timeout_s}s:\n" + "".join(got)) from None
+        if line is None:
+            assert prefix is None, "observatory up exited early:\n" + "".join(got)
+            return got
+        got.append(line)
+        if prefix is not None and line.startswith(prefix):
+            return got
 
 
 def _is_raylet(proc: Path) -> bool:

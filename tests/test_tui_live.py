@@ -6,6 +6,7 @@ import pytest
 from textual.widgets import Button, DataTable, Static, TextArea
 from textual.worker import WorkerCancelled
 
+from tests.helpers import wait_for
 from tui.app import ObservatoryApp
 from tui.client import HttpApi
 from tui.screens.dead_letters import DeadLettersScreen
@@ -92,4 +93,9 @@ async def test_an_alert_shows_and_the_dead_letter_is_requeued(api):
         await settle(app, pilot, 2)
 
         assert f"requeued {job_id[:8]}" in str(screen.query_one("#dlq-status", Static).render())
-        assert api.get(f"/read/jobs/{job_id}").json()["attempts"] >= 1
+    # The requeued job really ran again: a second attempt, failing again (max_attempts=1), dead-lettered anew.
+    wait_for(
+        lambda: (j := api.get(f"/read/jobs/{job_id}").json())["status"] == "DEAD_LETTERED" and j["attempts"] == 2,
+        "the requeued job's second attempt",
+        60,
+    )

@@ -10,7 +10,8 @@ from observatory.jobs.registry import job_type
 class MonteCarloPiPayload(BaseModel):
     samples: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
     shards: int = Field(default=4, ge=1, le=64)
-    seed: int | None = Field(default=None, description="Fix for a reproducible estimate.")
+    # numpy's generators take only non-negative seeds; shard i uses seed + i, so leave room below 2^63.
+    seed: int | None = Field(default=None, ge=0, le=2**62, description="Fix for a reproducible estimate.")
 
     @model_validator(mode="after")
     def _enough_samples(self) -> MonteCarloPiPayload:
