@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 from typing import Any
 
 import ray
 
+from actors.batching import MicroBatcher
 from actors.consumer import ConsumerLoop
 from observatory import backends, logs
 from observatory.aggregation import EventAggregator
-from observatory.errors import BackendUnavailable
 from observatory.metrics import metrics
-from observatory.ports import Delivery
 from observatory.settings import get_settings
-
-log = logging.getLogger(__name__)
-
-BACKOFF_BEFORE_REQUEUE_S = 1.0
 
 
 @ray.remote(num_cpus=0)
@@ -30,17 +23,10 @@ class AggregatorActor:
         self._name = name
         self._backends = backends.build(settings, pool_size=2)
         self._aggregator = EventAggregator(self._backends.events, self._backends.counters, metrics().event)
-        self._loop = ConsumerLoop(self._backends.bus, "events", self._handle, prefetch, name)
+        # One batch thread: events are folded in the order they arrive (the counters converge either way).
+        self._batches = MicroBatcher(self._aggregator.handle_batch, prefetch, 1, name)
+        self._loop = ConsumerLoop(self._backends.bus, "events", self._batches.put, 2 * prefetch, name)
         self._loop.start()
-
-    def _handle(self, delivery: Delivery) -> None:
-        # Runs on the consumer thread: event handling is short, and order within a queue is kept.
-        try:
-            self._aggregator.handle(delivery)
-        except BackendUnavailable as e:
-            log.warning("%s: %s; event requeued", self._name, e)
-            time.sleep(BACKOFF_BEFORE_REQUEUE_S)
-            delivery.reject(requeue=True)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -53,4 +39,5 @@ class AggregatorActor:
 
     def stop(self) -> None:
         self._loop.stop()
+        self._batches.stop()
         self._backends.close()

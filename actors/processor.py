@@ -1,20 +1,21 @@
-"""The processor actor: consumes `job.created`, runs handlers on a thread pool of `prefetch` threads."""
+"""The processor actor: consumes the work queues. Jobs of isolated types (each run a Ray task that a timeout
+or a cancel can kill) come from `jobs`, one per slot, `prefetch` slots; jobs of inline types come from
+`inline` and run in micro-batches of up to `batch_size`."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
 
+from actors.batching import MicroBatcher, Once, handle_or_requeue
 from actors.consumer import ConsumerLoop
 from actors.runner import RayTaskRunner
 from observatory import backends, logs
-from observatory.errors import BackendUnavailable
 from observatory.events import producer
 from observatory.jobs import default_registry
 from observatory.metrics import metrics
@@ -24,69 +25,76 @@ from observatory.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-BACKOFF_BEFORE_REQUEUE_S = 1.0  # a backend outage should not turn requeues into a hot loop
+BATCH_THREADS = 2  # two micro-batches in flight: one runs while the other waits on the database or broker
 
 
 @ray.remote(num_cpus=0)
 class ProcessorActor:
-    def __init__(self, name: str, prefetch: int) -> None:
+    def __init__(self, name: str, prefetch: int, batch_size: int = 64) -> None:
         settings = get_settings()
         logs.configure(settings.log_level)
         self._name = name
         # The pid tells one incarnation of a processor from the next (the supervisor re-creates it under
         # the same name), so an attempt names the very process that ran it.
         worker = f"{name}:{os.getpid()}"
-        self._backends = backends.build(settings, pool_size=prefetch + 2)
+        self._backends = backends.build(settings, pool_size=prefetch + BATCH_THREADS + 2)
+        self._registry = default_registry()
         self._processor = JobProcessor(
             self._backends.jobs,
             self._backends.bus,
-            default_registry(),
+            self._registry,
             RayTaskRunner(),
             producer("processor", worker),
             worker=worker,
             retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s),
             hooks=metrics(),
         )
-        self._pool = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=name)
+        self._slots = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=f"{name}-slot")
+        self._batches = MicroBatcher(self._processor.handle_batch, batch_size, BATCH_THREADS, name, self._done)
         self._lock = threading.Lock()
         self._in_flight = 0
         self._handled = 0
-        self._loop = ConsumerLoop(self._backends.bus, "jobs", self._dispatch, prefetch, name)
-        self._loop.start()
+        bus = self._backends.bus
+        self._loops = [
+            ConsumerLoop(bus, "jobs", self._to_slot, prefetch, name),  # never more than the free slots
+            ConsumerLoop(bus, "inline", self._to_batch, 2 * batch_size, f"{name}-inline"),  # two batches in hand
+        ]
+        for loop in self._loops:
+            loop.start()
 
-    def _dispatch(self, delivery: Delivery) -> None:
+    def _to_slot(self, delivery: Delivery) -> None:
+        self._count(+1)
+        self._slots.submit(self._one, Once(delivery))
+
+    def _to_batch(self, delivery: Delivery) -> None:
+        self._count(+1)
+        self._batches.put(delivery)
+
+    def _one(self, delivery: Once) -> None:
+        handle_or_requeue(self._processor.handle_batch, [delivery])
+        self._done(1)
+
+    def _done(self, n: int) -> None:
+        self._count(-n, handled=n)
+
+    def _count(self, delta: int, handled: int = 0) -> None:
         with self._lock:
-            self._in_flight += 1
+            self._in_flight += delta
+            self._handled += handled
             metrics().in_flight.set(self._in_flight, tags={"processor": self._name})
-        self._pool.submit(self._handle, delivery)
-
-    def _handle(self, delivery: Delivery) -> None:
-        try:
-            self._processor.handle(delivery)
-        except BackendUnavailable as e:
-            log.warning("%s: %s; message requeued", self._name, e)
-            time.sleep(BACKOFF_BEFORE_REQUEUE_S)
-            delivery.reject(requeue=True)
-        except Exception:
-            log.exception("%s: unexpected error; message requeued", self._name)
-            time.sleep(BACKOFF_BEFORE_REQUEUE_S)
-            delivery.reject(requeue=True)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-                self._handled += 1
-                metrics().in_flight.set(self._in_flight, tags={"processor": self._name})
 
     def info(self) -> dict[str, Any]:
         return {
             "name": self._name,
             "pid": os.getpid(),
-            "connected": self._loop.connected,
+            "connected": all(loop.connected for loop in self._loops),
             "in_flight": self._in_flight,
             "handled": self._handled,
         }
 
     def stop(self) -> None:
-        self._loop.stop()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for loop in self._loops:
+            loop.stop()
+        self._batches.stop()
+        self._slots.shutdown(wait=True, cancel_futures=True)
         self._backends.close()

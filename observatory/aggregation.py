@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -25,19 +25,26 @@ class EventAggregator:
         self.duplicates = 0
 
     def handle(self, delivery: Delivery) -> None:
-        try:
-            event = EventEnvelope.model_validate_json(delivery.body)
-        except ValidationError as e:
-            log.error("unprocessable event rejected: %s", e.errors(include_url=False)[:3])
-            delivery.reject(requeue=False)
-            return
+        self.handle_batch([delivery])
+
+    def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """Fold a batch: one event-store write and one counters round trip, then the acks."""
+        readable: list[tuple[Delivery, EventEnvelope]] = []
+        for delivery in deliveries:
+            try:
+                readable.append((delivery, EventEnvelope.model_validate_json(delivery.body)))
+            except ValidationError as e:
+                log.error("unprocessable event rejected: %s", e.errors(include_url=False)[:3])
+                delivery.reject(requeue=False)
+        events = [event for _, event in readable]
         # Both steps are idempotent on event_id, so a redelivery after a crash between them is harmless.
-        stored = self._events.append(event)
-        if stored:
-            self.stored += 1
-        else:
-            self.duplicates += 1
-        self._counters.apply(event)
-        delivery.ack()
-        lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
-        self._on_event(event.event_type.value, not stored, lag)
+        stored = self._events.append_many(events)
+        self._counters.apply_many(events)
+        now = datetime.now(UTC)
+        for (delivery, event), new in zip(readable, stored, strict=True):
+            delivery.ack()
+            if new:
+                self.stored += 1
+            else:
+                self.duplicates += 1
+            self._on_event(event.event_type.value, not new, (now - event.occurred_at).total_seconds())

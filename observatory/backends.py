@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from observatory.errors import BackendUnavailable
+from observatory.jobs import default_registry
 from observatory.ports import Bus, Counters, EventStore, JobStore
 from observatory.settings import Settings
 
@@ -59,13 +60,14 @@ def describe(settings: Settings) -> dict[str, str]:
 
 
 def _bus(settings: Settings) -> Bus:
+    inline = [t.name for t in default_registry() if not t.isolated]  # their work goes to the inline queue
     if settings.amqp_url:
         from observatory.adapters.rabbitmq import RabbitBus
 
-        return RabbitBus(settings.amqp_url, settings.namespace)
+        return RabbitBus(settings.amqp_url, settings.namespace, inline)
     from observatory.adapters.sqlite_bus import SQLiteBus
 
-    return SQLiteBus(settings.embedded_dir / "bus.sqlite3")
+    return SQLiteBus(settings.embedded_dir / "bus.sqlite3", inline_types=inline)
 
 
 def _jobs(settings: Settings, pool_size: int) -> JobStore:

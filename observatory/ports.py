@@ -31,6 +31,17 @@ class Created:
     created: bool
 
 
+@dataclass(frozen=True)
+class Finish:
+    """How one attempt ended, to record: a result, or an error (`retry`/`dead_letter` say what follows)."""
+
+    job_id: UUID
+    result: Any = None
+    error: str | None = None
+    retry: bool = True  # False: a permanent failure (FAILED)
+    dead_letter: bool = False  # straight to the dead letters, attempts left or not
+
+
 class Delivery(Protocol):
     """One message handed to a consumer. `ack`/`reject` may be called from any thread, once."""
 
@@ -48,6 +59,10 @@ class Bus(Protocol):
 
     def publish(self, event: EventEnvelope) -> None:
         """Publish durably; returns only once the broker has confirmed it (raises BusUnavailable)."""
+
+    def publish_many(self, events: Sequence[EventEnvelope]) -> None:
+        """Publish all durably, in order; returns once the broker has confirmed every one of them, with one
+        wait for the whole batch (raises BusUnavailable: then any of them may or may not be published)."""
 
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:
         """Put `event` on the jobs queue after `delay_s` (retries): durable, never by sleeping."""
@@ -83,6 +98,12 @@ class JobStore(Protocol):
     def start(self, job_id: UUID, worker: str, rerun: bool) -> Job | None:
         """PENDING/RETRYING -> RUNNING (also RUNNING -> RUNNING when `rerun`), recording a new attempt;
         None when the job may not start."""
+
+    def start_many(self, starts: Sequence[tuple[UUID, bool]], worker: str) -> list[Job | None]:
+        """`start` for each (job id, rerun), all in one transaction; in the same order."""
+
+    def finish_many(self, finishes: Sequence[Finish]) -> list[Job | None]:
+        """`complete` (no error) or `fail` for each, all in one transaction; in the same order."""
 
     def complete(self, job_id: UUID, result: Any) -> Job | None:
         """RUNNING -> COMPLETED; None when the job was not RUNNING (e.g. cancelled meanwhile)."""
@@ -122,6 +143,9 @@ class EventStore(Protocol):
     def append(self, event: EventEnvelope) -> bool:
         """Store the event once; False when an event with that id is already stored."""
 
+    def append_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
+        """`append` for each, in one write; in the same order."""
+
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         """The job's events in the order they happened."""
 
@@ -135,6 +159,9 @@ class Counters(Protocol):
 
     def apply(self, event: EventEnvelope) -> bool:
         """Count the event once (atomically); False when it was counted before."""
+
+    def apply_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
+        """`apply` for each, in order, with one round trip; each event still counted atomically."""
 
     def stats(self) -> Stats | None:
         """None when nothing is counted yet (an empty cache), so callers fall back to the job store."""

@@ -1,8 +1,8 @@
-"""Running one job message: the processor's logic as a plain class, testable without Ray.
+"""Running job messages: the processor's logic as a plain class, testable without Ray.
 
-Order matters for the guarantees: the outcome is committed to the job store, then its events are
-published (and a retry scheduled), and only then is the message acked. A crash anywhere before the ack
-means redelivery; every step is safe to repeat.
+Order matters for the guarantees, for one message as for a micro-batch: the outcomes are committed to the
+job store, then their events are published (and retries scheduled), and only then are the messages acked.
+A crash anywhere before an ack means redelivery; every step is safe to repeat.
 """
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from uuid import UUID
 
 from pydantic import ValidationError
 
 from contracts import EventEnvelope, Job, JobStatus, Producer
 from observatory.errors import JobFailed
-from observatory.events import publish_job_events, work_message
+from observatory.events import job_events, publish_job_events, work_message
 from observatory.jobs import Registry
-from observatory.ports import Bus, Delivery, JobStore
+from observatory.ports import Bus, Delivery, Finish, JobStore
 from observatory.retry import backoff_s
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,41 @@ class JobProcessor:
         self._source, self._worker = source, worker
         self._retry = retry or RetryPolicy()
         self._hooks = hooks or NoHooks()
+        self._inline = InlineRunner(registry)
 
     def handle(self, delivery: Delivery) -> Outcome | None:
+        return self.handle_batch([delivery])[0]
+
+    def handle_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome | None]:
+        """Run a micro-batch of job messages: one commit for the starts, one publish for their events, the
+        handlers, one commit for the outcomes, one publish for theirs, then the acks. Each delivery's
+        outcome, or None for a message that ran nothing (unreadable, a duplicate)."""
+        outcomes: list[Outcome | None] = [None] * len(deliveries)
+        readable = [(i, d, job_id) for i, d in enumerate(deliveries) if (job_id := self._job_id(d)) is not None]
+        # A redelivered message means its previous consumer died mid-job, so a RUNNING job may run again;
+        # a plain duplicate (e.g. re-published by the sweeper) must not start a second run.
+        started = self._jobs.start_many([(job_id, d.redelivered) for _, d, job_id in readable], self._worker)
+        runs = [(i, d, job) for (i, d, _), job in zip(readable, started, strict=True) if job is not None]
+        for (_, d, job_id), job in zip(readable, started, strict=True):
+            if job is None:
+                self._settle_existing(job_id)
+                d.ack()
+        self._bus.publish_many([e for _, _, job in runs for e in job_events(job, self._source)])
+        ran: list[tuple[Job, Outcome, float]] = []
+        for _, _, job in runs:
+            self._hooks.attempt_started(job.type)
+            began = time.perf_counter()
+            ran.append((job, self._run(job), time.perf_counter() - began))
+        statuses = self._record([(job, outcome) for job, outcome, _ in ran])
+        for (i, d, _), (job, outcome, seconds), status in zip(runs, ran, statuses, strict=True):
+            self._hooks.attempt_finished(job.type, status, seconds, outcome.timed_out)
+            d.ack()
+            outcomes[i] = outcome
+        return outcomes
+
+    def _job_id(self, delivery: Delivery) -> UUID | None:
         try:
-            event = EventEnvelope.model_validate_json(delivery.body)
+            return EventEnvelope.model_validate_json(delivery.body).payload.job_id
         except ValidationError as e:
             # Requeueing a message that can never be read would loop forever: dead-letter it with the reason.
             reason = "unreadable message: " + "; ".join(
@@ -116,50 +148,33 @@ class JobProcessor:
             self._jobs.dead_letter(None, None, reason, delivery.body.decode("utf-8", "replace"))
             delivery.reject(requeue=False)
             return None
-        job_id = event.payload.job_id
-        # A redelivered message means its previous consumer died mid-job, so a RUNNING job may run again;
-        # a plain duplicate (e.g. re-published by the sweeper) must not start a second run.
-        job = self._jobs.start(job_id, self._worker, rerun=delivery.redelivered)
-        if job is None:
-            self._settle_existing(job_id)
-            delivery.ack()
-            return None
-        self._publish(job)
-        self._hooks.attempt_started(job.type)
-        began = time.perf_counter()
-        outcome = self._run(job)
-        status = self._record(job, outcome)
-        self._hooks.attempt_finished(job.type, status, time.perf_counter() - began, outcome.timed_out)
-        delivery.ack()
-        return outcome
 
     def _run(self, job: Job) -> Outcome:
-        if self._registry.get(job.type) is None:
+        job_type = self._registry.get(job.type)
+        if job_type is None:
             return Outcome(error=f"unknown job type {job.type!r}: no handler is registered here", dead_letter=True)
+        if not job_type.isolated:
+            return self._inline(job, lambda: False)
         return self._runner(job, lambda: self._is_cancelled(job))
 
-    def _record(self, job: Job, outcome: Outcome) -> JobStatus:
-        """Commit the outcome and publish its events; returns the status the job ended up in."""
-        if outcome.cancelled:
-            return JobStatus.CANCELLED  # the cancel request already committed it and published job.cancelled
-        if outcome.error is None:
-            done = self._jobs.complete(job.id, outcome.result)
-        else:
-            done = self._jobs.fail(job.id, outcome.error, retry=outcome.retry, dead_letter=outcome.dead_letter)
-        if done is None:
-            return JobStatus.CANCELLED  # cancelled while it ran: the cancellation stands
-        self._publish(done)
-        if done.status is JobStatus.RETRYING:
-            delay = backoff_s(done.attempts, self._retry.base_s, self._retry.max_s)
-            self._bus.schedule(work_message(done, self._source), delay)
-        return done.status
+    def _record(self, ran: Sequence[tuple[Job, Outcome]]) -> list[JobStatus]:
+        """Commit the outcomes, publish their events, schedule retries; the status each job ended up in."""
+        finishing = [(job, o) for job, o in ran if not o.cancelled]  # a cancel already committed and published
+        done = self._jobs.finish_many(
+            [Finish(job.id, o.result, o.error, o.retry, o.dead_letter) for job, o in finishing]
+        )
+        finished = {job.id: d for (job, _), d in zip(finishing, done, strict=True) if d is not None}
+        self._bus.publish_many([e for d in finished.values() for e in job_events(d, self._source)])
+        for d in finished.values():
+            if d.status is JobStatus.RETRYING:
+                delay = backoff_s(d.attempts, self._retry.base_s, self._retry.max_s)
+                self._bus.schedule(work_message(d, self._source), delay)
+        # Not finished: cancelled before or while it ran; the cancellation stands.
+        return [finished[job.id].status if job.id in finished else JobStatus.CANCELLED for job, _ in ran]
 
     def _is_cancelled(self, job: Job) -> bool:
         current = self._jobs.get(job.id)
         return current is None or current.status is JobStatus.CANCELLED
-
-    def _publish(self, job: Job) -> None:
-        publish_job_events(self._bus, job, self._source)
 
     def _settle_existing(self, job_id: object) -> None:
         """A final job's last events may have been lost in a crash after commit: publish them again (same ids)."""
@@ -168,4 +183,4 @@ class JobProcessor:
             log.warning("message for unknown job %s dropped", job_id)
             return
         if job.status.is_final:
-            self._publish(job)
+            publish_job_events(self._bus, job, self._source)

@@ -40,23 +40,30 @@ class SubmissionService:
         return new
 
     def submit(self, new: Sequence[NewJob], correlation_id: str | None) -> list[Accepted]:
-        correlation = correlation_id or str(uuid.uuid4())
-        stamped = [dataclasses.replace(j, correlation_id=correlation) for j in new]
-        created = self._jobs.create(stamped)
+        return self.submit_many([(new, correlation_id)])[0]
+
+    def submit_many(self, requests: Sequence[tuple[Sequence[NewJob], str | None]]) -> list[list[Accepted]]:
+        """Several requests' jobs in one transaction and one publish (group commit); per request, in order.
+        Nothing is answered before the jobs are committed."""
+        stamped = [_stamped(new, correlation_id or str(uuid.uuid4())) for new, correlation_id in requests]
+        created = self._jobs.create([j for jobs in stamped for j in jobs])
         self._publish([c for c in created if c.created])
-        return [Accepted(self._accepted(c), c.created) for c in created]
+        out: list[list[Accepted]] = []
+        for jobs in stamped:
+            mine, created = created[: len(jobs)], created[len(jobs) :]
+            out.append([Accepted(self._accepted(c), c.created) for c in mine])
+        return out
 
     def _publish(self, created: Sequence[Created]) -> None:
-        published: list[uuid.UUID] = []
+        if not created:
+            return
         try:
-            for c in created:
-                self._bus.publish(work_message(c.job, self._source))
-                published.append(c.job.id)
+            self._bus.publish_many([work_message(c.job, self._source) for c in created])
         except BusUnavailable as e:
             # The jobs are safe in the store as PENDING and unpublished; the sweeper publishes them later.
-            log.warning("publish failed, %d job(s) left for the sweeper: %s", len(created) - len(published), e)
-        finally:
-            self._jobs.mark_published(published)
+            log.warning("publish failed, %d job(s) left for the sweeper: %s", len(created), e)
+            return
+        self._jobs.mark_published([c.job.id for c in created])
 
     def cancel(self, job_id: uuid.UUID) -> Job:
         """Cancel a PENDING, RETRYING or RUNNING job. A running handler is stopped by its processor,
@@ -90,12 +97,16 @@ class SubmissionService:
         )
 
 
+def _stamped(new: Sequence[NewJob], correlation_id: str) -> list[NewJob]:
+    """One correlation id for every job of a request."""
+    return [dataclasses.replace(j, correlation_id=correlation_id) for j in new]
+
+
 def sweep(jobs: JobStore, bus: Bus, source: Producer, older_than_s: float, limit: int = 500) -> int:
     """Publish PENDING jobs whose `job.created` was never confirmed. Safe to repeat: same event ids."""
     stale = jobs.unpublished(older_than_s, limit)
-    done: list[uuid.UUID] = []
-    for job in stale:
-        bus.publish(work_message(job, source))
-        done.append(job.id)
-    jobs.mark_published(done)
-    return len(done)
+    if not stale:
+        return 0
+    bus.publish_many([work_message(job, source) for job in stale])
+    jobs.mark_published([job.id for job in stale])
+    return len(stale)

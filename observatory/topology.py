@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
+from contracts import EventEnvelope
+
 # Logical queue -> binding patterns (AMQP topic syntax). `job.created` and `job.requeued` reach both the
-# processors and the aggregators; every other job event only the aggregators. Retries reach the jobs
-# queue through the bus's delay mechanism (`Bus.schedule`), not through a binding.
-QUEUES: dict[str, tuple[str, ...]] = {"jobs": ("job.created", "job.requeued"), "events": ("job.#",)}
+# processors and the aggregators; every other job event only the aggregators. Jobs of inline types (see
+# JobType.isolated) have their own queue, so a processor takes them in micro-batches without holding back
+# jobs that wait for one of its task slots. Retries reach the jobs queue through the bus's delay mechanism
+# (`Bus.schedule`), not through a binding.
+INLINE_PREFIX = "inline."
+WORK_KEYS = ("job.created", "job.requeued")
+QUEUES: dict[str, tuple[str, ...]] = {
+    "jobs": WORK_KEYS,
+    "inline": tuple(INLINE_PREFIX + k for k in WORK_KEYS),
+    "events": ("job.#", INLINE_PREFIX + "#"),
+}
 RETRY_KEY = "work.retry"  # routing key of delayed retries; outside `job.#`, so events never see them
+
+
+def routing_key(event: EventEnvelope, inline_types: Collection[str]) -> str:
+    """The event's type, with a prefix for the work of inline job types (to the inline queue)."""
+    key = event.event_type.value
+    return INLINE_PREFIX + key if key in WORK_KEYS and event.payload.job_type in inline_types else key
 
 
 def matches(pattern: str, key: str) -> bool:

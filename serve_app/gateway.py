@@ -15,6 +15,7 @@ from contracts import BatchAccepted, BatchSubmission, ErrorResponse, Job, JobAcc
 from observatory import __version__, backends, logs
 from observatory.errors import InvalidSubmission
 from observatory.events import producer
+from observatory.grouping import GroupCommit
 from observatory.jobs import default_registry
 from observatory.metrics import metrics
 from observatory.ports import NewJob
@@ -25,6 +26,8 @@ from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
 # Submissions run on a small dedicated pool: it bounds the pika connections (one per thread) and
 # keeps blocking store and broker calls off the event loop.
 SUBMIT_THREADS = 8
+GROUP_MAX = 256  # single submits per group commit
+GROUP_THREADS = 2  # one group commits while the next one forms
 
 api = FastAPI(
     title="Observatory gateway",
@@ -52,7 +55,7 @@ class Gateway:
     def __init__(self) -> None:
         settings = get_settings()
         logs.configure(settings.log_level)
-        self._backends = backends.build(settings, pool_size=SUBMIT_THREADS + 2)
+        self._backends = backends.build(settings, pool_size=SUBMIT_THREADS + GROUP_THREADS + 2)
         self._using = backends.describe(settings)
         self._backends.setup()
         self._registry = default_registry()
@@ -60,6 +63,10 @@ class Gateway:
             self._backends.jobs, self._backends.bus, self._registry, producer("gateway", settings.instance_id)
         )
         self._pool = ThreadPoolExecutor(max_workers=SUBMIT_THREADS, thread_name_prefix="submit")
+        # Concurrent single submits share one transaction and one publish (group commit).
+        self._singles = GroupCommit(
+            self._service.submit_many, GROUP_MAX, GROUP_THREADS, "submit-group", alone_on=(InvalidSubmission,)
+        )
 
     def _validate(self, submissions: list[JobSubmission], batch: bool) -> list[NewJob]:
         try:
@@ -82,7 +89,7 @@ class Gateway:
         self, submission: JobSubmission, response: Response, correlation_id: CorrelationId = None
     ) -> JobAccepted:
         new = self._validate([submission], batch=False)
-        [accepted] = await self._call(self._service.submit, new, correlation_id)
+        [accepted] = await asyncio.wrap_future(self._singles.submit((new, correlation_id)))
         metrics().submitted(submission.type, "accepted" if accepted.created else "duplicate")
         response.status_code = 202 if accepted.created else 200
         response.headers["X-Correlation-Id"] = accepted.body.correlation_id

@@ -36,16 +36,17 @@ class WorkersArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     processors: int = Field(default=2, ge=1, le=256)
     aggregators: int = Field(default=1, ge=1, le=64)
-    prefetch: int = Field(default=4, ge=1, le=256, description="Jobs in flight per processor.")
+    prefetch: int = Field(default=4, ge=1, le=256, description="Isolated jobs (Ray tasks) in flight per processor.")
+    batch_size: int = Field(default=64, ge=1, le=1000, description="Inline jobs per micro-batch of a processor.")
     event_prefetch: int = Field(default=64, ge=1, le=1000)
     check_interval_s: float = Field(default=2.0, gt=0, le=60)
 
 
 def _specs(args: WorkersArgs) -> list[ActorSpec]:
-    def make(cls: Any, name: str, prefetch: int) -> ActorSpec:
-        return ActorSpec(name, lambda: cls.options(name=name, namespace=ACTOR_NAMESPACE).remote(name, prefetch))
+    def make(cls: Any, name: str, *actor_args: int) -> ActorSpec:
+        return ActorSpec(name, lambda: cls.options(name=name, namespace=ACTOR_NAMESPACE).remote(name, *actor_args))
 
-    return [make(ProcessorActor, f"processor-{i}", args.prefetch) for i in range(args.processors)] + [
+    return [make(ProcessorActor, f"processor-{i}", args.prefetch, args.batch_size) for i in range(args.processors)] + [
         make(AggregatorActor, f"aggregator-{i}", args.event_prefetch) for i in range(args.aggregators)
     ]
 

@@ -10,15 +10,15 @@ from pathlib import Path
 from observatory.ports import Bus, Delivery
 
 
-def make_bus(kind: str, where: str, lease_s: float) -> Bus:
+def make_bus(kind: str, where: str, lease_s: float, inline_types: tuple[str, ...] = ()) -> Bus:
     if kind == "rabbitmq":
         from observatory.adapters.rabbitmq import RabbitBus
 
         url, ns = where.split(" ", 1)
-        return RabbitBus(url, ns)
+        return RabbitBus(url, ns, inline_types)
     from observatory.adapters.sqlite_bus import SQLiteBus
 
-    return SQLiteBus(Path(where), lease_s=lease_s)
+    return SQLiteBus(Path(where), lease_s=lease_s, inline_types=inline_types)
 
 
 def main() -> None:

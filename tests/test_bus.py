@@ -241,3 +241,29 @@ def test_embedded_consumer_keeps_renewing_the_lease_of_a_message_it_holds(tmp_pa
 
         assert (len(first), second) == (1, [])
         assert bus.depth("jobs") == 0
+
+
+def test_a_published_batch_arrives_whole_and_in_order(bus):
+    jobs = [lifecycle(uuid.uuid4()) for _ in range(3)]
+    batch = [e for events in jobs for e in events]
+
+    bus.publish_many(batch)
+
+    assert [d.body for d in take(bus, "jobs", 3, ack=True)] == [j[0].model_dump_json().encode() for j in jobs]
+    assert [d.body for d in take(bus, "events", 9, ack=True)] == [e.model_dump_json().encode() for e in batch]
+
+
+def test_work_of_inline_job_types_goes_to_the_inline_queue_and_to_events(bus_where):
+    inline = make_bus(*bus_where, LEASE_S, inline_types=("noop",))
+    inline.setup()
+    created, started, _ = lifecycle(uuid.uuid4(), "noop")
+    other = lifecycle(uuid.uuid4(), "hash")[0]
+    try:
+        inline.publish_many([created, started, other])
+
+        assert [d.body for d in take(inline, "inline", 1, ack=True)] == [created.model_dump_json().encode()]
+        assert [d.body for d in take(inline, "jobs", 1, ack=True)] == [other.model_dump_json().encode()]
+        assert len(take(inline, "events", 3, ack=True)) == 3
+        assert inline.depth("inline") == inline.depth("jobs") == 0
+    finally:
+        inline.close()

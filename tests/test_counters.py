@@ -193,3 +193,14 @@ def test_alerts_do_not_count_as_stats(counters):
     counters.set_alerts({"fp-a": alert("A")}, [])
 
     assert counters.stats() is None
+
+
+def test_a_batch_counts_like_the_same_events_one_by_one(counters):
+    first, second = lifecycle(uuid.uuid4(), "hash"), lifecycle(uuid.uuid4(), "primes")
+
+    counted = counters.apply_many([*first, *second, first[0]])
+
+    assert counted == [True] * 6 + [False]
+    s = counters.stats()
+    assert (s.total_jobs, s.completed, s.running, s.pending) == (2, 2, 0, 0)
+    assert counters.apply_many([]) == []

@@ -71,3 +71,13 @@ def test_a_jobs_events_leave_out_other_jobs_events(events):
         events.append(e)
 
     assert events.for_job(mine[0].payload.job_id) == mine
+
+
+def test_a_batch_stores_each_new_event_once_and_reports_which_were_new(events):
+    old, *new = lifecycle(uuid.uuid4())
+    events.append(old)
+
+    stored = events.append_many([old, *new, new[0]])  # one stored before, one twice in the batch
+
+    assert stored == [False, True, True, False]
+    assert [e.event_id for e in events.for_job(old.payload.job_id)] == [old.event_id, *(e.event_id for e in new)]

@@ -150,7 +150,7 @@ def test_invalid_payloads_are_422_naming_the_field(api, payload_schemas):
     @given(data=st.data())
     @JOBS
     def one(data: st.DataObject) -> None:
-        job_type = data.draw(st.sampled_from(sorted(payload_schemas)))
+        job_type = data.draw(st.sampled_from(sorted(t for t, s in payload_schemas.items() if s.get("properties"))))
         schema = payload_schemas[job_type]
         payload = data.draw(submissions(payload_schemas, only=job_type))["payload"]
         field = data.draw(st.sampled_from(sorted(schema["properties"])))

@@ -11,7 +11,7 @@ import pytest
 from contracts import DeadLetter, JobStatus
 from observatory.adapters.sqlite_jobs import SQLiteJobStore
 from observatory.errors import InvalidSubmission
-from observatory.ports import JobStore, NewJob
+from observatory.ports import Finish, JobStore, NewJob
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -310,3 +310,39 @@ def test_attempts_record_worker_and_times_in_order(store):
     assert [(a.number, a.worker, a.error) for a in (first, second)] == [(1, "w1", "first"), (2, "w2", None)]
     assert open_attempt.finished_at is None
     assert first.started_at <= first.finished_at <= second.started_at <= second.finished_at
+
+
+def test_start_many_starts_each_job_once_in_the_order_asked(store):
+    [a], [b], [c] = store.create([new()]), store.create([new()]), store.create([new()])
+    store.start(c.job.id, "w0", rerun=False)  # already running: starts again only on a rerun
+
+    got = store.start_many([(a.job.id, False), (c.job.id, False), (b.job.id, False), (a.job.id, True)], "w1")
+
+    assert [j.id if j else None for j in got] == [a.job.id, None, b.job.id, None]  # a duplicate never runs twice
+    assert [len(store.attempts(i)) for i in (a.job.id, b.job.id, c.job.id)] == [1, 1, 1]
+    assert store.start_many([], "w1") == []
+
+
+def test_finish_many_records_each_outcome_in_one_call(store):
+    jobs = [store.create([new(max_attempts=2)])[0].job for _ in range(4)]
+    store.start_many([(j.id, False) for j in jobs], "w")
+
+    done = store.finish_many(
+        [
+            Finish(jobs[0].id, result={"ok": 1}),
+            Finish(jobs[1].id, error="again", retry=True),
+            Finish(jobs[2].id, error="never", retry=False),
+            Finish(jobs[3].id, error="poison", dead_letter=True),
+            Finish(jobs[0].id, result={"ok": 2}),  # no longer RUNNING: refused
+        ]
+    )
+
+    assert [d.status if d else None for d in done] == [
+        JobStatus.COMPLETED,
+        JobStatus.RETRYING,
+        JobStatus.FAILED,
+        JobStatus.DEAD_LETTERED,
+        None,
+    ]
+    assert store.get(jobs[0].id).result == {"ok": 1}
+    assert [a.error for j in jobs for a in store.attempts(j.id)] == [None, "again", "never", "poison"]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
 import pymongo
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from contracts import EventEnvelope
 from observatory.errors import EventStoreUnavailable
+
+DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index violation (here: an event stored before)
 
 
 def event_document(event: EventEnvelope) -> dict[str, Any]:
@@ -46,12 +48,22 @@ class MongoEventStore:
             self._events.create_index([("job_id", 1), ("version", 1), ("occurred_us", 1)], name="job_order")
 
     def append(self, event: EventEnvelope) -> bool:
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
+        """One unordered bulk insert: a duplicate `_id` fails only its own document, never the rest."""
+        if not events:
+            return []
         with self._translate():
             try:
-                self._events.insert_one(event_document(event))
-            except DuplicateKeyError:
-                return False
-        return True
+                self._events.insert_many([event_document(e) for e in events], ordered=False)
+            except BulkWriteError as e:
+                errors = e.details.get("writeErrors", [])
+                if any(err.get("code") != DUPLICATE_KEY for err in errors) or e.details.get("writeConcernErrors"):
+                    raise EventStoreUnavailable(f"MongoDB: {e.details}") from e
+                duplicates = {err["index"] for err in errors}
+                return [i not in duplicates for i in range(len(events))]
+        return [True] * len(events)
 
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         with self._translate():

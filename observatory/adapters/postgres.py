@@ -16,10 +16,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from contracts import FINAL_STATUSES, Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
-from observatory.adapters.sql_common import FAIL_BUMP, fail_status, job_filters
+from observatory.adapters.sql_common import FAIL_BUMP, SingleJobCalls, fail_status, first_only, job_filters
 from observatory.errors import InvalidSubmission, StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
-from observatory.ports import Created, NewJob
+from observatory.ports import Created, Finish, NewJob
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {ns};
@@ -79,7 +79,7 @@ def _job(row: dict[str, Any]) -> Job:
     return Job.model_validate(row)
 
 
-class PostgresJobStore:
+class PostgresJobStore(SingleJobCalls):
     def __init__(self, dsn: str, namespace: str, max_size: int = 10) -> None:
         self._ns = sql.Identifier(namespace)
         self._lock_key = f"observatory:{namespace}"
@@ -205,58 +205,63 @@ class PostgresJobStore:
             (job.updated_at, error, job.id, job.attempts),
         )
 
-    def start(self, job_id: UUID, worker: str, rerun: bool) -> Job | None:
-        allowed = ["PENDING", "RETRYING", "RUNNING"] if rerun else ["PENDING", "RETRYING"]
+    def start_many(self, starts: Sequence[tuple[UUID, bool]], worker: str) -> list[Job | None]:
+        """One statement claims every job that may start; one more records their attempts; one commit."""
+        if not starts:
+            return []
+        q = self._q(
+            "UPDATE {ns}.jobs SET status = 'RUNNING', started_at = clock_timestamp(), finished_at = NULL, "
+            "attempts = attempts + 1, worker = %s, version = version + 1, updated_at = clock_timestamp() "
+            "WHERE id = ANY(%s) AND (status IN ('PENDING', 'RETRYING') OR (status = 'RUNNING' AND id = ANY(%s))) "
+            f"{_RETURNING}"
+        )
+        ids = [job_id for job_id, _ in starts]
+        reruns = [job_id for job_id, rerun in starts if rerun]
         with self._conn() as conn, conn.transaction():
-            job = self._transition(
-                conn,
-                "status = 'RUNNING', started_at = clock_timestamp(), finished_at = NULL, "
-                "attempts = attempts + 1, worker = %s",
-                job_id,
-                allowed,
-                worker,
-            )
-            if job is not None:
-                conn.execute(
+            started = {row["id"]: _job(row) for row in conn.execute(q, (worker, ids, reruns)).fetchall()}
+            with conn.cursor() as cur:
+                cur.executemany(
                     self._q(
                         "INSERT INTO {ns}.job_attempts (job_id, number, worker, started_at) VALUES (%s, %s, %s, %s)"
                     ),
-                    (job.id, job.attempts, worker, job.started_at),
+                    [(j.id, j.attempts, worker, j.started_at) for j in started.values()],
                 )
+        return first_only(ids, started)
+
+    def finish_many(self, finishes: Sequence[Finish]) -> list[Job | None]:
+        with self._conn() as conn, conn.transaction():
+            return [self._complete(conn, f) if f.error is None else self._fail(conn, f) for f in finishes]
+
+    def _complete(self, conn: psycopg.Connection[dict[str, Any]], f: Finish) -> Job | None:
+        job = self._transition(
+            conn,
+            "status = 'COMPLETED', result = %s, error = NULL, finished_at = clock_timestamp()",
+            f.job_id,
+            ["RUNNING"],
+            Jsonb(f.result),
+        )
+        if job is not None:
+            self._close_attempt(conn, job, None)
         return job
 
-    def complete(self, job_id: UUID, result: Any) -> Job | None:
-        with self._conn() as conn, conn.transaction():
-            job = self._transition(
-                conn,
-                "status = 'COMPLETED', result = %s, error = NULL, finished_at = clock_timestamp()",
-                job_id,
-                ["RUNNING"],
-                Jsonb(result),
-            )
-            if job is not None:
-                self._close_attempt(conn, job, None)
-        return job
-
-    def fail(self, job_id: UUID, error: str, retry: bool, dead_letter: bool = False) -> Job | None:
-        status = fail_status("%s")
-        with self._conn() as conn, conn.transaction():
-            job = self._transition(
-                conn,
-                f"status = {status}, error = %s, finished_at = clock_timestamp()",
-                job_id,
-                ["RUNNING"],
-                dead_letter,
-                retry,
-                error,
-                retry,
-                dead_letter,
-                bump=FAIL_BUMP.format(ph="%s"),
-            )
-            if job is not None:
-                self._close_attempt(conn, job, error)
-                if job.status is JobStatus.DEAD_LETTERED:
-                    self._insert_dead_letter(conn, job.id, job.type, error, job.model_dump_json(exclude={"result"}))
+    def _fail(self, conn: psycopg.Connection[dict[str, Any]], f: Finish) -> Job | None:
+        error = f.error or ""
+        job = self._transition(
+            conn,
+            f"status = {fail_status('%s')}, error = %s, finished_at = clock_timestamp()",
+            f.job_id,
+            ["RUNNING"],
+            f.dead_letter,
+            f.retry,
+            error,
+            f.retry,
+            f.dead_letter,
+            bump=FAIL_BUMP.format(ph="%s"),
+        )
+        if job is not None:
+            self._close_attempt(conn, job, error)
+            if job.status is JobStatus.DEAD_LETTERED:
+                self._insert_dead_letter(conn, job.id, job.type, error, job.model_dump_json(exclude={"result"}))
         return job
 
     def cancel(self, job_id: UUID) -> Job | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
@@ -20,7 +20,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 from contracts import EventEnvelope
 from observatory.errors import BusUnavailable
 from observatory.ports import Delivery
-from observatory.topology import QUEUES, RETRY_KEY
+from observatory.topology import QUEUES, RETRY_KEY, routing_key
 
 PUBLISH_ATTEMPTS = 3  # a dropped cached connection is re-opened; past this the broker is really down
 POLL_S = 0.5  # how long a consume loop waits for traffic before it looks at its stop flag
@@ -52,7 +52,8 @@ class _PikaDelivery:
 
 
 class RabbitBus:
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, inline_types: Collection[str] = ()) -> None:
+        self._inline = frozenset(inline_types)
         self._params = pika.URLParameters(url)
         self._params.heartbeat = 30
         self._params.blocked_connection_timeout = 30
@@ -74,7 +75,10 @@ class RabbitBus:
             except AMQPError as e:
                 raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
             ch = conn.channel()
-            ch.confirm_delivery()
+            # Publishes are transactional rather than confirmed one by one: a batch of messages costs one
+            # round trip (tx.commit-ok comes once the broker holds all of them, persisted), and a batch cut
+            # short by a dropped connection is rolled back whole rather than half sent.
+            ch.tx_select()
             self._local.conn, self._local.channel = conn, ch
         return ch
 
@@ -130,8 +134,19 @@ class RabbitBus:
         return event.model_dump_json().encode(), props
 
     def publish(self, event: EventEnvelope) -> None:
-        body, props = self._message(event)
-        self._guard(lambda ch: ch.basic_publish(self._exchange, event.event_type.value, body, props, mandatory=True))
+        self.publish_many([event])
+
+    def publish_many(self, events: Sequence[EventEnvelope]) -> None:
+        if not events:
+            return
+        messages = [(routing_key(e, self._inline), *self._message(e)) for e in events]
+
+        def send(ch: BlockingChannel) -> None:
+            for key, body, props in messages:  # every key is bound (the events queue takes job.# and inline.#)
+                ch.basic_publish(self._exchange, key, body, props)
+            ch.tx_commit()
+
+        self._guard(send)
 
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:
         delay_ms = max(1, int(delay_s * 1000))
@@ -149,7 +164,8 @@ class RabbitBus:
                     },
                 )
                 self._delay_queues.add(queue)
-            ch.basic_publish("", queue, body, props, mandatory=True)
+            ch.basic_publish("", queue, body, props)
+            ch.tx_commit()
 
         self._guard(send)
 

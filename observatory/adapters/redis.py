@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import redis as redis_lib
@@ -59,17 +59,24 @@ class RedisCounters:
         """Nothing to create: keys appear on first use."""
 
     def apply(self, event: EventEnvelope) -> bool:
-        p = event.payload
-        args = [
-            str(event.event_id),
-            str(p.job_id),
-            p.version,
-            p.status.value,
-            p.job_type,
-            int(event.occurred_at.timestamp() * 1_000_000),
-        ]
+        return self.apply_many([event])[0]
+
+    def apply_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
+        """One pipeline (one round trip) of script calls; each call is atomic on its own."""
         with self._translate():
-            return bool(self._apply(keys=self._keys, args=args))
+            pipe = self._r.pipeline(transaction=False)
+            for event in events:
+                p = event.payload
+                args = [
+                    str(event.event_id),
+                    str(p.job_id),
+                    p.version,
+                    p.status.value,
+                    p.job_type,
+                    int(event.occurred_at.timestamp() * 1_000_000),
+                ]
+                self._apply(keys=self._keys, args=args, client=pipe)
+            return [bool(r) for r in pipe.execute()]
 
     def stats(self) -> Stats | None:
         with self._translate():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
-from contracts import JobStatus
+from contracts import Job, JobStatus
+from observatory.ports import Finish
 
 
 def fail_status(ph: str) -> str:
@@ -31,3 +34,32 @@ def job_filters(status: JobStatus | None, job_type: str | None, ph: str) -> tupl
         where.append(f"type = {ph}")
         args.append(job_type)
     return where, args
+
+
+def first_only(ids: Sequence[UUID], started: dict[UUID, Job]) -> list[Job | None]:
+    """The started job at the first mention of its id; None elsewhere (a duplicate must not run twice)."""
+    seen: set[UUID] = set()
+    out: list[Job | None] = []
+    for job_id in ids:
+        out.append(None if job_id in seen else started.get(job_id))
+        seen.add(job_id)
+    return out
+
+
+class SingleJobCalls:
+    """The one-job transitions as the batch of one, so both job stores have a single code path each."""
+
+    def start_many(self, starts: Sequence[tuple[UUID, bool]], worker: str) -> list[Job | None]:
+        raise NotImplementedError
+
+    def finish_many(self, finishes: Sequence[Finish]) -> list[Job | None]:
+        raise NotImplementedError
+
+    def start(self, job_id: UUID, worker: str, rerun: bool) -> Job | None:
+        return self.start_many([(job_id, rerun)], worker)[0]
+
+    def complete(self, job_id: UUID, result: Any) -> Job | None:
+        return self.finish_many([Finish(job_id, result=result)])[0]
+
+    def fail(self, job_id: UUID, error: str, retry: bool, dead_letter: bool = False) -> Job | None:
+        return self.finish_many([Finish(job_id, error=error, retry=retry, dead_letter=dead_letter)])[0]

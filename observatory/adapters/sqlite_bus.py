@@ -14,14 +14,14 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from contracts import EventEnvelope
 from observatory.adapters.sqlite_base import SQLiteFile, now_us
 from observatory.errors import BusUnavailable
 from observatory.ports import Delivery
-from observatory.topology import QUEUES, routes
+from observatory.topology import QUEUES, routes, routing_key
 
 LEASE_S = 15.0  # a consumer that stops renewing (its process died) loses its messages after this long
 POLL_MIN_S, POLL_MAX_S = 0.02, 0.25  # idle consumers back off between these
@@ -62,26 +62,30 @@ class _SQLiteDelivery:
 
 
 class SQLiteBus:
-    def __init__(self, path: Path, lease_s: float = LEASE_S) -> None:
+    def __init__(self, path: Path, lease_s: float = LEASE_S, inline_types: Collection[str] = ()) -> None:
         self._db = SQLiteFile(path, _SCHEMA, BusUnavailable)
+        self._inline = frozenset(inline_types)
         self._lease_us = int(lease_s * 1_000_000)
 
     def setup(self) -> None:
         self._db.setup()
 
-    def _enqueue(self, queues: list[str], event: EventEnvelope, delay_s: float = 0.0) -> None:
-        body, available = event.model_dump_json().encode(), now_us() + int(delay_s * 1_000_000)
-        with self._db.write() as conn:  # committed == confirmed
+    def _enqueue(self, messages: Sequence[tuple[str, EventEnvelope]], delay_s: float = 0.0) -> None:
+        available = now_us() + int(delay_s * 1_000_000)
+        with self._db.write() as conn:  # committed == confirmed; one transaction for the whole batch
             conn.executemany(
                 "INSERT INTO messages (queue, body, available_us) VALUES (?, ?, ?)",
-                [(q, body, available) for q in queues],
+                [(q, event.model_dump_json().encode(), available) for q, event in messages],
             )
 
     def publish(self, event: EventEnvelope) -> None:
-        self._enqueue(routes(event.event_type.value), event)
+        self.publish_many([event])
+
+    def publish_many(self, events: Sequence[EventEnvelope]) -> None:
+        self._enqueue([(q, e) for e in events for q in routes(routing_key(e, self._inline))])
 
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:
-        self._enqueue(["jobs"], event, delay_s)
+        self._enqueue([("jobs", event)], delay_s)
 
     def _claim(self, queue: str, owner: str, n: int) -> list[tuple[int, bytes, int]]:
         now = now_us()

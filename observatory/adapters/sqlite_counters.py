@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from contracts import Alert, EventEnvelope, JobStatus, Stats
@@ -29,26 +31,33 @@ class SQLiteCounters:
         self._db.setup()
 
     def apply(self, event: EventEnvelope) -> bool:
+        return self.apply_many([event])[0]
+
+    def apply_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
+        with self._db.write() as conn:  # one transaction for the batch
+            return [self._apply(conn, e) for e in events]
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, event: EventEnvelope) -> bool:
         p = event.payload
-        with self._db.write() as conn:
-            if conn.execute("INSERT INTO seen VALUES (?) ON CONFLICT DO NOTHING", (str(event.event_id),)).rowcount == 0:
-                return False
-            prev = conn.execute("SELECT version, type, status FROM job_state WHERE job_id = ?", (str(p.job_id),))
-            row = prev.fetchone()
-            if row is None or p.version > row["version"]:
-                if row is not None:
-                    conn.execute(_BUMP, (row["type"], row["status"], -1, -1))
-                conn.execute(_BUMP, (p.job_type, p.status.value, 1, 1))
-                conn.execute(
-                    "INSERT INTO job_state VALUES (?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE "
-                    "SET version = excluded.version, type = excluded.type, status = excluded.status",
-                    (str(p.job_id), p.version, p.job_type, p.status.value),
-                )
+        if conn.execute("INSERT INTO seen VALUES (?) ON CONFLICT DO NOTHING", (str(event.event_id),)).rowcount == 0:
+            return False
+        prev = conn.execute("SELECT version, type, status FROM job_state WHERE job_id = ?", (str(p.job_id),))
+        row = prev.fetchone()
+        if row is None or p.version > row["version"]:
+            if row is not None:
+                conn.execute(_BUMP, (row["type"], row["status"], -1, -1))
+            conn.execute(_BUMP, (p.job_type, p.status.value, 1, 1))
             conn.execute(
-                "INSERT INTO last_event VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
-                "SET occurred_us = max(occurred_us, excluded.occurred_us)",
-                (to_us(event.occurred_at),),
+                "INSERT INTO job_state VALUES (?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE "
+                "SET version = excluded.version, type = excluded.type, status = excluded.status",
+                (str(p.job_id), p.version, p.job_type, p.status.value),
             )
+        conn.execute(
+            "INSERT INTO last_event VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
+            "SET occurred_us = max(occurred_us, excluded.occurred_us)",
+            (to_us(event.occurred_at),),
+        )
         return True
 
     def stats(self) -> Stats | None:

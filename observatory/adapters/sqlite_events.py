@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from uuid import UUID
 
@@ -30,19 +31,25 @@ class SQLiteEventStore:
         self._db.setup()
 
     def append(self, event: EventEnvelope) -> bool:
-        with self._db.write() as conn:
-            cur = conn.execute(
-                "INSERT INTO events (event_id, job_id, version, occurred_us, envelope) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (event_id) DO NOTHING",
-                (
-                    str(event.event_id),
-                    str(event.payload.job_id),
-                    event.payload.version,
-                    to_us(event.occurred_at),
-                    event.model_dump_json(),
-                ),
-            )
-            return cur.rowcount == 1
+        return self.append_many([event])[0]
+
+    def append_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
+        with self._db.write() as conn:  # one transaction for the batch
+            return [
+                conn.execute(
+                    "INSERT INTO events (event_id, job_id, version, occurred_us, envelope) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (event_id) DO NOTHING",
+                    (
+                        str(e.event_id),
+                        str(e.payload.job_id),
+                        e.payload.version,
+                        to_us(e.occurred_at),
+                        e.model_dump_json(),
+                    ),
+                ).rowcount
+                == 1
+                for e in events
+            ]
 
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         with self._db.read() as conn:

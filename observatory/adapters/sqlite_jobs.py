@@ -12,11 +12,11 @@ from typing import Any
 from uuid import UUID
 
 from contracts import FINAL_STATUSES, Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
-from observatory.adapters.sql_common import FAIL_BUMP, fail_status, job_filters
+from observatory.adapters.sql_common import FAIL_BUMP, SingleJobCalls, fail_status, first_only, job_filters
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, now_us, to_us
 from observatory.errors import StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
-from observatory.ports import Created, NewJob
+from observatory.ports import Created, Finish, NewJob
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -92,7 +92,7 @@ def _job(row: sqlite3.Row) -> Job:
     )
 
 
-class SQLiteJobStore:
+class SQLiteJobStore(SingleJobCalls):
     def __init__(self, path: Path) -> None:
         self._db = SQLiteFile(path, _SCHEMA, StoreUnavailable)
 
@@ -186,54 +186,63 @@ class SQLiteJobStore:
             (to_us(job.updated_at), error, str(job.id), job.attempts),
         )
 
-    def start(self, job_id: UUID, worker: str, rerun: bool) -> Job | None:
+    def start_many(self, starts: Sequence[tuple[UUID, bool]], worker: str) -> list[Job | None]:
+        started: dict[UUID, Job] = {}
+        with self._db.write() as conn:
+            for job_id, rerun in starts:
+                if job_id not in started and (job := self._start(conn, job_id, worker, rerun)) is not None:
+                    started[job_id] = job
+        return first_only([job_id for job_id, _ in starts], started)
+
+    def _start(self, conn: sqlite3.Connection, job_id: UUID, worker: str, rerun: bool) -> Job | None:
         allowed = ("PENDING", "RETRYING", "RUNNING") if rerun else ("PENDING", "RETRYING")
         now = now_us()
-        with self._db.write() as conn:
-            job = self._transition(
-                conn,
-                "status = 'RUNNING', started_us = ?, finished_us = NULL, attempts = attempts + 1, worker = ?",
-                job_id,
-                allowed,
-                now,
-                worker,
+        job = self._transition(
+            conn,
+            "status = 'RUNNING', started_us = ?, finished_us = NULL, attempts = attempts + 1, worker = ?",
+            job_id,
+            allowed,
+            now,
+            worker,
+        )
+        if job is not None:
+            conn.execute(
+                "INSERT INTO job_attempts (job_id, number, worker, started_us) VALUES (?, ?, ?, ?)",
+                (str(job.id), job.attempts, worker, now),
             )
-            if job is not None:
-                conn.execute(
-                    "INSERT INTO job_attempts (job_id, number, worker, started_us) VALUES (?, ?, ?, ?)",
-                    (str(job.id), job.attempts, worker, now),
-                )
         return job
 
-    def complete(self, job_id: UUID, result: Any) -> Job | None:
+    def finish_many(self, finishes: Sequence[Finish]) -> list[Job | None]:
         with self._db.write() as conn:
-            job = self._transition(
-                conn,
-                "status = 'COMPLETED', result = ?, error = NULL, finished_us = ?",
-                job_id,
-                ("RUNNING",),
-                json.dumps(result),
-                now_us(),
-            )
-            if job is not None:
-                self._close_attempt(conn, job, None)
+            return [self._complete(conn, f) if f.error is None else self._fail(conn, f) for f in finishes]
+
+    def _complete(self, conn: sqlite3.Connection, f: Finish) -> Job | None:
+        job = self._transition(
+            conn,
+            "status = 'COMPLETED', result = ?, error = NULL, finished_us = ?",
+            f.job_id,
+            ("RUNNING",),
+            json.dumps(f.result),
+            now_us(),
+        )
+        if job is not None:
+            self._close_attempt(conn, job, None)
         return job
 
-    def fail(self, job_id: UUID, error: str, retry: bool, dead_letter: bool = False) -> Job | None:
-        status = fail_status("?")
-        with self._db.write() as conn:
-            job = self._transition(
-                conn,
-                f"status = {status}, error = ?, finished_us = ?",
-                job_id,
-                ("RUNNING",),
-                *(dead_letter, retry, error, now_us(), retry, dead_letter),
-                bump=FAIL_BUMP.format(ph="?"),
-            )
-            if job is not None:
-                self._close_attempt(conn, job, error)
-                if job.status is JobStatus.DEAD_LETTERED:
-                    self._insert_dead_letter(conn, job.id, job.type, error, job.model_dump_json(exclude={"result"}))
+    def _fail(self, conn: sqlite3.Connection, f: Finish) -> Job | None:
+        error = f.error or ""
+        job = self._transition(
+            conn,
+            f"status = {fail_status('?')}, error = ?, finished_us = ?",
+            f.job_id,
+            ("RUNNING",),
+            *(f.dead_letter, f.retry, error, now_us(), f.retry, f.dead_letter),
+            bump=FAIL_BUMP.format(ph="?"),
+        )
+        if job is not None:
+            self._close_attempt(conn, job, error)
+            if job.status is JobStatus.DEAD_LETTERED:
+                self._insert_dead_letter(conn, job.id, job.type, error, job.model_dump_json(exclude={"result"}))
         return job
 
     def cancel(self, job_id: UUID) -> Job | None:

@@ -31,6 +31,10 @@ class JobType:
     payload_model: type[BaseModel]
     handler: Handler
     default_timeout_s: float = 300.0
+    # True: each run is its own Ray task, so a timeout or a cancel kills it for real (the default). False: it
+    # runs inside the processor, in micro-batches, for short work where a Ray task would cost more than the
+    # job; its timeout and cancellation are then not enforced while it runs.
+    isolated: bool = True
 
     def run(self, payload: dict[str, Any]) -> Any:
         return self.handler(self.payload_model.model_validate(payload))
@@ -40,13 +44,17 @@ _DECLARED: dict[str, JobType] = {}
 
 
 def job_type(
-    name: str, payload_model: type[BaseModel], description: str = "", default_timeout_s: float = 300.0
+    name: str,
+    payload_model: type[BaseModel],
+    description: str = "",
+    default_timeout_s: float = 300.0,
+    isolated: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Decorator: register `handler` as job type `name`, taking a validated `payload_model`."""
 
     def register(handler: Handler) -> Handler:
         doc = description or (handler.__doc__ or "").strip().splitlines()[0]
-        _DECLARED[name] = JobType(name, doc, payload_model, handler, default_timeout_s)
+        _DECLARED[name] = JobType(name, doc, payload_model, handler, default_timeout_s, isolated)
         return handler
 
     return register

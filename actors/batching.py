@@ -1,0 +1,106 @@
+"""Micro-batching of deliveries: what a consumer thread hands over is handled in batches on worker threads.
+
+There is no waiting for a batch to fill: a worker takes whatever has arrived (up to `max_size`) as soon as
+it is free, so a quiet system handles each message at once, and a busy one handles many per commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from observatory.errors import BackendUnavailable
+from observatory.ports import Delivery
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BEFORE_REQUEUE_S = 1.0  # a backend outage should not turn requeues into a hot loop
+IDLE_POLL_S = 0.5  # how often an idle worker looks at its stop flag
+
+
+class Once:
+    """A delivery settled at most once: after a failure mid-batch, only the unsettled are requeued."""
+
+    def __init__(self, inner: Delivery) -> None:
+        self._inner = inner
+        self.body, self.redelivered = inner.body, inner.redelivered
+        self.settled = False
+
+    def ack(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self._inner.ack()
+
+    def reject(self, requeue: bool) -> None:
+        if not self.settled:
+            self.settled = True
+            self._inner.reject(requeue)
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        handle: Callable[[Sequence[Delivery]], object],
+        max_size: int,
+        threads: int,
+        name: str,
+        on_done: Callable[[int], None] | None = None,
+    ) -> None:
+        self._handle, self._max = handle, max_size
+        self._on_done = on_done or (lambda _: None)
+        self._queue: queue.Queue[Once] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-batch-{i}", daemon=True) for i in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def put(self, delivery: Delivery) -> None:
+        self._queue.put(Once(delivery))
+
+    def _take(self) -> list[Once]:
+        try:
+            batch = [self._queue.get(timeout=IDLE_POLL_S)]
+        except queue.Empty:
+            return []
+        while len(batch) < self._max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            batch = self._take()
+            if batch:
+                handle_or_requeue(self._handle, batch)
+                self._on_done(len(batch))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batches in hand; what is still queued is never acked, so the broker redelivers it."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+
+def handle_or_requeue(handle: Callable[[Sequence[Delivery]], object], batch: Sequence[Once]) -> None:
+    """Run one batch; on a failure, requeue whatever it had not settled yet (after a pause)."""
+    try:
+        handle(batch)
+    except BackendUnavailable as e:
+        log.warning("%s; %d message(s) requeued", e, sum(not d.settled for d in batch))
+        requeue(batch)
+    except Exception:
+        log.exception("unexpected error; %d message(s) requeued", sum(not d.settled for d in batch))
+        requeue(batch)
+
+
+def requeue(batch: Sequence[Once]) -> None:
+    time.sleep(BACKOFF_BEFORE_REQUEUE_S)
+    for d in batch:
+        d.reject(requeue=True)

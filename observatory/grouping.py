@@ -1,0 +1,91 @@
+"""Group commit: concurrent callers' requests share one call of a batch function (one transaction, one
+publish), so throughput rises with concurrency instead of each request paying its own round trips.
+
+No request waits for a group to fill: a free worker takes whatever is queued at that moment, so a lone
+request is handled at once and a busy moment forms large groups by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+IDLE_POLL_S = 0.5  # how often an idle worker looks at its stop flag
+
+
+class GroupCommit(Generic[T, R]):
+    """`alone_on`: the exception types that one request alone can cause (bad data; the batch function
+    rolls back whole): a group that fails with one is tried again request by request, so the others still
+    go through. Any other failure fails the whole group."""
+
+    def __init__(
+        self,
+        run_many: Callable[[Sequence[T]], Sequence[R]],
+        max_size: int,
+        threads: int,
+        name: str,
+        alone_on: tuple[type[Exception], ...] = (),
+    ) -> None:
+        self._run_many, self._max, self._alone_on = run_many, max_size, alone_on
+        self._queue: queue.Queue[tuple[T, Future[R]]] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, item: T) -> Future[R]:
+        done: Future[R] = Future()
+        self._queue.put((item, done))
+        return done
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                group = [self._queue.get(timeout=IDLE_POLL_S)]
+            except queue.Empty:
+                continue
+            while len(group) < self._max:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._run(group)
+
+    def _run(self, group: list[tuple[T, Future[R]]]) -> None:
+        try:
+            results = self._run_many([item for item, _ in group])
+        except Exception as e:
+            if len(group) > 1 and isinstance(e, self._alone_on):
+                for one in group:
+                    self._run([one])
+                return
+            if not isinstance(e, self._alone_on):
+                log.warning("a group of %d request(s) failed: %r", len(group), e)
+            for _, done in group:
+                _settle(done, exception=e)
+            return
+        for (_, done), result in zip(group, results, strict=True):
+            _settle(done, result=result)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+
+def _settle(done: Future[R], result: R | None = None, exception: Exception | None = None) -> None:
+    """Answer a caller; one that gave up meanwhile (its future cancelled) is skipped."""
+    if done.set_running_or_notify_cancel():
+        if exception is not None:
+            done.set_exception(exception)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
