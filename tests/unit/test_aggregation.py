@@ -1,0 +1,166 @@
+"""EventAggregator.handle, against the real embedded event store and counters."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from contracts import EventEnvelope, EventType, JobStatus
+from observatory.aggregation import EventAggregator
+from tests.unit.fakes import FakeDelivery, Logged, job_event
+
+
+def created_event(age_s: float = 0.0) -> EventEnvelope:
+    occurred_at = datetime.now(UTC) - timedelta(seconds=age_s)
+    return job_event(uuid.uuid4(), 0, JobStatus.PENDING, EventType.JOB_CREATED, occurred_at)
+
+
+def delivery_of(event: EventEnvelope, calls: list[str] | None = None) -> FakeDelivery:
+    return FakeDelivery(event.model_dump_json().encode(), calls=calls)
+
+
+class HookCalls:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool, float]] = []
+
+    def __call__(self, event_type: str, duplicate: bool, lag_s: float) -> None:
+        self.calls.append((event_type, duplicate, lag_s))
+
+
+def test_new_event_is_stored_counted_and_acked(events, counters):
+    agg = EventAggregator(events, counters)
+    event = created_event()
+    delivery = delivery_of(event)
+
+    agg.handle(delivery)
+
+    assert (agg.stored, agg.duplicates) == (1, 0)
+    assert events.for_job(event.payload.job_id) == [event]
+    assert counters.stats().pending == 1
+    assert delivery.acked and delivery.rejected is None
+
+
+def test_duplicate_event_is_counted_as_duplicate_and_acked(events, counters):
+    agg = EventAggregator(events, counters)
+    event = created_event()
+    agg.handle(delivery_of(event))
+    again = delivery_of(event)
+
+    agg.handle(again)
+
+    assert (agg.stored, agg.duplicates) == (1, 1)
+    assert counters.stats().total_jobs == 1
+    assert again.acked
+
+
+def test_stored_and_duplicate_events_are_counted_one_by_one(events, counters):
+    agg = EventAggregator(events, counters)
+    a, b = created_event(), created_event()
+
+    for event in (a, b, a, b):
+        agg.handle(delivery_of(event))
+
+    assert (agg.stored, agg.duplicates) == (2, 2)
+
+
+def test_hook_sees_the_event_type_and_that_it_is_new(events, counters):
+    hook = HookCalls()
+
+    EventAggregator(events, counters, hook).handle(delivery_of(created_event()))
+
+    [(event_type, duplicate, _)] = hook.calls
+    assert (event_type, duplicate) == ("job.created", False)
+
+
+def test_hook_sees_a_duplicate(events, counters):
+    hook = HookCalls()
+    agg = EventAggregator(events, counters, hook)
+    event = created_event()
+    agg.handle(delivery_of(event))
+
+    agg.handle(delivery_of(event))
+
+    assert [d for _, d, _ in hook.calls] == [False, True]
+
+
+def test_hook_sees_how_late_the_event_arrived(events, counters):
+    hook = HookCalls()
+
+    EventAggregator(events, counters, hook).handle(delivery_of(created_event(age_s=5)))
+
+    [(_, _, lag)] = hook.calls
+    assert 5 <= lag < 10
+
+
+def test_hook_sees_a_fresh_event_with_a_small_non_negative_lag(events, counters):
+    hook = HookCalls()
+
+    EventAggregator(events, counters, hook).handle(delivery_of(created_event()))
+
+    [(_, _, lag)] = hook.calls
+    assert 0 <= lag < 5
+
+
+def test_unprocessable_body_is_rejected_without_requeue(events, counters):
+    hook = HookCalls()
+    agg = EventAggregator(events, counters, hook)
+    delivery = FakeDelivery(b'{"event_type": "job.created"}')
+
+    agg.handle(delivery)
+
+    assert delivery.rejected is False and not delivery.acked
+    assert (agg.stored, agg.duplicates) == (0, 0)
+    assert counters.stats() is None
+    assert hook.calls == []
+
+
+def test_unprocessable_body_is_logged_with_its_first_three_errors(events, counters, caplog):
+    with pytest.raises(ValidationError) as e:
+        EventEnvelope.model_validate_json(b"{}")  # six required fields are missing
+
+    with caplog.at_level(logging.ERROR, logger="observatory.aggregation"):
+        EventAggregator(events, counters).handle(FakeDelivery(b"{}"))
+
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("observatory.aggregation", f"unprocessable event rejected: {e.value.errors(include_url=False)[:3]}")
+    ]
+
+
+def test_ack_comes_after_the_event_is_stored_and_counted(events, counters):
+    calls: list[str] = []
+    agg = EventAggregator(Logged(events, calls, ("append_many",)), Logged(counters, calls, ("apply_many",)))
+
+    agg.handle(delivery_of(created_event(), calls))
+
+    assert calls == ["append_many", "apply_many", "ack"]
+
+
+def test_duplicate_is_still_applied_to_the_counters_before_the_ack(events, counters):
+    # A crash between append and apply leaves an event stored but not counted; its redelivery must count it.
+    event = created_event()
+    events.append(event)
+    agg = EventAggregator(events, counters)
+
+    agg.handle(delivery_of(event))
+
+    assert counters.stats().pending == 1
+
+
+def test_event_store_answering_fewer_events_than_asked_fails_the_batch(events, counters):
+    class ShortAnswers:
+        def __getattr__(self, name):
+            return getattr(events, name)
+
+        def append_many(self, batch):
+            return events.append_many(batch)[:-1]
+
+    deliveries = [delivery_of(created_event()), delivery_of(created_event())]
+
+    with pytest.raises(ValueError, match="zip"):
+        EventAggregator(ShortAnswers(), counters).handle_batch(deliveries)
+
+    assert not deliveries[-1].acked  # the event without an answer is redelivered
