@@ -15,6 +15,7 @@ import httpx
 import pika
 import pytest
 
+from contracts import JobStatus
 from tests.cluster import ROOT
 from tests.helpers import actor_pids, alive, final_jobs, handler_pids, stats_match_the_store, wait_for
 
@@ -194,16 +195,61 @@ def test_sigkilled_processors_mid_job_still_complete_every_job_exactly_once(api,
 
     jobs = wait_for(lambda: final_jobs(api, ids), "every job final", 240)
     assert len(killed) == 3 and {j["status"] for j in jobs.values()} == {"COMPLETED"}
-    for job_id, worker in killed.items():  # interrupted, run again elsewhere, finished once
-        tries = jobs[job_id]["attempt_history"]
-        assert any(a["worker"] == worker and a["finished_at"] is None for a in tries), tries
-        assert jobs[job_id]["attempts"] >= 2 and tries[-1]["worker"] != worker and tries[-1]["error"] is None
+    for worker in killed.values():  # each kill interrupted a job, which then ran again elsewhere to its end
+        cut = [(j, a) for j in jobs.values() for a in j["attempt_history"] if a["worker"] == worker]
+        assert any(a["finished_at"] is None for _, a in cut), (worker, cut)
+        for j, a in cut:
+            tries = j["attempt_history"]
+            assert a["finished_at"] is not None or (j["attempts"] >= 2 and tries[-1]["worker"] != worker)
     for i in ids:
         finished = [a for a in jobs[i]["attempt_history"] if a["finished_at"] is not None]
         assert len(finished) == 1 and finished[0]["error"] is None, jobs[i]["attempt_history"]
         types = event_types(api, i, "job.completed")
         assert types[0] == "job.created" and types.count("job.completed") == 1
     wait_for(lambda: stats_match_the_store(api, truth), "stats equal to the job store", 60)
+
+
+def _running_on(truth, live: set[int]) -> tuple[int, list[uuid.UUID]] | None:
+    """A live processor's pid, and the noop jobs it holds RUNNING right now (in the middle of a micro-batch)."""
+    holding: dict[int, list[uuid.UUID]] = {}
+    for j in truth.jobs.list(JobStatus.RUNNING, "noop", 100, None).items:
+        tries = truth.jobs.attempts(j.id)
+        if tries and (pid := int(tries[-1].worker.rsplit(":", 1)[1])) in live:
+            holding.setdefault(pid, []).append(j.id)
+    return max(holding.items(), key=lambda kv: len(kv[1])) if holding else None
+
+
+def _interrupted(truth, pid: int, job_ids: list[uuid.UUID]) -> bool:
+    """Whether the dead processor `pid` left one of these jobs' attempts open (nobody else closes it)."""
+    return any(a.worker.endswith(f":{pid}") and a.finished_at is None for j in job_ids for a in truth.jobs.attempts(j))
+
+
+def test_a_processor_killed_mid_micro_batch_repeats_and_loses_nothing(api, truth):
+    ids = []
+    for _ in range(10):
+        r = api.post("/api/jobs/batch", json={"jobs": [{"type": "noop", "payload": {}}] * 500})
+        ids += [a["job_id"] for a in r.json()["accepted"]]
+
+    victims: list[int] = []
+    for _ in range(3):  # a kill can land between two batches; then try again on the next processor
+        victim, held = wait_for(lambda: _running_on(truth, actor_pids("ProcessorActor")), "a batch in flight", 60)
+        os.kill(victim, signal.SIGKILL)
+        victims.append(victim)
+        if _interrupted(truth, victim, held):
+            break
+
+    def noop_counts() -> dict[JobStatus, int]:
+        return {s: n for (t, s), n in truth.jobs.counts()[0].items() if t == "noop" and n}
+
+    wait_for(lambda: all(s.is_final for s in noop_counts()), "every job final", 300)
+    assert noop_counts() == {JobStatus.COMPLETED: len(ids)}
+    tries = {i: truth.jobs.attempts(uuid.UUID(i)) for i in ids}
+    by_victims = [a for i in ids for a in tries[i] if int(a.worker.rsplit(":", 1)[1]) in victims]
+    assert any(a.finished_at is None for a in by_victims), "no kill interrupted a batch"
+    assert any(a.finished_at is not None for a in by_victims), "the victims committed nothing before"
+    for i in ids:  # each job ran to an end exactly once, whether it was re-run or only re-acknowledged
+        assert sum(a.finished_at is not None for a in tries[i]) == 1, tries[i]
+    wait_for(lambda: stats_match_the_store(api, truth), "stats equal to the job store", 120)
 
 
 def services(action: str, server: str) -> None:

@@ -117,33 +117,35 @@ class PostgresJobStore(SingleJobCalls):
             conn.execute(self._q(_SCHEMA))
 
     def create(self, jobs: Sequence[NewJob]) -> list[Created]:
+        """One INSERT for the whole batch; jobs whose idempotency key is taken come back as the older job."""
+        if not jobs:
+            return []
         insert = self._q(
             "INSERT INTO {ns}.jobs (id, type, status, payload, correlation_id, idempotency_key, max_attempts, "
-            "attempt_limit, timeout_s) VALUES (%s, %s, 'PENDING', %s, %s, %s, %s, %s, %s) "
-            f"ON CONFLICT (idempotency_key) DO NOTHING {_RETURNING}"
+            "attempt_limit, timeout_s) SELECT id, type, 'PENDING', payload, correlation_id, key, attempts, attempts, "
+            "timeout_s FROM unnest(%s::uuid[], %s::text[], %s::jsonb[], %s::text[], %s::text[], %s::int[], "
+            "%s::float8[]) WITH ORDINALITY AS v(id, type, payload, correlation_id, key, attempts, timeout_s, n) "
+            f"ORDER BY n ON CONFLICT (idempotency_key) DO NOTHING {_RETURNING}"
         )
-        existing = self._q(f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE idempotency_key = %s")
-        out: list[Created] = []
+        columns = (
+            [j.id for j in jobs],
+            [j.type for j in jobs],
+            [Jsonb(j.payload) for j in jobs],
+            [j.correlation_id for j in jobs],
+            [j.idempotency_key for j in jobs],
+            [j.max_attempts for j in jobs],
+            [j.timeout_s for j in jobs],
+        )
         with self._conn() as conn, conn.transaction():
-            for j in jobs:
-                args = (
-                    j.id,
-                    j.type,
-                    Jsonb(j.payload),
-                    j.correlation_id,
-                    j.idempotency_key,
-                    j.max_attempts,
-                    j.max_attempts,
-                    j.timeout_s,
-                )
-                row = conn.execute(insert, args).fetchone()
-                if row is not None:
-                    out.append(Created(_job(row), True))
-                else:
-                    found = conn.execute(existing, (j.idempotency_key,)).fetchone()
-                    assert found is not None  # the conflicting row is committed: ON CONFLICT waited for it
-                    out.append(Created(_job(found), False))
-        return out
+            new = {row["id"]: _job(row) for row in conn.execute(insert, columns).fetchall()}
+            taken = [j.idempotency_key for j in jobs if j.id not in new]
+            older = {}
+            if taken:  # the conflicting rows are committed: ON CONFLICT waited for them
+                rows = conn.execute(
+                    self._q(f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE idempotency_key = ANY(%s)"), (taken,)
+                ).fetchall()
+                older = {row["idempotency_key"]: _job(row) for row in rows}
+        return [Created(new[j.id], True) if j.id in new else Created(older[j.idempotency_key], False) for j in jobs]
 
     def mark_published(self, job_ids: Sequence[UUID]) -> None:
         if not job_ids:
@@ -229,8 +231,32 @@ class PostgresJobStore(SingleJobCalls):
         return first_only(ids, started)
 
     def finish_many(self, finishes: Sequence[Finish]) -> list[Job | None]:
+        """Successes in one statement (and one for their attempts); failures, rarer, one by one."""
+        completes = [f for f in finishes if f.error is None]
         with self._conn() as conn, conn.transaction():
-            return [self._complete(conn, f) if f.error is None else self._fail(conn, f) for f in finishes]
+            done = iter(first_only([f.job_id for f in completes], self._complete_all(conn, completes)))
+            return [next(done) if f.error is None else self._fail(conn, f) for f in finishes]
+
+    def _complete_all(self, conn: psycopg.Connection[dict[str, Any]], completes: Sequence[Finish]) -> dict[UUID, Job]:
+        if not completes:
+            return {}
+        q = self._q(
+            "UPDATE {ns}.jobs AS j SET status = 'COMPLETED', result = v.result, error = NULL, "
+            "finished_at = clock_timestamp(), version = j.version + 1, updated_at = clock_timestamp() "
+            "FROM unnest(%s::uuid[], %s::jsonb[]) AS v(id, result) WHERE j.id = v.id AND j.status = 'RUNNING' "
+            f"RETURNING {', '.join(f'j.{c.strip()}' for c in _COLUMNS.split(','))}"
+        )
+        rows = conn.execute(q, ([f.job_id for f in completes], [Jsonb(f.result) for f in completes])).fetchall()
+        done = {row["id"]: _job(row) for row in rows}
+        conn.execute(
+            self._q(
+                "UPDATE {ns}.job_attempts AS a SET finished_at = v.at, error = NULL "
+                "FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[]) AS v(job_id, number, at) "
+                "WHERE a.job_id = v.job_id AND a.number = v.number AND a.finished_at IS NULL"
+            ),
+            ([j.id for j in done.values()], [j.attempts for j in done.values()], [j.updated_at for j in done.values()]),
+        )
+        return done
 
     def _complete(self, conn: psycopg.Connection[dict[str, Any]], f: Finish) -> Job | None:
         job = self._transition(
