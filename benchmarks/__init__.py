@@ -1,0 +1,1 @@
+"""Throughput and latency benchmark: the observatory and Celery side by side (`python -m benchmarks.run`)."""

@@ -1,0 +1,164 @@
+"""Load on the observatory's HTTP API: one asyncio httpx client with a keep-alive pool, so the load generator
+stays cheap on a machine it shares with the system under test."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from benchmarks.measure import BenchError, Latency, StallWatch, SubmitRate, Throughput, latency_stats
+
+FINAL = ("completed", "failed", "dead_lettered", "cancelled")
+POOL = 64
+TIMEOUT_S = 60.0
+BATCH_ATTEMPTS = 5
+WARMUP_JOBS = 20
+
+
+def _epoch(stamp: str | None) -> float | None:
+    return datetime.fromisoformat(stamp).timestamp() if stamp else None
+
+
+class Observatory:
+    """The gateway and read model at `api`; counts every job they accepted, so a drain knows its target."""
+
+    def __init__(self, api: str) -> None:
+        limits = httpx.Limits(max_connections=POOL, max_keepalive_connections=POOL)
+        self._http = httpx.AsyncClient(base_url=api, limits=limits, timeout=TIMEOUT_S)
+        self.accepted = 0
+        self.errors = 0
+
+    async def __aenter__(self) -> Observatory:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def job(self) -> tuple[dict[str, Any], str]:
+        """The cheapest job there is: `noop` when the gateway lists it, else a zero-second sleep."""
+        types = {t["type"] for t in (await self._http.get("/api/job-types")).raise_for_status().json()}
+        if "noop" in types:
+            return {"type": "noop", "payload": {}}, "noop"
+        return {"type": "sleep", "payload": {"seconds": 0}}, "sleep(seconds=0)"
+
+    async def submit(self, job: dict[str, Any]) -> str | None:
+        """One job; its id, or None when it was not accepted."""
+        try:
+            r = await self._http.post("/api/jobs", json=job)
+        except httpx.HTTPError:
+            self.errors += 1
+            return None
+        if r.status_code != 202:
+            self.errors += 1
+            return None
+        self.accepted += 1
+        return str(r.json()["job_id"])
+
+    async def submit_batch(self, jobs: list[dict[str, Any]]) -> int:
+        for _ in range(BATCH_ATTEMPTS):
+            try:
+                r = await self._http.post("/api/jobs/batch", json={"jobs": jobs})
+                if r.status_code == 202:
+                    n = len(r.json()["accepted"])
+                    self.accepted += n
+                    return n
+            except httpx.HTTPError:
+                pass
+            self.errors += 1
+            await asyncio.sleep(0.5)
+        raise BenchError(f"a batch of {len(jobs)} was refused {BATCH_ATTEMPTS} times")
+
+    async def drain(self, poll_s: float = 0.25) -> float | None:
+        """Wait until every accepted job is final (from /read/stats); the time of the last event, if known."""
+        watch = StallWatch("observatory drain")
+        while True:
+            stats = (await self._http.get("/read/stats")).raise_for_status().json()
+            final = sum(stats[k] for k in FINAL)
+            if final >= self.accepted:
+                return _epoch(stats.get("last_event_at"))
+            watch.update(final, self.accepted)
+            await asyncio.sleep(poll_s)
+
+    async def finished_at(self, job_ids: list[str]) -> dict[str, float | None]:
+        """Server-side finish time of each job (None when it did not complete)."""
+        gate = asyncio.Semaphore(16)
+
+        async def one(job_id: str) -> tuple[str, float | None]:
+            async with gate:
+                job = (await self._http.get(f"/read/jobs/{job_id}")).raise_for_status().json()
+            return job_id, _epoch(job["finished_at"]) if job["status"] == "COMPLETED" else None
+
+        return dict(await asyncio.gather(*(one(j) for j in job_ids)))
+
+
+async def warm_up(obs: Observatory, job: dict[str, Any]) -> None:
+    """A few jobs end to end, so first-call costs (connections, imports, actor start) are not measured."""
+    await asyncio.gather(*(obs.submit(job) for _ in range(WARMUP_JOBS)))
+    if not obs.accepted:
+        raise BenchError("the gateway accepted none of the warm-up jobs")
+    await obs.drain()
+
+
+async def throughput(obs: Observatory, job: dict[str, Any], jobs: int, batch: int, clients: int) -> Throughput:
+    """`jobs` jobs in batches of `batch` from `clients` concurrent clients; first submit → last job final."""
+    batches = [min(batch, jobs - i) for i in range(0, jobs, batch)]
+    before = obs.accepted
+
+    async def client() -> None:
+        while batches:
+            await obs.submit_batch([job] * batches.pop())
+
+    start = time.time()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    last_event = await obs.drain(poll_s=0.1)
+    done = time.time()
+    end = last_event if last_event is not None and start < last_event <= done else done
+    return Throughput(obs.accepted - before, end - start)
+
+
+async def single_submit(obs: Observatory, job: dict[str, Any], clients: int, seconds: float) -> SubmitRate:
+    """`clients` keep-alive clients each posting one job at a time for `seconds`; then the jobs drain."""
+    latencies: list[float] = []
+    errors_before = obs.errors
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            if await obs.submit(job) is not None:
+                latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - start
+    await obs.drain()
+    p50, p99 = latency_stats(latencies)
+    return SubmitRate(len(latencies), obs.errors - errors_before, elapsed, p50, p99)
+
+
+async def paced_latency(obs: Observatory, job: dict[str, Any], rate: float, seconds: float) -> Latency:
+    """Single submits on a fixed schedule of `rate` per second (never waiting for answers, so a slow answer
+    does not lower the offered load); latency = server finish time − scheduled send time."""
+    loop = asyncio.get_running_loop()
+    count = int(rate * seconds)
+    t0, wall0 = loop.time(), time.time()
+
+    async def one(i: int) -> tuple[str | None, float]:
+        return await obs.submit(job), wall0 + i / rate
+
+    tasks = []
+    for i in range(count):
+        delay = t0 + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    sent = [(job_id, at) for job_id, at in await asyncio.gather(*tasks) if job_id is not None]
+    await obs.drain()
+    finished = await obs.finished_at([job_id for job_id, _ in sent])
+    samples = [end - at for job_id, at in sent if (end := finished[job_id]) is not None]
+    p50, p99 = latency_stats(samples)
+    return Latency(rate, count, count - len(samples), p50, p99)
