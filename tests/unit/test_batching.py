@@ -1,0 +1,62 @@
+"""Micro-batches of deliveries: whatever has arrived is handled together; a failure requeues only what the
+batch had not settled yet."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from actors import batching
+from actors.batching import MicroBatcher, Once, handle_or_requeue
+from observatory.errors import StoreUnavailable
+from observatory.ports import Delivery
+from tests.helpers import wait_for
+from tests.unit.fakes import FakeDelivery
+
+
+def test_a_delivery_is_settled_once_whatever_is_called_after():
+    inner = FakeDelivery(b"x")
+    d = Once(inner)
+
+    d.ack()
+    d.reject(requeue=True)
+
+    assert d.settled and inner.acked and inner.rejected is None
+
+
+def test_a_failed_batch_requeues_only_what_it_had_not_settled(monkeypatch):
+    monkeypatch.setattr(batching, "BACKOFF_BEFORE_REQUEUE_S", 0)
+    inner = [FakeDelivery(b"a"), FakeDelivery(b"b")]
+    batch = [Once(d) for d in inner]
+
+    def half_then_down(ds: Sequence[Delivery]) -> None:
+        ds[0].ack()
+        raise StoreUnavailable("database down")
+
+    handle_or_requeue(half_then_down, batch)
+
+    assert inner[0].acked and inner[0].rejected is None
+    assert not inner[1].acked and inner[1].rejected is True
+
+
+def test_deliveries_that_arrive_while_a_batch_runs_form_the_next_batch():
+    gate = threading.Event()
+    batches: list[list[bytes]] = []
+
+    def handle(ds: Sequence[Delivery]) -> None:
+        gate.wait(5)
+        batches.append([d.body for d in ds])
+        for d in ds:
+            d.ack()
+
+    batcher = MicroBatcher(handle, max_size=3, threads=1, name="t")
+    batcher.put(FakeDelivery(b"0"))
+    wait_for(lambda: batcher._queue.empty(), "the first batch taken", 5)  # noqa: SLF001
+    for i in range(1, 6):
+        batcher.put(FakeDelivery(str(i).encode()))
+
+    gate.set()
+
+    wait_for(lambda: sum(map(len, batches)) == 6, "every delivery handled", 5)
+    assert batches == [[b"0"], [b"1", b"2", b"3"], [b"4", b"5"]]
+    batcher.stop()

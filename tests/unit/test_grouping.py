@@ -1,0 +1,105 @@
+"""Group commit: concurrent requests share one call; a request with bad data fails alone."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from observatory.errors import InvalidSubmission, StoreUnavailable
+from observatory.grouping import GroupCommit
+from tests.helpers import wait_for
+
+
+class Recorder:
+    def __init__(self, gate: threading.Event | None = None, bad: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self._gate, self._bad = gate, bad
+
+    def __call__(self, items: Sequence[str]) -> list[str]:
+        if self._gate is not None:
+            self._gate.wait(5)
+        self.calls.append(list(items))
+        if self._bad in items:
+            raise InvalidSubmission(f"{self._bad} is bad", [(["body"], "bad")])
+        return [i.upper() for i in items]
+
+
+def test_a_lone_request_is_run_at_once_and_answered():
+    run = Recorder()
+    group = GroupCommit(run, max_size=10, threads=1, name="t")
+
+    assert group.submit("a").result(5) == "A"
+    assert run.calls == [["a"]]
+    group.stop()
+
+
+def test_requests_queued_while_the_worker_is_busy_share_one_call():
+    gate = threading.Event()
+    run = Recorder(gate)
+    group = GroupCommit(run, max_size=10, threads=1, name="t")
+    first = group.submit("a")  # holds the only worker until the gate opens
+    wait_for(lambda: group._queue.empty(), "the worker to take the first request", 5)  # noqa: SLF001
+    rest = [group.submit(x) for x in "bcd"]
+
+    gate.set()
+
+    assert [f.result(5) for f in [first, *rest]] == ["A", "B", "C", "D"]
+    assert run.calls[-1] == ["b", "c", "d"]
+    group.stop()
+
+
+def test_a_group_never_exceeds_its_size():
+    gate = threading.Event()
+    run = Recorder(gate)
+    group = GroupCommit(run, max_size=2, threads=1, name="t")
+    futures = [group.submit(x) for x in "abcde"]
+
+    gate.set()
+
+    assert [f.result(5) for f in futures] == list("ABCDE")
+    assert max(len(c) for c in run.calls) <= 2
+    group.stop()
+
+
+def test_bad_data_fails_only_its_own_request():
+    gate = threading.Event()
+    run = Recorder(gate, bad="b")
+    group = GroupCommit(run, max_size=10, threads=1, name="t", alone_on=(InvalidSubmission,))
+    futures = [group.submit(x) for x in "abc"]
+
+    gate.set()
+
+    assert futures[0].result(5) == "A" and futures[2].result(5) == "C"
+    with pytest.raises(InvalidSubmission):
+        futures[1].result(5)
+    group.stop()
+
+
+def test_any_other_failure_fails_the_whole_group_without_a_retry():
+    calls: list[list[str]] = []
+
+    def down(items: Sequence[str]) -> list[str]:
+        calls.append(list(items))
+        raise StoreUnavailable("database down")
+
+    group = GroupCommit(down, max_size=10, threads=1, name="t", alone_on=(InvalidSubmission,))
+
+    with pytest.raises(StoreUnavailable):
+        group.submit("a").result(5)
+    assert calls == [["a"]]  # a failure that may follow a commit is never run again
+    group.stop()
+
+
+def test_a_caller_that_gave_up_is_skipped():
+    gate = threading.Event()
+    group = GroupCommit(Recorder(gate), max_size=10, threads=1, name="t")
+    gone = group.submit("a")
+    gone.cancel()
+    kept = group.submit("b")
+
+    gate.set()
+
+    assert kept.result(5) == "B" and gone.cancelled()
+    group.stop()
