@@ -167,3 +167,12 @@ def test_unpublished_threshold_is_exactly_older_than_seconds(jobs, clock):
     past_threshold = jobs.unpublished(60, 10)
 
     assert (at_threshold, [j.id for j in past_threshold]) == ([], [job.id])
+
+
+def test_failure_with_an_empty_message_stores_an_empty_error(jobs):
+    job = stored_job(jobs)
+    jobs.start(job.id, "w", rerun=False)
+
+    failed = jobs.fail(job.id, "", retry=True)
+
+    assert failed.error == "" and jobs.attempts(job.id)[0].error == ""

@@ -1,0 +1,109 @@
+"""What every embedded adapter shares (SQLiteFile): a connection per thread, folders made, clean close."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from observatory.adapters import sqlite_base
+from observatory.adapters.sqlite_base import SQLiteFile
+from observatory.errors import StoreUnavailable
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS t (n INTEGER);"
+
+
+@pytest.fixture
+def connects(monkeypatch) -> list[int]:
+    """Records the thread of every sqlite3.connect the adapters make."""
+    made: list[int] = []
+    real = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        made.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_base.sqlite3, "connect", connect)
+    return made
+
+
+def db_at(path) -> SQLiteFile:
+    db = SQLiteFile(path, SCHEMA, StoreUnavailable)
+    db.setup()
+    return db
+
+
+def in_thread(fn) -> None:
+    t = threading.Thread(target=fn)
+    t.start()
+    t.join(10)
+
+
+def test_a_thread_reuses_its_one_connection(tmp_path, connects):
+    db = db_at(tmp_path / "db.sqlite3")
+
+    for _ in range(3):
+        with db.write() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+        with db.read() as conn:
+            conn.execute("SELECT count(*) FROM t").fetchone()
+
+    assert connects == [threading.get_ident()]
+
+
+def test_each_thread_gets_a_connection_of_its_own(tmp_path, connects):
+    db = db_at(tmp_path / "db.sqlite3")
+
+    in_thread(db.ping)
+
+    assert len(connects) == 2 and connects[0] != connects[1]
+
+
+def test_missing_folders_are_made(tmp_path):
+    db = db_at(tmp_path / "a" / "b" / "db.sqlite3")
+
+    db.ping()
+
+    assert (tmp_path / "a" / "b" / "db.sqlite3").is_file()
+
+
+def test_close_releases_the_connections_of_every_thread(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    db = db_at(path)
+    in_thread(db.ping)
+
+    db.close()
+
+    # SQLite removes the write-ahead log when the last connection to the file closes.
+    assert not path.with_name(path.name + "-wal").exists()
+
+
+def test_file_is_usable_again_after_close(tmp_path):
+    db = db_at(tmp_path / "db.sqlite3")
+    with db.write() as conn:
+        conn.execute("INSERT INTO t VALUES (7)")
+    db.close()
+
+    with db.read() as conn:
+        assert [tuple(r) for r in conn.execute("SELECT n FROM t")] == [(7,)]
+
+
+def test_ping_answers_on_a_usable_file(tmp_path):
+    db_at(tmp_path / "db.sqlite3").ping()
+
+
+def test_ping_of_an_unusable_file_is_the_adapter_error(tmp_path):
+    with pytest.raises(StoreUnavailable, match="SQLite"):
+        SQLiteFile(tmp_path, SCHEMA, StoreUnavailable).ping()  # a folder, not a database file
+
+
+def test_failed_write_is_rolled_back(tmp_path):
+    db = db_at(tmp_path / "db.sqlite3")
+
+    with pytest.raises(RuntimeError), db.write() as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+        raise RuntimeError("handler failed mid-transaction")
+
+    with db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
