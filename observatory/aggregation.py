@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 class EventAggregator:
     def __init__(self, events: EventStore, counters: Counters, on_event: EventHook | None = None) -> None:
         self._events, self._counters = events, counters
-        self._on_event = on_event or (lambda *_: None)
+        self._on_event = on_event if on_event is not None else (lambda *_: None)
         self.stored = 0
         self.duplicates = 0
 

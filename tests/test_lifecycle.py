@@ -268,6 +268,10 @@ def test_broker_and_database_outages_lose_nothing(api, mode):
         down = [(t, c) for t, ready, c, body, _ in rounds if not bus_down or (ready == 503 and '["bus"]' in body)]
         return sum(1 for t, c in down if t > t0 and c == 202)
 
+    def refused_and_not_ready(t0: float) -> bool:
+        later = [(ready, c, body) for t, ready, c, body, _ in rounds if t > t0]
+        return any(c == 503 for _, c, _ in later) and any(r == 503 and '["jobs"]' in b for r, _, b in later)
+
     def outage(server: str, seen: Any, what: str) -> None:
         wait_for(lambda t0=time.monotonic(): accepted_since(t0) >= 3, f"jobs accepted before stopping {server}", 60)
         marks[server] = time.monotonic()
@@ -279,7 +283,7 @@ def test_broker_and_database_outages_lose_nothing(api, mode):
 
     def drill() -> None:
         outage("rabbitmq", lambda: accepted_since(marks["rabbitmq"], bus_down=True) >= 3, "jobs accepted, bus down")
-        outage("postgresql", lambda: any(c == 503 for t, *_, c, _b, _i in rounds if t > marks["postgresql"]), "a 503")
+        outage("postgresql", lambda: refused_and_not_ready(marks["postgresql"]), "a 503 and readyz naming jobs")
         marks["done"] = time.monotonic()
 
     with ThreadPoolExecutor(1) as pool:
