@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 
 from contracts import EventEnvelope, EventType, Job, JobEventPayload, JobStatus, Producer
 from observatory import __version__
@@ -67,10 +68,10 @@ def job_events(job: Job, source: Producer) -> list[EventEnvelope]:
     return events
 
 
-def publish_job_events(bus: Bus, job: Job, source: Producer) -> None:
-    """Publish the events of the job's current state (safe to repeat: the ids are deterministic)."""
-    for event in job_events(job, source):
-        bus.publish(event)
+def publish_job_events(bus: Bus, jobs: Sequence[Job], source: Producer) -> None:
+    """Publish the events of each job's current state, all in one publish (safe to repeat: the ids are
+    deterministic)."""
+    bus.publish_many([event for job in jobs for event in job_events(job, source)])
 
 
 def work_message(job: Job, source: Producer) -> EventEnvelope:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from contracts import EventEnvelope, Job, JobStatus, Producer
 from observatory.errors import JobFailed
-from observatory.events import job_events, publish_job_events, work_message
+from observatory.events import publish_job_events, work_message
 from observatory.jobs import Registry
 from observatory.ports import Bus, Delivery, Finish, JobStore
 from observatory.retry import backoff_s
@@ -119,12 +119,14 @@ class JobProcessor:
         # A redelivered message means its previous consumer died mid-job, so a RUNNING job may run again;
         # a plain duplicate (e.g. re-published by the sweeper) must not start a second run.
         started = self._jobs.start_many([(job_id, d.redelivered) for _, d, job_id in readable], self._worker)
-        runs = [(i, d, job) for (i, d, _), job in zip(readable, started, strict=True) if job is not None]
-        for (_, d, job_id), job in zip(readable, started, strict=True):
-            if job is None:
+        runs: list[tuple[int, Delivery, Job]] = []
+        for (i, d, job_id), job in zip(readable, started, strict=True):
+            if job is not None:
+                runs.append((i, d, job))
+            else:
                 self._settle_existing(job_id)
                 d.ack()
-        self._bus.publish_many([e for _, _, job in runs for e in job_events(job, self._source)])
+        publish_job_events(self._bus, [job for _, _, job in runs], self._source)
         ran: list[tuple[Job, Outcome, float]] = []
         for _, _, job in runs:
             self._hooks.attempt_started(job.type)
@@ -164,7 +166,7 @@ class JobProcessor:
             [Finish(job.id, o.result, o.error, o.retry, o.dead_letter) for job, o in finishing]
         )
         finished = {job.id: d for (job, _), d in zip(finishing, done, strict=True) if d is not None}
-        self._bus.publish_many([e for d in finished.values() for e in job_events(d, self._source)])
+        publish_job_events(self._bus, list(finished.values()), self._source)
         for d in finished.values():
             if d.status is JobStatus.RETRYING:
                 delay = backoff_s(d.attempts, self._retry.base_s, self._retry.max_s)
@@ -183,4 +185,4 @@ class JobProcessor:
             log.warning("message for unknown job %s dropped", job_id)
             return
         if job.status.is_final:
-            publish_job_events(self._bus, job, self._source)
+            publish_job_events(self._bus, [job], self._source)

@@ -58,12 +58,10 @@ class SubmissionService:
         if not created:
             return
         try:
-            self._bus.publish_many([work_message(c.job, self._source) for c in created])
+            publish_work(self._jobs, self._bus, [c.job for c in created], self._source)
         except BusUnavailable as e:
             # The jobs are safe in the store as PENDING and unpublished; the sweeper publishes them later.
             log.warning("publish failed, %d job(s) left for the sweeper: %s", len(created), e)
-            return
-        self._jobs.mark_published([c.job.id for c in created])
 
     def cancel(self, job_id: uuid.UUID) -> Job:
         """Cancel a PENDING, RETRYING or RUNNING job. A running handler is stopped by its processor,
@@ -71,7 +69,7 @@ class SubmissionService:
         job = self._jobs.cancel(job_id) or self._refused(
             job_id, "only PENDING, RETRYING or RUNNING jobs can be cancelled"
         )
-        publish_job_events(self._bus, job, self._source)
+        publish_job_events(self._bus, [job], self._source)
         return job
 
     def requeue(self, job_id: uuid.UUID) -> Job:
@@ -105,8 +103,13 @@ def _stamped(new: Sequence[NewJob], correlation_id: str) -> list[NewJob]:
 def sweep(jobs: JobStore, bus: Bus, source: Producer, older_than_s: float, limit: int = 500) -> int:
     """Publish PENDING jobs whose `job.created` was never confirmed. Safe to repeat: same event ids."""
     stale = jobs.unpublished(older_than_s, limit)
-    if not stale:
-        return 0
-    bus.publish_many([work_message(job, source) for job in stale])
-    jobs.mark_published([job.id for job in stale])
+    publish_work(jobs, bus, stale, source)
     return len(stale)
+
+
+def publish_work(jobs: JobStore, bus: Bus, work: Sequence[Job], source: Producer) -> None:
+    """Put the jobs on the work queues in one publish, then mark them published (a crash in between only
+    means the sweeper publishes them again, with the same event ids)."""
+    if work:
+        bus.publish_many([work_message(job, source) for job in work])
+        jobs.mark_published([job.id for job in work])

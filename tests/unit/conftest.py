@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from observatory.adapters.sqlite_counters import SQLiteCounters
@@ -10,28 +13,26 @@ from observatory.adapters.sqlite_jobs import SQLiteJobStore
 from tests.unit.fakes import RecordingBus
 
 
-@pytest.fixture
-def jobs(tmp_path) -> SQLiteJobStore:
-    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+def _opened(store: Any) -> Iterator[Any]:
+    """A real embedded adapter, set up, closed after the test."""
     store.setup()
     yield store
     store.close()
 
 
 @pytest.fixture
-def events(tmp_path) -> SQLiteEventStore:
-    store = SQLiteEventStore(tmp_path / "events.sqlite3")
-    store.setup()
-    yield store
-    store.close()
+def jobs(tmp_path) -> Iterator[SQLiteJobStore]:
+    yield from _opened(SQLiteJobStore(tmp_path / "jobs.sqlite3"))
 
 
 @pytest.fixture
-def counters(tmp_path) -> SQLiteCounters:
-    store = SQLiteCounters(tmp_path / "counters.sqlite3")
-    store.setup()
-    yield store
-    store.close()
+def events(tmp_path) -> Iterator[SQLiteEventStore]:
+    yield from _opened(SQLiteEventStore(tmp_path / "events.sqlite3"))
+
+
+@pytest.fixture
+def counters(tmp_path) -> Iterator[SQLiteCounters]:
+    yield from _opened(SQLiteCounters(tmp_path / "counters.sqlite3"))
 
 
 @pytest.fixture
