@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Select, Sparkline, Static
@@ -92,13 +94,27 @@ class DashboardScreen(Screen[None]):
             jobs = await self.api.jobs(status, job_type)
         except ApiError as e:
             self.reachable = False
-            self.set_status(f"{e} — press L to start the embedded observatory here, R to retry")
+            text = f"{e} — press L to start the embedded observatory here, R to retry"
+            self.show_safely(lambda: self.set_status(text))
             return
         self.reachable = True
-        self.set_status(f"{self.api.base_url} · {len(jobs)} jobs shown")
-        self.show_stats(stats)
-        self.show_alerts(alerts)
-        self.show_jobs(jobs)
+
+        def show() -> None:
+            self.set_status(f"{self.api.base_url} · {len(jobs)} jobs shown")
+            self.show_stats(stats)
+            self.show_alerts(alerts)
+            self.show_jobs(jobs)
+
+        self.show_safely(show)
+
+    @staticmethod
+    def show_safely(show: Callable[[], None]) -> None:
+        """Draw an answer that arrived late: the screen may have been unmounted meanwhile (the app closing,
+        the screen replaced), and then there is nothing to draw it on."""
+        try:
+            show()
+        except NoMatches:
+            pass
 
     def now(self) -> datetime:
         return self.app.clock()  # type: ignore[attr-defined]

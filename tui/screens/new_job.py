@@ -68,6 +68,8 @@ class NewJobScreen(ModalScreen[str | None]):
         except ApiError as e:
             self.say(str(e), error=True)
             return
+        if not self.is_attached:
+            return  # the form was closed while the types were on their way
         self.types = {t["type"]: t for t in types}
         self.query_one("#type", Select).set_options([(f"{t['type']} — {t['description']}", t["type"]) for t in types])
 
