@@ -30,7 +30,9 @@ BATCH_THREADS = 2  # two micro-batches in flight: one runs while the other waits
 
 @ray.remote(num_cpus=0)
 class ProcessorActor:
-    def __init__(self, name: str, prefetch: int, batch_size: int = 64) -> None:
+    def __init__(
+        self, name: str, prefetch: int, batch_size: int = 64, placement: dict[str, float] | None = None
+    ) -> None:
         settings = get_settings()
         logs.configure(settings.log_level)
         self._name = name
@@ -43,7 +45,7 @@ class ProcessorActor:
             self._backends.jobs,
             self._backends.bus,
             self._registry,
-            RayTaskRunner(),
+            RayTaskRunner(placement),
             producer("processor", worker),
             worker=worker,
             retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s),

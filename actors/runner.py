@@ -24,8 +24,12 @@ def run_handler(job_type: str, payload: dict[str, Any]) -> Any:
 
 
 class RayTaskRunner:
+    def __init__(self, resources: dict[str, float] | None = None) -> None:
+        self._resources = resources or {}  # custom resources that place the handler tasks (e.g. worker nodes)
+
     def __call__(self, job: Job, cancelled: Callable[[], bool]) -> Outcome:
-        ref = run_handler.options(name=f"job:{job.type}:{job.id}").remote(job.type, job.payload)
+        task = run_handler.options(name=f"job:{job.type}:{job.id}", resources=self._resources)
+        ref = task.remote(job.type, job.payload)
         deadline = time.monotonic() + job.timeout_s
         next_check = time.monotonic() + CANCEL_CHECK_S
         while True:

@@ -17,6 +17,7 @@ import httpx
 import typer
 import yaml
 
+from kuberay.cli import app as cluster_app
 from observatory import backends
 from observatory.settings import Settings
 
@@ -35,6 +36,7 @@ STOP_TIMEOUT_S = 60
 app = typer.Typer(help="The Distributed Task Observatory.", no_args_is_help=True, add_completion=False)
 services_app = typer.Typer(help="Local RabbitMQ, PostgreSQL, Redis and FerretDB on 127.0.0.1.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
+app.add_typer(cluster_app, name="cluster")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

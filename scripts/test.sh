@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+scripts/k8s.sh build  # the control plane for the KubeRay tests: ~20 min the first time, then cached
 scripts/services.sh up --observability
 if [ "${OBSERVATORY_KEEP_SERVICES:-0}" != 1 ]; then
   trap 'scripts/services.sh down' EXIT
@@ -11,4 +12,5 @@ fi
 eval "$(scripts/services.sh env)"
 .venv/bin/ruff check .
 .venv/bin/python -m contracts.export --check
+.venv/bin/python -m kuberay.render --check
 .venv/bin/python -m pytest "$@"

@@ -40,15 +40,23 @@ class WorkersArgs(BaseModel):
     batch_size: int = Field(default=64, ge=1, le=1000, description="Inline jobs per micro-batch of a processor.")
     event_prefetch: int = Field(default=64, ge=1, le=1000)
     check_interval_s: float = Field(default=2.0, gt=0, le=60)
+    placement: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources that processors, aggregators and job handler tasks each ask for, so they "
+        "run only on nodes that offer them (on KubeRay the worker group offers `observatory-worker`).",
+    )
 
 
 def _specs(args: WorkersArgs) -> list[ActorSpec]:
-    def make(cls: Any, name: str, *actor_args: int) -> ActorSpec:
-        return ActorSpec(name, lambda: cls.options(name=name, namespace=ACTOR_NAMESPACE).remote(name, *actor_args))
+    def make(cls: Any, name: str, *actor_args: Any) -> ActorSpec:
+        options = {"name": name, "namespace": ACTOR_NAMESPACE, "resources": args.placement}
+        return ActorSpec(name, lambda: cls.options(**options).remote(name, *actor_args))
 
-    return [make(ProcessorActor, f"processor-{i}", args.prefetch, args.batch_size) for i in range(args.processors)] + [
-        make(AggregatorActor, f"aggregator-{i}", args.event_prefetch) for i in range(args.aggregators)
+    processors = [
+        make(ProcessorActor, f"processor-{i}", args.prefetch, args.batch_size, args.placement)
+        for i in range(args.processors)
     ]
+    return processors + [make(AggregatorActor, f"aggregator-{i}", args.event_prefetch) for i in range(args.aggregators)]
 
 
 @serve.deployment(name="Workers", num_replicas=1)
