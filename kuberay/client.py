@@ -113,14 +113,19 @@ class ClusterClient:
                 ) from e
 
     def validate(self, doc: dict[str, Any]) -> None:
-        """A strict server-side dry-run create: raises ManifestRejected naming the field of a broken object."""
+        """A strict server-side dry run (a create, or a replace of the live object): raises ManifestRejected
+        naming the field of a broken object, and stores nothing."""
         resource = self._resource(doc)
-        namespace = doc["metadata"].get("namespace")
+        meta = doc["metadata"]
+        namespace = meta.get("namespace")
+        live = self.get(doc["apiVersion"], doc["kind"], meta["name"], namespace)
         try:
-            self.dynamic.create(resource, body=doc, namespace=namespace, dry_run="All", query_params=list(STRICT))
+            if live is None:
+                self.dynamic.create(resource, body=doc, namespace=namespace, dry_run="All", query_params=list(STRICT))
+            else:  # a dry-run create would clash with what the live object holds (e.g. its node ports)
+                body = {**doc, "metadata": {**meta, "resourceVersion": live["metadata"]["resourceVersion"]}}
+                self.dynamic.replace(resource, body=body, namespace=namespace, dry_run="All", query_params=list(STRICT))
         except ApiException as e:
-            if e.status == 409:  # it exists; validation runs before that check, so the object is valid
-                return
             raise _rejection(doc, e) from e
 
     def apply(self, docs: Iterable[dict[str, Any]], dry_run: bool = False) -> list[Applied]:

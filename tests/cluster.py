@@ -9,12 +9,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve_app" / "config.yaml"
 API = "http://127.0.0.1:8000"
+DASHBOARD = "http://127.0.0.1:8265"
 BIN = Path(sys.executable).parent
 RAY_GCS_PORT = "6380"  # not 6379: that is Redis's
 READY_TIMEOUT_S = 240
@@ -44,13 +46,7 @@ def wait_ready(timeout_s: float = READY_TIMEOUT_S) -> None:
     raise RuntimeError(f"observatory not ready after {timeout_s}s: {last}")
 
 
-@contextmanager
-def serve_cluster(extra_env: dict[str, str], drop: tuple[str, ...] = (), hard_stop: bool = False) -> Iterator[str]:
-    """`drop` names variables to remove (e.g. the connection URLs, for the embedded mode); `hard_stop`
-    kills every Ray process at once instead of shutting Serve down first, like a machine crash."""
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", **extra_env}
-    for name in drop:
-        env.pop(name, None)
+def _head(env: dict[str, str], cpus: str) -> None:
     _run([str(BIN / "ray"), "stop", "--force"], env, check=False)
     _run(
         [
@@ -64,16 +60,82 @@ def serve_cluster(extra_env: dict[str, str], drop: tuple[str, ...] = (), hard_st
             "--dashboard-host",
             "127.0.0.1",
             "--num-cpus",
-            "4",
+            cpus,
             "--disable-usage-stats",
         ],
         env,
     )
+
+
+def _env(extra_env: dict[str, str], drop: tuple[str, ...] = ()) -> dict[str, str]:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", **extra_env}
+    for name in drop:
+        env.pop(name, None)
+    return env
+
+
+def _stop(env: dict[str, str], hard_stop: bool = False) -> None:
+    if not hard_stop:
+        _run([str(BIN / "serve"), "shutdown", "-y", "--address", DASHBOARD], env, check=False)
+    _run([str(BIN / "ray"), "stop", "--force"], env, check=False)
+
+
+@contextmanager
+def serve_cluster(extra_env: dict[str, str], drop: tuple[str, ...] = (), hard_stop: bool = False) -> Iterator[str]:
+    """`drop` names variables to remove (e.g. the connection URLs, for the embedded mode); `hard_stop`
+    kills every Ray process at once instead of shutting Serve down first, like a machine crash."""
+    env = _env(extra_env, drop)
+    _head(env, "4")
     try:
-        _run([str(BIN / "serve"), "deploy", str(CONFIG), "--address", "http://127.0.0.1:8265"], env)
+        _run([str(BIN / "serve"), "deploy", str(CONFIG), "--address", DASHBOARD], env)
         wait_ready()
         yield API
     finally:
-        if not hard_stop:
-            _run([str(BIN / "serve"), "shutdown", "-y", "--address", "http://127.0.0.1:8265"], env, check=False)
+        _stop(env, hard_stop)
+
+
+@contextmanager
+def two_node_cluster(
+    extra_env: dict[str, str], serve_config: dict[str, Any], worker_resources: dict[str, float], worker_cpus: int
+) -> Iterator[str]:
+    """A head without CPUs and one worker node offering `worker_resources`, like the RayService's head and
+    worker group; `serve_config` is deployed the way the KubeRay operator does it, through the dashboard's
+    REST API (PUT /api/serve/applications/).
+
+    The two nodes are started with Ray's own multi-node helper (ray.cluster_utils), both on 127.0.0.1: the
+    `ray start` CLI either refuses a second node (loopback-only mode) or dials the machine's outward address."""
+    from ray.cluster_utils import Cluster
+
+    env = _env(extra_env)
+    _run([str(BIN / "ray"), "stop", "--force"], env, check=False)
+    saved = dict(os.environ)
+    os.environ.update(extra_env)  # the nodes' processes (and the workers they spawn) inherit this
+    cluster = None
+    try:
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 0,
+                "gcs_server_port": int(RAY_GCS_PORT),
+                "node_ip_address": "127.0.0.1",
+                "include_dashboard": True,
+                "dashboard_host": "127.0.0.1",
+                "dashboard_port": 8265,
+            },
+        )
+        cluster.add_node(num_cpus=worker_cpus, resources=worker_resources, node_ip_address="127.0.0.1")
+        cluster.wait_for_nodes()
+        os.environ.clear()
+        os.environ.update(saved)
+        r = httpx.put(f"{DASHBOARD}/api/serve/applications/", json=serve_config, timeout=120)
+        if r.status_code != 200:
+            raise RuntimeError(f"PUT /api/serve/applications/ answered {r.status_code}: {r.text[:2000]}")
+        wait_ready()
+        yield API
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        _run([str(BIN / "serve"), "shutdown", "-y", "--address", DASHBOARD], env, check=False)
+        if cluster is not None:
+            cluster.shutdown()
         _run([str(BIN / "ray"), "stop", "--force"], env, check=False)
