@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -17,8 +18,14 @@ SIZE = (100, 30)
 NOW = datetime(2026, 11, 29, 10, 5, tzinfo=UTC)
 
 
-def fixed_app(api: FixedApi | None = None) -> ObservatoryApp:
-    return ObservatoryApp(api or FixedApi(), launch_command=["true"], clock=lambda: NOW)
+def fixed_app(api: FixedApi | None = None, kind: bool = False) -> ObservatoryApp:
+    return ObservatoryApp(
+        api or FixedApi(),
+        launch_command=["true"],
+        clock=lambda: NOW,
+        kind_doctor=lambda: kind,
+        kind_command=[sys.executable, "-c", "print('creating the kind cluster')"],
+    )
 
 
 def text(app: ObservatoryApp, selector: str) -> str:
@@ -105,6 +112,30 @@ async def test_unreachable_api_is_a_status_line_offering_the_launcher():
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert "launcher" in text(app, "#status-line")
+
+
+@pytest.mark.asyncio
+async def test_start_on_kind_is_offered_only_when_the_doctor_passes():
+    app = fixed_app(FixedApi(reachable=False), kind=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "press L" in text(app, "#status-line") and "kind" not in text(app, "#status-line")
+        await pilot.press("k")
+        await pilot.pause()
+        assert "cluster doctor" in text(app, "#status-line")
+
+    app = fixed_app(FixedApi(reachable=False), kind=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        assert "K to start it on kind" in text(app, "#status-line")
+        await pilot.press("k")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "launcher" in text(app, "#status-line")
+        assert app.launched is None  # the command ran to its end: its exit is shown
 
 
 @pytest.mark.parametrize(("payload", "ok"), [("{}", False), ('{"limit": 5}', True), ("[1]", False), ("{oops", False)])

@@ -47,6 +47,7 @@ class DashboardScreen(Screen[None]):
         self.api = api
         self.finished: list[int] = []
         self.reachable = True
+        self.kind_available = False  # set by the app once `observatory cluster doctor` passes
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -94,7 +95,8 @@ class DashboardScreen(Screen[None]):
             jobs = await self.api.jobs(status, job_type)
         except ApiError as e:
             self.reachable = False
-            text = f"{e} — press L to start the embedded observatory here, R to retry"
+            kind = ", K to start it on kind" if self.kind_available else ""
+            text = f"{e} — press L to start the embedded observatory here{kind}, R to retry"
             self.show_safely(lambda: self.set_status(text))
             return
         self.reachable = True
