@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
 
 from kuberay import doctor
-from kuberay.client import ClusterClient, ClusterUnreachable, ManifestRejected, load_manifests
+from kuberay.client import ClusterClient, ClusterUnreachable, ManifestRejected, load_manifests, pod_templates
 from kuberay.profile import KUBERAY_CHART_VERSION, PROFILE
 from kuberay.secret import secret
 from kuberay.status import RayServiceStatus
@@ -59,20 +60,38 @@ def doctor_command() -> None:
 
 
 @app.command("secret")
-def secret_command(
-    name: Annotated[str, typer.Option(help="Secret name")] = PROFILE.secret,
-) -> None:
-    """Print a credentials Secret with fresh random passwords (for `kubectl apply -f -`)."""
-    doc = secret()
-    doc["metadata"]["name"] = name
-    typer.echo(yaml.safe_dump(doc, sort_keys=False))
+def secret_command() -> None:
+    """Print the credentials Secret with fresh random passwords (for `kubectl apply -f -`)."""
+    typer.echo(yaml.safe_dump(secret(), sort_keys=False))
 
 
-def apply_all(client: ClusterClient) -> None:
-    created = client.create_if_absent(secret())
-    typer.echo(f"· Secret {PROFILE.secret}: {'created with random passwords' if created else 'kept'}")
+def image_tag() -> str:
+    """`observatory:<version>-<hash of what the image holds>`: a rebuilt image is a new tag, so the RayService
+    changes and KubeRay rolls the cluster over to it (with `IfNotPresent`, a reused tag would never reach pods)."""
+    digest = hashlib.sha256()
+    files = [ROOT / "pyproject.toml", ROOT / "README.md", DOCKERFILE]
+    for folder in ("observatory", "contracts", "serve_app", "actors", "tui", "kuberay"):
+        files += sorted(p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return f"{PROFILE.image}-{digest.hexdigest()[:12]}"
+
+
+def with_image(docs: list[dict[str, Any]], image: str) -> list[dict[str, Any]]:
+    for doc in docs:
+        if doc["kind"] == "RayService":
+            for template in pod_templates(doc):
+                for container in template["spec"]["containers"]:
+                    container["image"] = image
+    return docs
+
+
+def apply_all(client: ClusterClient, image: str | None = None) -> None:
     try:
-        applied = client.apply(load_manifests())
+        created = client.create_if_absent(secret())
+        typer.echo(f"· Secret {PROFILE.secret}: {'created with random passwords' if created else 'kept'}")
+        docs = load_manifests()
+        applied = client.apply(with_image(docs, image) if image else docs)
     except ManifestRejected as e:
         _fail(f"{e}{' (fields: ' + ', '.join(e.fields) + ')' if e.fields else ''}")
     typer.echo(f"· applied {len(applied)} objects to namespace {client.namespace}")
@@ -118,11 +137,12 @@ def up(
          "--kube-context", KIND_CONTEXT],
         "install the KubeRay operator",
     )  # fmt: skip
+    image = image_tag()
     if build:
-        _step(["docker", "build", "-t", PROFILE.image, "-f", str(DOCKERFILE), str(ROOT)], "build the image")
-        _step(["kind", "load", "docker-image", PROFILE.image, "--name", PROFILE.name], "load the image into kind")
+        _step(["docker", "build", "-t", image, "-f", str(DOCKERFILE), str(ROOT)], "build the image")
+        _step(["kind", "load", "docker-image", image, "--name", PROFILE.name], "load the image into kind")
     client = _client(None, KIND_CONTEXT)
-    apply_all(client)
+    apply_all(client, image)
     typer.echo("· waiting for the RayService (first start pulls images: several minutes)")
     try:
         client.wait_ready(timeout_s=timeout, on_progress=_progress)
@@ -137,7 +157,10 @@ def up(
 def status(kubeconfig: Kubeconfig = None, context: Context = None) -> None:
     """The RayService, its clusters and applications, and the backing services at a glance."""
     client = _client(kubeconfig, context)
-    st = client.status()
+    try:
+        st = client.status()
+    except ManifestRejected as e:  # the ray.io resources are unknown: no operator here
+        _fail(e.message)
     for line in st.lines():
         typer.echo(line)
     if not st.ready:
@@ -154,10 +177,10 @@ def down(
 ) -> None:
     """Delete the observatory; the RayCluster and its pods follow the RayService (owner references)."""
     client = _client(kubeconfig, context)
-    client.delete(load_manifests(), keep=lambda d: d["kind"] == "Namespace" and not purge)
     try:
+        client.delete(load_manifests(), keep=lambda d: d["kind"] == "Namespace" and not purge)
         client.wait_gone(timeout)
-    except TimeoutError as e:
+    except (TimeoutError, ManifestRejected) as e:
         _fail(str(e))
     typer.echo("the observatory is gone" + ("" if purge else f" (data volumes and Secret {PROFILE.secret} kept)"))
     if delete_cluster:

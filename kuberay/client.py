@@ -66,6 +66,12 @@ def load_manifests(folder: Path = MANIFESTS) -> list[dict[str, Any]]:
     return docs
 
 
+def pod_templates(rayservice: dict[str, Any]) -> list[dict[str, Any]]:
+    """The head's and every worker group's pod template of a RayService."""
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+
+
 def _rejection(doc: dict[str, Any], e: ApiException) -> ManifestRejected:
     kind, name = doc.get("kind", "?"), doc.get("metadata", {}).get("name", "?")
     try:
@@ -128,12 +134,13 @@ class ClusterClient:
         except ApiException as e:
             raise _rejection(doc, e) from e
 
-    def apply(self, docs: Iterable[dict[str, Any]], dry_run: bool = False) -> list[Applied]:
-        """Validate every object first, then server-side apply each (strict fields, our field manager)."""
+    def apply(self, docs: Iterable[dict[str, Any]]) -> list[Applied]:
+        """Validate every object first (the namespace must exist for that, so it is created first), then
+        server-side apply each (strict fields, our field manager): a broken object stores nothing else."""
         docs = list(docs)
         for doc in docs:
             if doc["kind"] != "Namespace":
-                self._ensure_namespace(doc["metadata"].get("namespace"), dry_run)
+                self._ensure_namespace(doc["metadata"].get("namespace"))
             self.validate(doc)
         applied = []
         for doc in docs:
@@ -147,7 +154,6 @@ class ClusterClient:
                     namespace=meta.get("namespace"),
                     field_manager=FIELD_MANAGER,
                     force_conflicts=True,
-                    dry_run="All" if dry_run else None,
                     query_params=list(STRICT),
                 )
             except ApiException as e:
@@ -155,8 +161,8 @@ class ClusterClient:
             applied.append(Applied(doc["kind"], meta["name"], meta.get("namespace")))
         return applied
 
-    def _ensure_namespace(self, namespace: str | None, dry_run: bool) -> None:
-        if namespace is None or dry_run or self.exists({"apiVersion": "v1", "kind": "Namespace", "name": namespace}):
+    def _ensure_namespace(self, namespace: str | None) -> None:
+        if namespace is None or self.exists({"apiVersion": "v1", "kind": "Namespace", "name": namespace}):
             return
         self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
 
@@ -174,7 +180,7 @@ class ClusterClient:
         use must not be replaced). True when it was created."""
         meta = doc["metadata"]
         if meta.get("namespace"):
-            self._ensure_namespace(meta["namespace"], dry_run=False)
+            self._ensure_namespace(meta["namespace"])
         try:
             self.dynamic.create(
                 self._resource(doc), body=doc, namespace=meta.get("namespace"), query_params=list(STRICT)
@@ -192,7 +198,7 @@ class ClusterClient:
         except NotFoundError:
             return None
 
-    def list(self, api_version: str, kind: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+    def list_objects(self, api_version: str, kind: str, label_selector: str | None = None) -> list[dict[str, Any]]:
         resource = self._resource({"apiVersion": api_version, "kind": kind, "metadata": {"name": ""}})
         found = self.dynamic.get(resource, namespace=self.namespace, label_selector=label_selector)
         return [item.to_dict() for item in found.items]
@@ -218,7 +224,7 @@ class ClusterClient:
     def workloads(self) -> list[Workload]:
         out = []
         for kind in ("StatefulSet", "Deployment"):
-            for obj in self.list("apps/v1", kind, "app.kubernetes.io/part-of=observatory"):
+            for obj in self.list_objects("apps/v1", kind, "app.kubernetes.io/part-of=observatory"):
                 st = obj.get("status") or {}
                 wanted = (obj.get("spec") or {}).get("replicas", 1)
                 out.append(
@@ -276,7 +282,7 @@ class ClusterClient:
                     ("ray.io/v1", "RayCluster", None),
                     ("v1", "Pod", "ray.io/is-ray-node=yes"),
                 )
-                for o in self.list(api_version, kind, selector)
+                for o in self.list_objects(api_version, kind, selector)
             ]
             if not left:
                 return

@@ -25,14 +25,16 @@ class Pod(BaseModel):
 
 
 class Profile(BaseModel):
-    """Sizes for kind on a laptop (4 CPUs, 8 GiB for Docker): head + one worker, room for one more."""
+    """Sizes for kind on a laptop. Requests: head 2 GiB, each worker 2 GiB, the backing services and the
+    autoscaler about 1.6 GiB: with one worker ~5.6 GiB, so give Docker 8 GiB; each further worker (up to
+    `max_workers`, added by the autoscaler when handler tasks wait for CPUs) needs 2 GiB more."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = "observatory"
     namespace: str = "observatory"
     image: str = f"observatory:{__version__}"
     secret: str = "observatory-credentials"
-    head: Pod = Pod(cpu_request="500m", cpu_limit="2", memory="3Gi")
+    head: Pod = Pod(cpu_request="500m", cpu_limit="2", memory="2Gi")
     worker: Pod = Pod(cpu_request="500m", cpu_limit="2", memory="2Gi")
     worker_cpus: int = Field(default=2, description="CPUs a worker pod offers to Ray (its handler tasks)")
     min_workers: int = 1

@@ -55,6 +55,9 @@ def serve_config(profile: Profile = PROFILE, source: Path = SERVE_CONFIG) -> dic
     """`serve_app/config.yaml` as the cluster runs it, validated by Ray Serve's own schema."""
     config = yaml.safe_load(source.read_text())
     config["http_options"]["host"] = "0.0.0.0"  # the proxy must answer the Service, not only the pod itself
+    # KubeRay gives RayService workers a readiness probe on the Serve proxy (localhost:8000/-/healthz) and puts
+    # them behind the Serve Service: every node needs a proxy, or the workers never turn Ready.
+    config["proxy_location"] = "EveryNode"
     for application in config["applications"]:
         if application["name"] == "workers":
             application["args"]["processors"] = profile.processors

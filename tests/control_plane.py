@@ -9,13 +9,14 @@ kwok (a fake kubelet: pods on its node are marked Running and Ready) run from th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,9 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def _wait(what: str, check: object, timeout_s: float, procs: dict[str, subprocess.Popen[bytes]], logs: Path) -> None:
+def _wait(
+    what: str, check: Callable[[], bool], timeout_s: float, procs: dict[str, subprocess.Popen[bytes]], logs: Path
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for name, proc in procs.items():
@@ -63,7 +66,7 @@ def _wait(what: str, check: object, timeout_s: float, procs: dict[str, subproces
                 tail = (logs / f"{name}.log").read_text()[-3000:]
                 raise RuntimeError(f"{name} exited ({proc.returncode}) while waiting for {what}:\n{tail}")
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
         except Exception:  # not up yet
             pass
@@ -91,8 +94,8 @@ def _kubeconfig(path: Path, certs: Path) -> None:
 
 
 def _start(name: str, args: list[str], logs: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - the child writes to it until it is killed
-    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(logs / f"{name}.log", "wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def _create_crds(api: k8s.ApiClient, folder: Path) -> None:
@@ -253,8 +256,10 @@ def control_plane() -> Iterator[ControlPlane]:
             yield ControlPlane(kubeconfig=kubeconfig, crds=bins / "crds")
         finally:
             for proc in reversed(list(procs.values())):
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # each its own session: nothing of it is left
+            for proc in procs.values():
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=30)
 
 

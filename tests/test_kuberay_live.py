@@ -8,33 +8,32 @@ no scheduler, so the only test overlay is `nodeName` on the Ray pod templates. E
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
-from kuberay.client import ClusterClient, ManifestRejected, load_manifests
-from kuberay.profile import PROFILE
+from kuberay.client import ClusterClient, ManifestRejected, load_manifests, pod_templates
+from kuberay.profile import PROFILE, WORKER_RESOURCE
+from kuberay.render import URL_KEYS
 from kuberay.secret import secret
 from tests.control_plane import ControlPlane, control_plane
+from tests.helpers import wait_for
 
 NS = PROFILE.namespace
-URL_KEYS = {"AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL"}
 
 
 def on_kwok(docs: list[dict[str, Any]], node: str) -> list[dict[str, Any]]:
     out = copy.deepcopy(docs)
     for doc in out:
         if doc["kind"] == "RayService":
-            cluster = doc["spec"]["rayClusterConfig"]
-            for template in [cluster["headGroupSpec"]["template"]] + [
-                g["template"] for g in cluster["workerGroupSpecs"]
-            ]:
+            for template in pod_templates(doc):
                 template["spec"]["nodeName"] = node
     return out
 
@@ -48,16 +47,6 @@ def plane() -> Iterator[ControlPlane]:
 @pytest.fixture(scope="module")
 def client(plane: ControlPlane) -> ClusterClient:
     return ClusterClient(plane.api(), NS)
-
-
-def wait_for(what: str, check: Any, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout_s}s")
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +75,14 @@ def test_the_operator_turns_our_rayservice_into_a_ready_raycluster_owned_by_it(c
     assert cluster is not None and cluster["status"]["state"] == "ready"
     (owner,) = cluster["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"]) == ("RayService", "observatory")
-    # our client reported the way there, not only the end
-    assert any("RayService observatory: not ready" in lines[0] for lines in applied["progress"])
+    # our client reported the way there, not only the end: the operator's reason, then the cluster's state
+    assert any(lines[0].startswith("RayService observatory: not ready (Initializing") for lines in applied["progress"])
+    assert any(f"cluster {side.cluster}: ready" in "\n".join(lines) for lines in applied["progress"])
 
 
 def test_head_and_worker_pods_carry_our_image_secrets_resources_and_ports(plane, applied):
-    head = wait_for("head pod", lambda: pods(plane, "ray.io/node-type=head"))
-    workers = wait_for("worker pod", lambda: pods(plane, "ray.io/node-type=worker"))
+    head = wait_for(lambda: pods(plane, "ray.io/node-type=head"), "head pod", 60)
+    workers = wait_for(lambda: pods(plane, "ray.io/node-type=worker"), "worker pod", 60)
     assert len(head) == 1 and len(workers) == PROFILE.min_workers
     for pod, size, component in [(head[0], PROFILE.head, "ray-head"), (workers[0], PROFILE.worker, "ray-worker")]:
         assert pod.status.phase == "Running"
@@ -100,16 +90,18 @@ def test_head_and_worker_pods_carry_our_image_secrets_resources_and_ports(plane,
         (ray,) = [c for c in pod.spec.containers if c.name == component]
         assert ray.image == PROFILE.image
         refs = {e.name: e.value_from.secret_key_ref for e in ray.env if e.value_from and e.value_from.secret_key_ref}
-        assert set(refs) >= URL_KEYS and {r.name for r in refs.values()} == {PROFILE.secret}
+        assert set(refs) >= set(URL_KEYS) and {r.name for r in refs.values()} == {PROFILE.secret}
         assert ray.resources.limits == {"cpu": size.cpu_limit, "memory": size.memory}
         assert ray.resources.requests == {"cpu": size.cpu_request, "memory": size.memory}
         assert pod.spec.security_context.run_as_non_root is True
     head_ports = {p.container_port for p in head[0].spec.containers[0].ports}
     assert {8000, 8265, 6379, 8080} <= head_ports
     # the operator starts the head without CPUs for Ray, the workers with our custom resource
-    head_cmd = " ".join(head[0].spec.containers[0].args or head[0].spec.containers[0].command)
-    worker_cmd = " ".join(workers[0].spec.containers[0].args or workers[0].spec.containers[0].command)
-    assert "--num-cpus=0" in head_cmd and "observatory-worker" in worker_cmd
+    head_args = shlex.split(" ".join(head[0].spec.containers[0].args or head[0].spec.containers[0].command))
+    worker_args = shlex.split(" ".join(workers[0].spec.containers[0].args or workers[0].spec.containers[0].command))
+    assert "--num-cpus=0" in head_args
+    (resources,) = [a.split("=", 1)[1] for a in worker_args if a.startswith("--resources=")]
+    assert json.loads(resources) == {WORKER_RESOURCE: PROFILE.worker_resource_units}
 
 
 def test_status_reports_exactly_what_the_api_shows(client, applied):
@@ -168,7 +160,7 @@ def test_cli_status_then_down_cascades_to_the_raycluster_and_its_pods(client, pl
     assert pods(plane, "ray.io/is-ray-node=yes")
     down = observatory(plane, "down", "--timeout", "120")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert client.list("ray.io/v1", "RayCluster") == []  # owned by the RayService: collected
+    assert client.list_objects("ray.io/v1", "RayCluster") == []  # owned by the RayService: collected
     assert pods(plane, "ray.io/is-ray-node=yes") == []
     assert client.get("v1", "Secret", PROFILE.secret, NS) is not None  # kept for the next `up`
     assert client.get("apps/v1", "StatefulSet", "postgres", NS) is None

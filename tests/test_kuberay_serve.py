@@ -92,6 +92,6 @@ def test_the_pipeline_and_the_handlers_run_on_the_worker_node(stack):
         address=DASHBOARD, filters=[("func_or_class_name", "=", "run_handler")], detail=True, limit=1000
     )
     assert handlers and {t.node_id for t in handlers if t.node_id} == {worker.node_id}
-    # Serve's proxy stays on the head: the URL users reach is the head's.
+    # A proxy on every node: KubeRay probes each worker's proxy (localhost:8000/-/healthz) for readiness.
     proxies = [a for a in actors if a.class_name == "ProxyActor"]
-    assert proxies and {a.node_id for a in proxies} == {head.node_id}
+    assert {a.node_id for a in proxies} == {head.node_id, worker.node_id}

@@ -17,7 +17,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from kuberay import render
-from kuberay.client import MANIFESTS, load_manifests
+from kuberay.client import MANIFESTS, load_manifests, pod_templates
 from kuberay.profile import PROFILE, RAY_VERSION, WORKER_RESOURCE
 from kuberay.secret import credentials, secret
 
@@ -183,17 +183,61 @@ def test_every_secret_key_the_manifests_use_is_generated():
     assert credentials()["POSTGRES_PASSWORD"] != credentials()["POSTGRES_PASSWORD"]  # random each time
 
 
+# readiness: can it serve? (a real request); liveness: is the process there? (cheap, late, never a dependency)
+READINESS = {
+    "rabbitmq": ("exec", "check_port_connectivity"),
+    "postgres": ("exec", "pg_isready"),
+    "mongodb": ("exec", "ping"),
+    "redis": ("exec", "PONG"),
+    "prometheus": ("httpGet", "/-/ready"),
+    "alertmanager": ("httpGet", "/-/ready"),
+    "grafana": ("httpGet", "/api/health"),
+}
+LIVENESS = {
+    "rabbitmq": ("exec", "ping"),
+    "postgres": ("tcpSocket", ""),
+    "mongodb": ("tcpSocket", ""),
+    "redis": ("tcpSocket", ""),
+    "prometheus": ("httpGet", "/-/healthy"),
+    "alertmanager": ("httpGet", "/-/healthy"),
+    "grafana": ("tcpSocket", ""),
+}
+
+
+def _probe(probe: dict[str, Any]) -> tuple[str, str]:
+    (kind,) = [k for k in ("exec", "httpGet", "tcpSocket") if k in probe]
+    detail = " ".join(probe["exec"]["command"]) if kind == "exec" else probe[kind].get("path", "")
+    return kind, detail
+
+
 def test_probes_are_the_right_way_round():
-    """Readiness asks whether it can serve (a real request); liveness only whether the process is there."""
+    seen = set()
     for doc in docs():
+        if doc["kind"] not in ("StatefulSet", "Deployment"):
+            continue  # KubeRay adds the Ray pods' probes itself
         for container in _containers(doc):
-            if doc["kind"] == "RayService":
-                continue  # KubeRay adds the Ray pods' probes itself
-            assert "readinessProbe" in container and "livenessProbe" in container, container["name"]
-            live = container["livenessProbe"]
-            assert live.get("initialDelaySeconds", 0) >= 15 or "httpGet" in live
-            assert container["readinessProbe"] != live
+            name = container["name"]
+            seen.add(name)
+            kind, detail = _probe(container["readinessProbe"])
+            assert (kind, READINESS[name][1] in detail) == (READINESS[name][0], True), (name, kind, detail)
+            kind, detail = _probe(container["livenessProbe"])
+            assert kind == LIVENESS[name][0] and LIVENESS[name][1] in detail, (name, kind, detail)
+            assert container["livenessProbe"].get("initialDelaySeconds", 0) >= 15
             assert "requests" in container["resources"] and "limits" in container["resources"]
+    assert seen == set(READINESS)
+
+
+def test_every_file_the_image_copies_exists_and_is_sent_to_docker():
+    dockerfile = (ROOT / "kuberay" / "Dockerfile").read_text()
+    allowed = {
+        line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    }
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY"):
+            sources = [a for a in line.split()[1:-1] if not a.startswith("--")]
+            for source in sources:
+                assert (ROOT / source).exists(), f"COPY {source}: no such file"
+                assert source.rstrip("/") in allowed, f"COPY {source}: excluded by .dockerignore"
 
 
 def test_stateful_backends_keep_their_data_on_persistent_volumes():
@@ -228,7 +272,5 @@ def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if doc["kind"] in ("StatefulSet", "Deployment"):
         return doc["spec"]["template"]["spec"]["containers"]
     if doc["kind"] == "RayService":
-        cluster = doc["spec"]["rayClusterConfig"]
-        templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
-        return [c for t in templates for c in t["spec"]["containers"]]
+        return [c for t in pod_templates(doc) for c in t["spec"]["containers"]]
     return []

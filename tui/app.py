@@ -119,7 +119,8 @@ class ObservatoryApp(App[None]):
                 self.dashboard.set_status(f"launcher: {line}")
             if line.startswith("ready."):
                 self.dashboard.refresh_data()
-        self.dashboard.set_status(f"launcher: the observatory exited ({self.launched.returncode})")
+        code = await self.launched.wait()
+        self.dashboard.set_status(f"launcher: `{what}` ended (exit code {code})")
         self.launched = None
 
     async def on_unmount(self) -> None:
