@@ -162,3 +162,34 @@ async def paced_latency(obs: Observatory, job: dict[str, Any], rate: float, seco
     samples = [end - at for job_id, at in sent if (end := finished[job_id]) is not None]
     p50, p99 = latency_stats(samples)
     return Latency(rate, count, count - len(samples), p50, p99)
+
+
+class OpenPages:
+    """`count` browsers' live streams held open (`GET /read/stream`, read as they arrive), as dashboards do."""
+
+    def __init__(self, api: str, count: int) -> None:
+        self._http = httpx.AsyncClient(base_url=api, timeout=None, limits=httpx.Limits(max_connections=count + 1))
+        self._count = count
+        self._tasks: list[asyncio.Task[None]] = []
+        self.snapshots = 0
+
+    async def _read(self) -> None:
+        async with self._http.stream("GET", "/read/stream") as r:
+            async for line in r.aiter_lines():
+                if line.startswith("event: snapshot"):
+                    self.snapshots += 1
+
+    async def __aenter__(self) -> OpenPages:
+        self._tasks = [asyncio.create_task(self._read()) for _ in range(self._count)]
+        deadline = time.monotonic() + 30
+        while self.snapshots < self._count and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        if self.snapshots < self._count:
+            raise BenchError(f"only {self.snapshots} of {self._count} streams sent a snapshot within 30 s")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._http.aclose()

@@ -31,6 +31,9 @@ IDLE_SETTLE_S = 3.0  # after the warm-up, before the idle memory sample
 CORES = os.cpu_count() or 1
 
 
+OPEN_PAGES = 50  # web dashboards held open during the second single-submit phase
+
+
 @dataclass
 class Options:
     jobs: int
@@ -127,7 +130,17 @@ async def _observatory_phases(cluster: Cluster, opts: Options, result: SystemRes
         result.memory = memory
         log(f"{result.name}: {result.throughput.rate:,.0f} jobs/s; single submit, {opts.submit_clients} clients")
         result.submit = await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
-        log(f"{result.name}: {result.submit.rate:,.0f} req/s; submit→completed at {opts.rate:g}/s")
+        log(f"{result.name}: {result.submit.rate:,.0f} req/s; the same with {OPEN_PAGES} dashboards open")
+        async with observatory_load.OpenPages(cluster.api, OPEN_PAGES) as pages:
+            before = pages.snapshots
+            streamed = await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
+            per_page = (pages.snapshots - before) / OPEN_PAGES / streamed.seconds
+        result.notes.append(
+            f"single submit with {OPEN_PAGES} dashboards streaming /read/stream: {streamed.rate:,.0f} req/s, "
+            f"p50 {streamed.p50_ms:.0f} ms, p99 {streamed.p99_ms:.0f} ms (without: {result.submit.rate:,.0f} req/s, "
+            f"p99 {result.submit.p99_ms:.0f} ms); each page got {per_page:.2f} snapshots/s"
+        )
+        log(f"{result.name}: {streamed.rate:,.0f} req/s with pages open; submit→completed at {opts.rate:g}/s")
         result.latency = await observatory_load.paced_latency(obs, job, opts.rate, opts.phase_s)
         if result.latency.not_completed:
             result.notes.append(f"{result.latency.not_completed} latency-run jobs did not complete")

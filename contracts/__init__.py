@@ -24,8 +24,11 @@ from contracts.models import (
     JobSubmission,
     JobTypeInfo,
     Producer,
+    QueueInfo,
+    RatePoint,
     Severity,
     Stats,
+    StreamSnapshot,
     TypeStats,
 )
 
@@ -53,7 +56,10 @@ __all__ = [
     "JobSubmission",
     "JobTypeInfo",
     "Producer",
+    "QueueInfo",
+    "RatePoint",
     "Severity",
     "Stats",
+    "StreamSnapshot",
     "TypeStats",
 ]

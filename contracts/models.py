@@ -279,3 +279,28 @@ class ErrorBody(_Strict):
 
 class ErrorResponse(_Strict):
     error: ErrorBody
+
+
+class QueueInfo(_Strict):
+    name: str
+    depth: int = Field(description="Messages ready in the queue.")
+    consumers: int
+
+
+class RatePoint(_Strict):
+    """One point of the live charts: what finished between the previous point and `at`."""
+
+    at: datetime
+    finished_per_s: float
+    failure_rate: float = Field(ge=0, le=1, description="Share of the finished jobs that failed or dead-lettered.")
+
+
+class StreamSnapshot(_Strict):
+    """One message of `GET /read/stream` (server-sent event `snapshot`): computed once, sent to every page."""
+
+    at: datetime
+    stats: Stats
+    alerts: list[Alert]
+    recent: list[Job] = Field(description="The newest jobs, newest first.")
+    queues: list[QueueInfo] = Field(description="Empty when the broker cannot be asked.")
+    series: list[RatePoint] = Field(description="Throughput and failure rate over the last 15 minutes.")

@@ -22,6 +22,7 @@ REGISTRY: dict[str, tuple[type[BaseModel], str]] = {
     "stats": (models.Stats, "1.1"),
     "error_response": (models.ErrorResponse, "1.0"),
     "alert_list": (models.AlertList, "1.0"),
+    "stream_snapshot": (models.StreamSnapshot, "1.0"),
 }
 
 

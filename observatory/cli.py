@@ -18,7 +18,7 @@ import typer
 import yaml
 
 from kuberay.cli import app as cluster_app
-from observatory import backends
+from observatory import backends, views
 from observatory.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,23 +197,59 @@ def types() -> None:
 
 @app.command()
 def status() -> None:
-    """Show the aggregate stats."""
-    s = _call("GET", "/read/stats")
-    typer.echo(
-        f"jobs {s['total_jobs']}: pending {s['pending']}, running {s['running']}, "
-        f"completed {s['completed']}, failed {s['failed']}  (source: {s['source']})"
-    )
-    for name, t in s["by_type"].items():
-        typer.echo(f"  {name:<16} total {t['total']:>6}  completed {t['completed']:>6}  failed {t['failed']:>6}")
+    """Every status count, per type, and the active alerts."""
+    for line in views.status_lines(_call("GET", "/read/stats"), _call("GET", "/read/alerts")["alerts"]):
+        typer.echo(line)
 
 
 @app.command()
-def job(job_id: Annotated[str, typer.Argument(help="A job id")]) -> None:
-    """Show one job and its event timeline."""
+def job(
+    job_id: Annotated[str, typer.Argument(help="A job id")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw job document")] = False,
+) -> None:
+    """One job: its fields, result or error, attempts and event timeline."""
     j = _call("GET", f"/read/jobs/{job_id}")
-    typer.echo(json.dumps(j, indent=2))
-    for e in _call("GET", f"/read/jobs/{job_id}/events"):
-        typer.echo(f"{e['occurred_at']}  {e['event_type']:<14} by {e['producer']['service']}")
+    if as_json:
+        typer.echo(json.dumps(j, indent=2))
+        return
+    for line in views.job_lines(j, _call("GET", f"/read/jobs/{job_id}/events")):
+        typer.echo(line)
+
+
+STATUS_NAMES = ["PENDING", "RUNNING", "RETRYING", "COMPLETED", "FAILED", "DEAD_LETTERED", "CANCELLED"]
+
+
+@app.command()
+def jobs(
+    status: Annotated[str | None, typer.Option(help=f"One of {', '.join(STATUS_NAMES)}")] = None,
+    job_type: Annotated[str | None, typer.Option("--type", help="A job type")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="The `more:` cursor of the previous page")] = None,
+) -> None:
+    """The newest jobs, optionally of one status and type."""
+    if status is not None and status.upper() not in STATUS_NAMES:
+        fail(f"--status must be one of {', '.join(STATUS_NAMES)}", code=2)
+    params = {"limit": limit, "status": status.upper() if status else None, "type": job_type, "cursor": cursor}
+    page = _call("GET", "/read/jobs", params={k: v for k, v in params.items() if v is not None})
+    for line in views.jobs_lines(page):
+        typer.echo(line)
+
+
+@app.command()
+def dlq(
+    action: Annotated[str | None, typer.Argument(help="`requeue` to requeue the job JOB_ID")] = None,
+    job_id: Annotated[str | None, typer.Argument(help="The job to requeue")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+) -> None:
+    """List the dead letters, or `observatory dlq requeue JOB_ID`."""
+    if action is None:
+        for line in views.dlq_lines(_call("GET", "/read/dlq", params={"limit": limit})):
+            typer.echo(line)
+        return
+    if action != "requeue" or not job_id:
+        fail("usage: observatory dlq [requeue JOB_ID]", code=2)
+    j = _call("POST", f"/api/dlq/{job_id}/requeue")
+    typer.echo(f"requeued {j['id']}: {j['status']}")
 
 
 @app.command()

@@ -95,6 +95,10 @@ class JobStore(Protocol):
 
     def list(self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None) -> JobPage: ...
 
+    def find(self, key: str, limit: int) -> list[Job]:
+        """Jobs whose id, correlation id or idempotency key is `key`, newest first."""
+        ...
+
     def start(self, job_id: UUID, worker: str, rerun: bool) -> Job | None:
         """PENDING/RETRYING -> RUNNING (also RUNNING -> RUNNING when `rerun`), recording a new attempt;
         None when the job may not start."""

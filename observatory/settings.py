@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     )
     prometheus_url: str = Field(default="http://127.0.0.1:9090", validation_alias="OBSERVATORY_PROMETHEUS_URL")
     alertmanager_url: str = Field(default="http://127.0.0.1:9093", validation_alias="OBSERVATORY_ALERTMANAGER_URL")
+    grafana_url: str = Field(default="http://127.0.0.1:3000", validation_alias="OBSERVATORY_GRAFANA_URL")
+    ray_dashboard_url: str = Field(default="http://127.0.0.1:8265", validation_alias="OBSERVATORY_RAY_DASHBOARD_URL")
+    rabbitmq_management_url: str = Field(
+        default="http://127.0.0.1:15672", validation_alias="OBSERVATORY_RABBITMQ_MANAGEMENT_URL"
+    )
     retry_base_s: float = Field(
         default=1.0,
         gt=0,

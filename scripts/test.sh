@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+scripts/browser.sh >/dev/null  # chromium + chromedriver for the web dashboard's browser tests
 scripts/k8s.sh build  # the control plane for the KubeRay tests: ~20 min the first time, then cached
 scripts/services.sh up --observability
 if [ "${OBSERVATORY_KEEP_SERVICES:-0}" != 1 ]; then

@@ -2,11 +2,12 @@
 
 # No `from __future__ import annotations` here: FastAPI must see real types on the Serve ingress methods.
 
+import time
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import FastAPI, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from starlette.concurrency import run_in_threadpool
 
@@ -18,13 +19,17 @@ from contracts import (
     Job,
     JobPage,
     JobStatus,
+    QueueInfo,
     Severity,
     Stats,
+    StreamSnapshot,
 )
 from observatory import __version__, backends, logs
 from observatory.alerting import Watch
-from observatory.errors import CacheUnavailable, JobNotFound
+from observatory.errors import BackendUnavailable, CacheUnavailable, JobNotFound
 from observatory.settings import get_settings
+from observatory.topology import QUEUES
+from serve_app import stream as live
 from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
 
 RECENT = 20
@@ -32,7 +37,11 @@ RECENT = 20
 api = FastAPI(
     title="Observatory read model",
     version=__version__,
-    description="Read jobs, their events and aggregate stats.",
+    description="Read jobs, their events and aggregate stats. `GET /read/stream` is a server-sent event stream "
+    "(`text/event-stream`) of the overview: at most one `snapshot` event per second (a StreamSnapshot: stats, "
+    "alerts, the newest jobs, queues, throughput and failure rate over 15 minutes), an `unavailable` event while "
+    "a backend is down, a keep-alive comment every 15 s, and `retry: 2000` so a browser's EventSource "
+    "reconnects by itself. Every open stream receives the same snapshot, computed once per second.",
     responses=ERROR_RESPONSES,
 )
 install_error_handlers(api, "read")
@@ -50,6 +59,8 @@ class ReadModel:
         self._using = backends.describe(settings)
         self._b.setup()
         self._watch = Watch(self._b)
+        self._series = live.RateSeries()
+        self._hub = live.Hub(self._snapshot)
 
     def _stats(self) -> Stats:
         try:
@@ -60,6 +71,47 @@ class ReadModel:
             return cached
         counts, last = self._b.jobs.counts()
         return Stats.from_counts(counts, last, "store")
+
+    def _queues(self) -> list[QueueInfo]:
+        try:
+            return [QueueInfo(name=q, depth=self._b.bus.depth(q), consumers=self._b.bus.consumers(q)) for q in QUEUES]
+        except BackendUnavailable:
+            return []
+
+    def _snapshot(self) -> StreamSnapshot:
+        stats, at = self._stats(), live.now()
+        return StreamSnapshot(
+            at=at,
+            stats=stats,
+            alerts=self._alerts().alerts,
+            recent=self._b.jobs.list(None, None, RECENT, None).items,
+            queues=self._queues(),
+            series=self._series.add(stats, time.monotonic(), at),
+        )
+
+    @api.get(
+        "/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events: see above"}},
+    )
+    async def stream(self) -> StreamingResponse:
+        """The live overview as server-sent events (see the description at the top)."""
+        return StreamingResponse(
+            self._hub.subscribe(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @api.get("/find", response_model=list[Job])
+    async def find(
+        self,
+        key: Annotated[
+            str, Query(min_length=1, max_length=256, description="job id, correlation id or idempotency key")
+        ],
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> list[Job]:
+        """Jobs whose id, correlation id or idempotency key equals `key`, newest first."""
+        return await run_in_threadpool(self._b.jobs.find, key, limit)
 
     @api.get("/stats", response_model=Stats)
     async def stats(self) -> Stats:

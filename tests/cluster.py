@@ -36,8 +36,8 @@ def wait_ready(timeout_s: float = READY_TIMEOUT_S) -> None:
     last = ""
     while time.monotonic() < deadline:
         try:
-            codes = [httpx.get(f"{API}{p}", timeout=5).status_code for p in ("/api/readyz", "/read/readyz")]
-            if codes == [200, 200]:
+            codes = [httpx.get(f"{API}{p}", timeout=5).status_code for p in ("/api/readyz", "/read/readyz", "/")]
+            if codes == [200, 200, 200]:
                 return
             last = str(codes)
         except httpx.HTTPError as e:

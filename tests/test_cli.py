@@ -41,6 +41,7 @@ def test_unreachable_api_is_one_line_and_exit_1():
 
 def test_up_refuses_a_port_in_use(tmp_path):
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections of earlier tests may linger in TIME_WAIT
         s.bind(("127.0.0.1", 8000))
         s.listen()
         r = run("up", "--data-dir", str(tmp_path))
@@ -72,7 +73,16 @@ def test_up_runs_the_embedded_observatory_and_stops_cleanly_on_sigterm(tmp_path:
             "the job to complete",
             60,
         )
-        assert '"count": 168' in shown
+        assert '"count": 168' in shown and "  status       COMPLETED" in shown and "job.completed" in shown
+        raw = json.loads(run("job", job_id, "--json", env=env).stdout)
+        assert raw["result"] == {"limit": 1000, "count": 168}
+        listed = run("jobs", "--type", "primes", env=env)
+        assert listed.returncode == 0 and job_id in listed.stdout and "COMPLETED" in listed.stdout
+        st = run("status", env=env).stdout
+        assert st.startswith("jobs 1: pending 0, running 0, retrying 0, completed 1, failed 0, dead-lettered 0")
+        assert run("dlq", env=env).stdout.strip() == "no dead letters"
+        refused = run("dlq", "requeue", job_id, env=env)
+        assert refused.returncode == 1 and refused.stderr.startswith("error: ")
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=120)

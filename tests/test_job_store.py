@@ -99,6 +99,19 @@ def test_list_filters_by_status(store):
     assert [j.id for j in page.items] == [a.id]
 
 
+def test_find_by_id_correlation_id_or_idempotency_key(store):
+    corr = f"corr-{uuid.uuid4().hex[:8]}"
+    key = f"key-{uuid.uuid4().hex[:8]}"
+    a = store.create([NewJob(uuid.uuid4(), "hash", {}, corr, None, 3, 30.0)])[0].job
+    b = store.create([NewJob(uuid.uuid4(), "hash", {}, corr, key, 3, 30.0)])[0].job
+
+    assert [j.id for j in store.find(corr, 10)] == [b.id, a.id]
+    assert [j.id for j in store.find(key, 10)] == [b.id]
+    assert [j.id for j in store.find(str(a.id), 10)] == [a.id]
+    assert [j.id for j in store.find(corr, 1)] == [b.id]
+    assert store.find("nothing-like-it", 10) == [] and store.find("", 10) == []
+
+
 def test_garbage_cursor_is_a_client_error(store):
     with pytest.raises(InvalidSubmission):
         store.list(None, None, 10, "not-a-cursor")

@@ -16,7 +16,14 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from contracts import FINAL_STATUSES, Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
-from observatory.adapters.sql_common import FAIL_BUMP, SingleJobCalls, fail_status, first_only, job_filters
+from observatory.adapters.sql_common import (
+    FAIL_BUMP,
+    SingleJobCalls,
+    fail_status,
+    find_clause,
+    first_only,
+    job_filters,
+)
 from observatory.errors import InvalidSubmission, StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
 from observatory.ports import Created, Finish, NewJob
@@ -47,6 +54,7 @@ CREATE TABLE IF NOT EXISTS {ns}.jobs (
 CREATE INDEX IF NOT EXISTS jobs_created_idx ON {ns}.jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_status_idx ON {ns}.jobs (status, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_unpublished_idx ON {ns}.jobs (created_at) WHERE NOT published;
+CREATE INDEX IF NOT EXISTS jobs_correlation_idx ON {ns}.jobs (correlation_id);
 CREATE TABLE IF NOT EXISTS {ns}.job_attempts (
     job_id      uuid NOT NULL REFERENCES {ns}.jobs (id) ON DELETE CASCADE,
     number      integer NOT NULL,
@@ -165,6 +173,12 @@ class PostgresJobStore(SingleJobCalls):
         with self._conn() as conn:
             row = conn.execute(self._q(f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE id = %s"), (job_id,)).fetchone()
         return _job(row) if row else None
+
+    def find(self, key: str, limit: int) -> list[Job]:
+        where, args = find_clause(key, "%s")
+        q = self._q(f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE ({where}) ORDER BY created_at DESC, id DESC LIMIT %s")
+        with self._conn() as conn:
+            return [_job(r) for r in conn.execute(q, (*args, limit)).fetchall()]
 
     def list(self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None) -> JobPage:
         where, args = job_filters(status, job_type, "%s")

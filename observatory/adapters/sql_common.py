@@ -23,6 +23,17 @@ def fail_status(ph: str) -> str:
 FAIL_BUMP = "CASE WHEN {ph} OR {ph} THEN 2 ELSE 1 END"
 
 
+def find_clause(key: str, ph: str) -> tuple[str, list[Any]]:
+    """WHERE clause and arguments that match a job by its id, correlation id or idempotency key."""
+    clauses, args = [f"correlation_id = {ph}", f"idempotency_key = {ph}"], [key, key]
+    try:
+        args.append(str(UUID(key)))
+        clauses.append(f"id = {ph}")
+    except ValueError:
+        pass
+    return " OR ".join(clauses), args
+
+
 def job_filters(status: JobStatus | None, job_type: str | None, ph: str) -> tuple[list[str], list[Any]]:
     """WHERE clauses and their arguments for the job list's optional filters."""
     where: list[str] = []

@@ -12,7 +12,14 @@ from typing import Any
 from uuid import UUID
 
 from contracts import FINAL_STATUSES, Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
-from observatory.adapters.sql_common import FAIL_BUMP, SingleJobCalls, fail_status, first_only, job_filters
+from observatory.adapters.sql_common import (
+    FAIL_BUMP,
+    SingleJobCalls,
+    fail_status,
+    find_clause,
+    first_only,
+    job_filters,
+)
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, now_us, to_us
 from observatory.errors import StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
@@ -43,6 +50,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_created_idx ON jobs (created_us DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_status_idx ON jobs (status, created_us DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_unpublished_idx ON jobs (published, created_us);
+CREATE INDEX IF NOT EXISTS jobs_correlation_idx ON jobs (correlation_id);
 CREATE TABLE IF NOT EXISTS job_attempts (
     job_id      TEXT NOT NULL,
     number      INTEGER NOT NULL,
@@ -151,6 +159,12 @@ class SQLiteJobStore(SingleJobCalls):
         with self._db.read() as conn:
             row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
         return _job(row) if row else None
+
+    def find(self, key: str, limit: int) -> list[Job]:
+        where, args = find_clause(key, "?")
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE ({where}) ORDER BY created_us DESC, id DESC LIMIT ?"
+        with self._db.read() as conn:
+            return [_job(r) for r in conn.execute(sql, (*args, limit)).fetchall()]
 
     def list(self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None) -> JobPage:
         where, args = job_filters(status, job_type, "?")

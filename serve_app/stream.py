@@ -1,0 +1,116 @@
+"""The live stream behind `GET /read/stream`: one computation per interval, fanned out to every open page.
+
+`Hub` runs a single loop per replica while anyone listens: it computes a snapshot (in a thread), and hands
+the same encoded server-sent event to every subscriber. A slow page only ever holds the newest snapshot (its
+queue keeps one), so it can't make the others wait or the replica's memory grow. `RateSeries` turns the
+running totals into the overview's throughput and failure-rate points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from starlette.concurrency import run_in_threadpool
+
+from contracts import RatePoint, Stats, StreamSnapshot
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 1.0  # at most one snapshot per second
+HEARTBEAT_S = 15.0  # a comment line keeps idle connections (and proxies) open
+RETRY_MS = 2000  # how soon a browser reconnects by itself
+POINT_EVERY_S = 10.0
+WINDOW_S = 15 * 60
+
+
+def finished(stats: Stats) -> tuple[int, int]:
+    """(jobs that reached a final status, those of them that failed or dead-lettered)."""
+    failed = stats.failed + stats.dead_lettered
+    return stats.completed + stats.cancelled + failed, failed
+
+
+class RateSeries:
+    """Throughput and failure rate over the last 15 minutes, one point per 10 s, from successive totals."""
+
+    def __init__(self, every_s: float = POINT_EVERY_S, window_s: float = WINDOW_S) -> None:
+        self._every = every_s
+        self._points: deque[RatePoint] = deque(maxlen=int(window_s / every_s))
+        self._last: tuple[float, int, int] | None = None
+
+    def add(self, stats: Stats, now: float, at: datetime) -> list[RatePoint]:
+        done, failed = finished(stats)
+        if self._last is None:
+            self._last = (now, done, failed)
+        elif now - self._last[0] >= self._every:
+            t0, done0, failed0 = self._last
+            delta = max(done - done0, 0)
+            rate = min(max(failed - failed0, 0) / delta, 1.0) if delta else 0.0
+            self._points.append(RatePoint(at=at, finished_per_s=round(delta / (now - t0), 3), failure_rate=rate))
+            self._last = (now, done, failed)
+        return list(self._points)
+
+
+def event(name: str, data: str, event_id: int) -> str:
+    lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
+    return f"id: {event_id}\nevent: {name}\n{lines}\n"
+
+
+class Hub:
+    def __init__(self, compute: Callable[[], StreamSnapshot], interval_s: float = INTERVAL_S) -> None:
+        self._compute = compute
+        self._interval = interval_s
+        self._subscribers: set[asyncio.Queue[str]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._last: str | None = None
+        self._id = 0
+        self.computations = 0  # how many snapshots were computed (for tests and the benchmark)
+
+    @property
+    def listeners(self) -> int:
+        return len(self._subscribers)
+
+    async def subscribe(self, heartbeat_s: float = HEARTBEAT_S) -> AsyncIterator[str]:
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+        self._subscribers.add(queue)
+        yield f"retry: {RETRY_MS}\n\n"
+        if self._last is not None:
+            queue.put_nowait(self._last)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        try:
+            while True:
+                try:
+                    yield await asyncio.wait_for(queue.get(), heartbeat_s)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+        finally:
+            self._subscribers.discard(queue)
+
+    async def _run(self) -> None:
+        while self._subscribers:
+            started = time.monotonic()
+            try:
+                snapshot = await run_in_threadpool(self._compute)
+                self.computations += 1
+                self._id += 1
+                message = event("snapshot", snapshot.model_dump_json(), self._id)
+            except Exception as e:  # a backend down: say so on every page, and keep trying
+                log.warning("stream snapshot failed: %s", e)
+                self._id += 1
+                message = event("unavailable", str(e) or type(e).__name__, self._id)
+            self._last = message
+            for queue in list(self._subscribers):
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()  # only the newest snapshot matters
+                queue.put_nowait(message)
+            await asyncio.sleep(max(self._interval - (time.monotonic() - started), 0.05))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,523 @@
+// The observatory's web dashboard: a small hash-routed page on the gateway (/api) and the read model (/read).
+// Live data comes from one EventSource on /read/stream; pages re-read what they show when a snapshot arrives.
+"use strict";
+
+const STATUSES = ["PENDING", "RUNNING", "RETRYING", "COMPLETED", "FAILED", "DEAD_LETTERED", "CANCELLED"];
+const ACTIVE = new Set(["PENDING", "RUNNING", "RETRYING"]);
+const main = document.getElementById("main");
+const banner = document.getElementById("banner");
+const state = { snapshot: null, types: null, page: null, stream: null, down: false };
+
+// ------------------------------------------------------------------ helpers
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error && body.error.message) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function call(method, path, body) {
+  let r;
+  try {
+    r = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    setDown(true);
+    throw new ApiError(0, { error: { message: "the API is unreachable" } });
+  }
+  setDown(false);
+  const data = await r.json().catch(() => null);
+  if (!r.ok) throw new ApiError(r.status, data);
+  return data;
+}
+
+const get = (path) => call("GET", path);
+const post = (path, body) => call("POST", path, body);
+
+function setDown(down) {
+  if (state.down === down) return;
+  state.down = down;
+  banner.hidden = !down;
+  banner.textContent = down ? "The API is unreachable — retrying by itself." : "";
+}
+
+function statusBadge(s) {
+  return h("span", { class: `status s-${s}` }, s);
+}
+
+function fmtTime(iso) {
+  return iso ? new Date(iso).toLocaleString() : "—";
+}
+
+function ago(iso) {
+  if (!iso) return "—";
+  const s = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+  if (s < 60) return `${Math.round(s)}s ago`;
+  if (s < 3600) return `${Math.round(s / 60)}m ago`;
+  if (s < 86400) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86400)}d ago`;
+}
+
+function duration(a, b) {
+  if (!a || !b) return "";
+  const ms = new Date(b) - new Date(a);
+  return ms < 1000 ? `${ms} ms` : ms < 60000 ? `${(ms / 1000).toFixed(2)} s` : `${(ms / 60000).toFixed(1)} min`;
+}
+
+function jobLink(id) {
+  return h("a", { href: `#/jobs/${id}` }, h("code", {}, id.slice(0, 8)));
+}
+
+function jobsTable(jobs, { compact = false } = {}) {
+  if (!jobs.length) return h("p", { class: "muted" }, "No jobs.");
+  return h("div", { class: "scroll" }, h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "job"), h("th", {}, "type"), h("th", {}, "status"),
+      h("th", { class: "num" }, "attempts"), h("th", { class: compact ? "hide-narrow" : "" }, "created"))),
+    h("tbody", {}, jobs.map((j) => h("tr", { "data-job": j.id },
+      h("td", {}, jobLink(j.id)), h("td", {}, j.type), h("td", {}, statusBadge(j.status)),
+      h("td", { class: "num" }, `${j.attempts}/${j.max_attempts}`),
+      h("td", { class: compact ? "hide-narrow" : "", title: fmtTime(j.created_at) }, ago(j.created_at)))))));
+}
+
+function notice(text, error = false) {
+  return h("p", { class: error ? "notice error" : "notice", role: error ? "alert" : "status" }, text);
+}
+
+// ------------------------------------------------------------------ live stream
+
+function connect() {
+  const es = new EventSource("/read/stream");
+  state.stream = es;
+  es.addEventListener("snapshot", (e) => {
+    setDown(false);
+    state.snapshot = JSON.parse(e.data);
+    if (state.page && state.page.onSnapshot) state.page.onSnapshot(state.snapshot);
+  });
+  es.addEventListener("unavailable", (e) => {
+    banner.hidden = false;
+    banner.textContent = `A backend is unavailable: ${e.data}`;
+  });
+  es.onopen = () => setDown(false);
+  es.onerror = () => {
+    // The browser reconnects by itself (retry: 2000); if it gave up, start again.
+    setDown(true);
+    if (es.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
+  };
+}
+
+// ------------------------------------------------------------------ overview
+
+function chart(points, key, { unit, bad = false, max }) {
+  const W = 600, H = 160, L = 40, R = 8, T = 8, B = 22;
+  const el = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img" });
+  const now = Date.now(), t0 = now - 15 * 60 * 1000;
+  const values = points.map((p) => p[key]);
+  const top = max !== undefined ? max : Math.max(1, ...values) * 1.15;
+  const x = (t) => L + ((t - t0) / (now - t0)) * (W - L - R);
+  const y = (v) => T + (1 - v / top) * (H - T - B);
+  el.append(svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
+  el.append(svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
+  for (const frac of [0, 0.5, 1]) {
+    const v = top * frac;
+    el.append(svg("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" }, unit === "%" ? `${Math.round(v * 100)}%` : v.toFixed(v < 10 ? 1 : 0)));
+  }
+  for (let m = 15; m >= 0; m -= 5) {
+    const t = now - m * 60 * 1000;
+    const label = new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    el.append(svg("text", { x: x(t), y: H - 6, "text-anchor": "middle" }, label));
+  }
+  const visible = points.filter((p) => new Date(p.at).getTime() >= t0);
+  if (visible.length) {
+    const d = visible.map((p, i) => `${i ? "L" : "M"}${x(new Date(p.at).getTime()).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" ");
+    el.append(svg("path", { class: bad ? "line bad" : "line", d }));
+  }
+  const last = visible.length ? visible[visible.length - 1][key] : null;
+  const said = last === null ? "no data yet" : unit === "%" ? `${Math.round(last * 100)}%` : `${last} ${unit}`;
+  el.setAttribute("aria-label", `last 15 minutes, latest ${said}`);
+  return el;
+}
+
+function overviewPage() {
+  const cards = h("div", { class: "cards", id: "cards" });
+  const throughput = h("div", { id: "throughput" });
+  const failures = h("div", { id: "failures" });
+  const alerts = h("div", { id: "alerts" });
+  const queues = h("div", { id: "queues" });
+  const recent = h("div", { id: "recent" });
+  main.replaceChildren(
+    h("h2", {}, "Overview"), cards,
+    h("div", { class: "grid2" },
+      h("section", { class: "panel" }, h("h3", {}, "Throughput (jobs finished per second, last 15 min)"), throughput),
+      h("section", { class: "panel" }, h("h3", {}, "Failure rate (last 15 min)"), failures)),
+    h("div", { class: "grid2" },
+      h("section", { class: "panel" }, h("h3", {}, "Active alerts"), alerts),
+      h("section", { class: "panel" }, h("h3", {}, "Queues"), queues)),
+    h("section", { class: "panel", style: "margin-top:12px" }, h("h3", {}, "Newest jobs"), recent));
+
+  function render(snap) {
+    const s = snap.stats;
+    cards.replaceChildren(
+      h("div", { class: "card", "data-stat": "total_jobs" }, h("div", { class: "n" }, s.total_jobs), h("div", { class: "l" }, "total")),
+      ...STATUSES.map((st) => h("div", { class: "card", "data-stat": st.toLowerCase() },
+        h("div", { class: `n s-${st}` }, s[st.toLowerCase()]), h("div", { class: "l" }, st.replace("_", " ")))));
+    throughput.replaceChildren(chart(snap.series, "finished_per_s", { unit: "jobs/s" }));
+    failures.replaceChildren(chart(snap.series, "failure_rate", { unit: "%", bad: true, max: 1 }));
+    alerts.replaceChildren(snap.alerts.length
+      ? h("ul", { class: "alerts" }, snap.alerts.map((a) => h("li", { class: `sev-${a.severity}`, "data-alert": a.name },
+          h("span", { class: `sev sev-${a.severity}` }, a.severity), h("strong", {}, a.name), " — ", a.summary,
+          h("div", { class: "muted" }, `since ${ago(a.since)} · ${a.source}`, a.runbook ? ` · runbook: ${a.runbook}` : ""))))
+      : h("p", { class: "muted" }, "No active alerts."));
+    queues.replaceChildren(snap.queues.length
+      ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "queue"), h("th", { class: "num" }, "ready"), h("th", { class: "num" }, "consumers"))),
+          h("tbody", {}, snap.queues.map((q) => h("tr", {}, h("td", {}, q.name), h("td", { class: "num" }, q.depth), h("td", { class: "num" }, q.consumers)))))
+      : h("p", { class: "muted" }, "The broker cannot be asked right now."));
+    recent.replaceChildren(jobsTable(snap.recent, { compact: true }));
+  }
+
+  if (state.snapshot) render(state.snapshot);
+  else cards.append(h("p", { class: "muted" }, "Waiting for the live stream…"));
+  return { onSnapshot: render };
+}
+
+// ------------------------------------------------------------------ jobs
+
+async function jobTypes() {
+  if (!state.types) state.types = await get("/api/job-types");
+  return state.types;
+}
+
+function jobsPage(params) {
+  const status = params.get("status") || "";
+  const type = params.get("type") || "";
+  const cursor = params.get("cursor") || "";
+  const find = params.get("find") || "";
+  const list = h("div", { id: "job-list" }, h("p", { class: "muted" }, "Loading…"));
+  const typeSelect = h("select", { id: "f-type", name: "type" }, h("option", { value: "" }, "any type"));
+  const form = h("form", { class: "filters", onsubmit: (e) => {
+      e.preventDefault();
+      const q = new URLSearchParams();
+      for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
+      location.hash = `#/jobs?${q}`;
+    } },
+    h("div", {}, h("label", { for: "f-status" }, "Status"),
+      h("select", { id: "f-status", name: "status" }, h("option", { value: "" }, "any status"),
+        STATUSES.map((s) => h("option", { value: s, selected: s === status }, s)))),
+    h("div", {}, h("label", { for: "f-type" }, "Type"), typeSelect),
+    h("div", {}, h("label", { for: "f-find" }, "Job id, correlation id or idempotency key"),
+      h("input", { id: "f-find", name: "find", value: find, size: 36 })),
+    h("button", { type: "submit" }, "Show"));
+  main.replaceChildren(h("h2", {}, "Jobs"), form, list);
+  jobTypes().then((types) => typeSelect.append(...types.map((t) => h("option", { value: t.type, selected: t.type === type }, t.type)))).catch(() => {});
+
+  async function load() {
+    try {
+      if (find) {
+        const jobs = await get(`/read/find?key=${encodeURIComponent(find)}`);
+        list.replaceChildren(jobsTable(jobs));
+        return;
+      }
+      const q = new URLSearchParams({ limit: "50" });
+      if (status) q.set("status", status);
+      if (type) q.set("type", type);
+      if (cursor) q.set("cursor", cursor);
+      const page = await get(`/read/jobs?${q}`);
+      const nav = h("div", { class: "row-actions" });
+      if (cursor) {
+        const first = new URLSearchParams(q); first.delete("cursor"); first.delete("limit");
+        nav.append(h("a", { href: `#/jobs?${first}` }, "First page"));
+      }
+      if (page.next_cursor) {
+        const next = new URLSearchParams(q); next.set("cursor", page.next_cursor); next.delete("limit");
+        nav.append(h("a", { href: `#/jobs?${next}`, id: "next-page" }, "Next page"));
+      }
+      list.replaceChildren(jobsTable(page.items), nav);
+    } catch (e) {
+      list.replaceChildren(notice(e.message, true));
+    }
+  }
+  load();
+  // The first page follows the stream; a later page stays put while it is being read.
+  return { onSnapshot: cursor || find ? null : load };
+}
+
+// ------------------------------------------------------------------ job detail
+
+function timeline(attempts) {
+  if (!attempts.length) return h("p", { class: "muted" }, "No attempt yet.");
+  const start = Math.min(...attempts.map((a) => new Date(a.started_at).getTime()));
+  const end = Math.max(...attempts.map((a) => new Date(a.finished_at || Date.now()).getTime()), start + 1);
+  const pct = (t) => ((t - start) / (end - start)) * 100;
+  return h("div", { class: "timeline" }, attempts.map((a) => {
+    const s = new Date(a.started_at).getTime(), f = new Date(a.finished_at || Date.now()).getTime();
+    const cls = a.finished_at ? (a.error ? "tl-bar failed" : "tl-bar") : "tl-bar open";
+    const label = `attempt ${a.number} on ${a.worker}: ${a.finished_at ? duration(a.started_at, a.finished_at) : "running"}${a.error ? ` — ${a.error}` : ""}`;
+    return h("div", { class: "tl-row", "data-attempt": a.number },
+      h("div", {}, `#${a.number} `, a.error ? "failed" : a.finished_at ? "ok" : "running"),
+      h("div", {}, h("div", { class: "tl-track", title: label, role: "img", "aria-label": label },
+        h("div", { class: cls, style: `left:${pct(s).toFixed(2)}%;width:${Math.max(pct(f) - pct(s), 0.5).toFixed(2)}%` })),
+        h("div", { class: "muted" }, `${a.worker} · ${fmtTime(a.started_at)} → ${a.finished_at ? fmtTime(a.finished_at) : "…"}`, a.error ? ` · ${a.error}` : "")));
+  }));
+}
+
+function curlFor(job) {
+  const body = { type: job.type, payload: job.payload, max_attempts: job.max_attempts, timeout_s: job.timeout_s };
+  return `curl -X POST ${location.origin}/api/jobs -H 'Content-Type: application/json' -d '${JSON.stringify(body).replaceAll("'", "'\\''")}'`;
+}
+
+function jobPage(id) {
+  const body = h("div", { id: "job" }, h("p", { class: "muted" }, "Loading…"));
+  main.replaceChildren(h("h2", {}, "Job ", h("code", {}, id)), body);
+  let lastVersion = null;
+  let message = null;
+
+  async function cancel() {
+    try {
+      await post(`/api/jobs/${id}/cancel`);
+      message = notice("Cancellation requested.");
+    } catch (e) {
+      message = notice(`Cannot cancel: ${e.message}`, true);
+    }
+    lastVersion = null;
+    load();
+  }
+
+  async function load() {
+    let job, events;
+    try {
+      [job, events] = await Promise.all([get(`/read/jobs/${id}`), get(`/read/jobs/${id}/events`)]);
+    } catch (e) {
+      body.replaceChildren(notice(e.status === 404 ? "No such job." : e.message, true));
+      return;
+    }
+    const version = `${job.version}:${events.length}`;
+    if (version === lastVersion) return;
+    lastVersion = version;
+    const curl = curlFor(job);
+    const copy = h("button", { class: "secondary", type: "button", onclick: async () => {
+      try { await navigator.clipboard.writeText(curl); copy.textContent = "Copied"; } catch { copy.textContent = "Select and copy the text"; }
+    } }, "Copy");
+    body.replaceChildren(
+      message || "",
+      h("div", { class: "row-actions" }, h("span", { id: "job-status" }, statusBadge(job.status)),
+        ACTIVE.has(job.status) ? h("button", { class: "danger", type: "button", id: "cancel", onclick: cancel }, "Cancel job") : ""),
+      h("div", { class: "grid2" },
+        h("section", { class: "panel" }, h("h3", {}, "Fields"), h("dl", { class: "kv" },
+          ...[["type", job.type], ["status", job.status], ["attempts", `${job.attempts} of ${job.max_attempts}`],
+            ["timeout", `${job.timeout_s} s`], ["created", fmtTime(job.created_at)], ["started", fmtTime(job.started_at)],
+            ["finished", fmtTime(job.finished_at)], ["correlation id", job.correlation_id],
+            ["idempotency key", job.idempotency_key || "—"], ["version", job.version]]
+            .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
+        h("section", { class: "panel" }, h("h3", {}, "Payload"), h("pre", { id: "payload" }, JSON.stringify(job.payload, null, 2)),
+          h("h3", {}, job.error ? "Error" : "Result"),
+          h("pre", { id: "result" }, job.error ? job.error : JSON.stringify(job.result, null, 2)))),
+      h("section", { class: "panel", style: "margin-top:12px" }, h("h3", {}, "Attempts"), timeline(job.attempt_history || [])),
+      h("section", { class: "panel", style: "margin-top:12px" }, h("h3", {}, "Events"),
+        h("div", { class: "scroll" }, h("table", { id: "events" },
+          h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "event"), h("th", {}, "when"), h("th", {}, "after previous"), h("th", { class: "hide-narrow" }, "by"))),
+          h("tbody", {}, events.map((e, i) => h("tr", {},
+            h("td", {}, e.payload.version), h("td", {}, e.event_type), h("td", {}, fmtTime(e.occurred_at)),
+            h("td", {}, i ? duration(events[i - 1].occurred_at, e.occurred_at) : ""),
+            h("td", { class: "hide-narrow" }, e.producer.service))))))),
+      h("section", { class: "panel", style: "margin-top:12px" }, h("h3", {}, "Submit the same job again"),
+        h("pre", { id: "curl" }, curl), h("div", { class: "row-actions" }, copy)));
+  }
+  load();
+  return { onSnapshot: load };
+}
+
+// ------------------------------------------------------------------ dead letters
+
+function dlqPage() {
+  const list = h("div", { id: "dlq-list" }, h("p", { class: "muted" }, "Loading…"));
+  const status = h("div", { id: "dlq-status" });
+  const selected = new Set(); // survives the live re-renders
+  let shown = null;
+  main.replaceChildren(h("h2", {}, "Dead letters"), status, list);
+
+  async function requeue(ids) {
+    const done = [], failed = [];
+    for (const id of ids) {
+      try { await post(`/api/dlq/${id}/requeue`); done.push(id.slice(0, 8)); selected.delete(id); } catch (e) { failed.push(`${id.slice(0, 8)}: ${e.message}`); }
+    }
+    status.replaceChildren(done.length ? notice(`Requeued ${done.join(", ")}.`) : "", failed.length ? notice(failed.join("; "), true) : "");
+    shown = null;
+    load();
+  }
+
+  async function load() {
+    let page;
+    try { page = await get("/read/dlq?limit=100"); } catch (e) { list.replaceChildren(notice(e.message, true)); return; }
+    const key = JSON.stringify(page.items.map((d) => d.id));
+    if (key === shown) return; // nothing new: keep the page (and the reader's place) as it is
+    shown = key;
+    if (!page.items.length) { list.replaceChildren(h("p", { class: "muted" }, "No dead letters.")); return; }
+    const all = h("button", { type: "button", id: "requeue-selected", onclick: () => requeue([...selected]) }, "Requeue selected");
+    list.replaceChildren(h("div", { class: "row-actions" }, all), h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, h("span", { class: "muted" }, "select")), h("th", {}, "job"), h("th", {}, "type"),
+        h("th", {}, "reason"), h("th", { class: "hide-narrow" }, "message"), h("th", {}, "when"), h("th", {}, ""))),
+      h("tbody", {}, page.items.map((d) => {
+        const box = d.job_id ? h("input", { type: "checkbox", value: d.job_id, checked: selected.has(d.job_id), "aria-label": `select ${d.job_id}`,
+          onchange: (e) => { if (e.target.checked) selected.add(d.job_id); else selected.delete(d.job_id); } }) : "";
+        return h("tr", { "data-job": d.job_id || "" },
+          h("td", {}, box), h("td", {}, d.job_id ? jobLink(d.job_id) : "(unreadable message)"), h("td", {}, d.job_type || "—"),
+          h("td", {}, d.reason), h("td", { class: "hide-narrow" }, h("code", {}, d.message.slice(0, 120))), h("td", {}, ago(d.created_at)),
+          h("td", {}, d.job_id ? h("button", { type: "button", class: "secondary", onclick: () => requeue([d.job_id]) }, "Requeue") : ""));
+      })))));
+  }
+  load();
+  return { onSnapshot: load }; // new dead letters appear by themselves
+}
+
+// ------------------------------------------------------------------ submit
+
+function inputFor(name, schema, required) {
+  const id = `p-${name}`;
+  const t = schema.type || (schema.anyOf ? (schema.anyOf.find((s) => s.type !== "null") || {}).type : undefined);
+  let input;
+  if (schema.enum) input = h("select", { id, name }, schema.enum.map((v) => h("option", { value: v, selected: v === schema.default }, v)));
+  else if (t === "boolean") input = h("input", { id, name, type: "checkbox", checked: schema.default === true });
+  else if (t === "integer" || t === "number") input = h("input", { id, name, type: "number", step: t === "integer" ? "1" : "any",
+    min: schema.minimum ?? (schema.exclusiveMinimum !== undefined ? schema.exclusiveMinimum : null), max: schema.maximum ?? null,
+    value: schema.default ?? "", required });
+  else if (t === "string") input = h("input", { id, name, type: "text", value: schema.default ?? "", maxlength: schema.maxLength ?? null, required });
+  else input = h("textarea", { id, name, "data-json": "1", rows: 3 }, schema.default !== undefined ? JSON.stringify(schema.default) : "");
+  input.dataset.kind = t || "json";
+  const help = [schema.description, schema.minimum !== undefined ? `min ${schema.minimum}` : null, schema.maximum !== undefined ? `max ${schema.maximum}` : null].filter(Boolean).join(" · ");
+  return h("div", { class: "field", "data-field": `payload.${name}` },
+    h("label", { for: id }, name, required ? " *" : ""), input, help ? h("div", { class: "help" }, help) : "",
+    h("div", { class: "err", id: `err-payload.${name}`, "aria-live": "polite" }));
+}
+
+function readForm(fields) {
+  const payload = {};
+  for (const el of fields.querySelectorAll("input, select, textarea")) {
+    const kind = el.dataset.kind;
+    if (kind === "boolean") payload[el.name] = el.checked;
+    else if (el.value === "") continue;
+    else if (kind === "integer" || kind === "number") payload[el.name] = Number(el.value);
+    else if (kind === "json") payload[el.name] = JSON.parse(el.value);
+    else payload[el.name] = el.value;
+  }
+  return payload;
+}
+
+function submitPage() {
+  const typeSelect = h("select", { id: "s-type", name: "type", required: true });
+  const fields = h("div", { id: "fields" });
+  const raw = h("textarea", { id: "s-raw", "aria-label": "payload as JSON", hidden: true });
+  const rawToggle = h("input", { type: "checkbox", id: "s-raw-toggle" });
+  const attempts = h("input", { id: "s-attempts", type: "number", min: 1, max: 20, value: 3 });
+  const formErr = h("div", { class: "formerr", id: "form-error", role: "alert" });
+  let types = [];
+
+  function showFields() {
+    const t = types.find((x) => x.type === typeSelect.value);
+    if (!t) return;
+    const props = t.payload_schema.properties || {};
+    const required = new Set(t.payload_schema.required || []);
+    fields.replaceChildren(h("p", { class: "muted" }, t.description), ...Object.entries(props).map(([n, s]) => inputFor(n, s, required.has(n))));
+    raw.value = JSON.stringify(Object.fromEntries(Object.entries(props).filter(([, s]) => s.default !== undefined).map(([n, s]) => [n, s.default])), null, 2);
+  }
+
+  function clearErrors() {
+    formErr.textContent = "";
+    for (const el of main.querySelectorAll(".err")) el.textContent = "";
+  }
+
+  function showErrors(err) {
+    const details = (err.body && err.body.error && err.body.error.details) || [];
+    formErr.textContent = err.message;
+    for (const d of details) {
+      const loc = d.loc.filter((p) => p !== "body").join(".");
+      const target = document.getElementById(`err-${loc}`) || document.getElementById(`err-${loc.split(".").slice(0, 2).join(".")}`);
+      if (target) target.textContent = d.msg;
+      else formErr.textContent += ` (${loc}: ${d.msg})`;
+    }
+  }
+
+  const form = h("form", { id: "submit-form", novalidate: true, onsubmit: async (e) => {
+      e.preventDefault();
+      clearErrors();
+      let payload;
+      try { payload = rawToggle.checked ? JSON.parse(raw.value || "{}") : readForm(fields); } catch (x) { formErr.textContent = `The payload is not valid JSON: ${x.message}`; return; }
+      const body = { type: typeSelect.value, payload };
+      if (attempts.value) body.max_attempts = Number(attempts.value);
+      try {
+        const accepted = await post("/api/jobs", body);
+        location.hash = `#/jobs/${accepted.job_id}`;
+      } catch (x) {
+        showErrors(x);
+      }
+    } },
+    h("div", { class: "field" }, h("label", { for: "s-type" }, "Job type"), typeSelect),
+    fields,
+    h("div", { class: "field" }, h("label", { for: "s-raw-toggle" }, rawToggle, " edit the payload as raw JSON"), raw,
+      h("div", { class: "err", id: "err-payload" })),
+    h("div", { class: "field", "data-field": "max_attempts" }, h("label", { for: "s-attempts" }, "Max attempts"), attempts,
+      h("div", { class: "err", id: "err-max_attempts" })),
+    formErr,
+    h("button", { type: "submit", id: "submit" }, "Submit"));
+  rawToggle.addEventListener("change", () => { raw.hidden = !rawToggle.checked; fields.hidden = rawToggle.checked; });
+  typeSelect.addEventListener("change", showFields);
+  main.replaceChildren(h("h2", {}, "Submit a job"), form);
+  jobTypes().then((t) => {
+    types = t;
+    typeSelect.replaceChildren(...t.map((x) => h("option", { value: x.type }, `${x.type} — ${x.description}`)));
+    showFields();
+  }).catch((e) => { formErr.textContent = e.message; });
+  return { onSnapshot: null };
+}
+
+// ------------------------------------------------------------------ router
+
+function route() {
+  const hash = location.hash || "#/";
+  const [path, query] = hash.slice(1).split("?");
+  const params = new URLSearchParams(query || "");
+  let name = "overview";
+  if (path.startsWith("/jobs/")) { name = "jobs"; state.page = jobPage(decodeURIComponent(path.slice(6))); }
+  else if (path === "/jobs") { name = "jobs"; state.page = jobsPage(params); }
+  else if (path === "/dlq") { name = "dlq"; state.page = dlqPage(); }
+  else if (path === "/submit") { name = "submit"; state.page = submitPage(); }
+  else state.page = overviewPage();
+  for (const a of document.querySelectorAll("header nav a[data-page]")) {
+    if (a.dataset.page === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  main.focus({ preventScroll: true });
+}
+
+async function links() {
+  try {
+    const found = await get("/links");
+    document.getElementById("links").replaceChildren(...found.map((l) => h("a", { href: l.url, target: "_blank", rel: "noopener" }, l.name)));
+  } catch { /* the banner says it */ }
+}
+
+window.addEventListener("hashchange", route);
+route();
+connect();
+links();

@@ -1,0 +1,233 @@
+"""The web dashboard in a real browser (Debian's headless chromium through chromedriver), in both modes."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
+
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+DESKTOP, PHONE = (1280, 800), (390, 844)
+WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail("chromium and chromedriver are needed: run scripts/browser.sh (the test command does)")
+    options = Options()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"):
+        options.add_argument(arg)
+    options.add_argument(f"--window-size={DESKTOP[0]},{DESKTOP[1]}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    b = webdriver.Chrome(options=options, service=Service(driver))
+    b.set_page_load_timeout(60)
+    yield b
+    b.quit()
+
+
+def until(check: Any, what: str, timeout_s: float = WAIT_S) -> Any:
+    def attempt() -> Any:
+        try:
+            return check()
+        except (StaleElementReferenceException, WebDriverException):
+            return None  # the page re-rendered under us: look again
+
+    return wait_for(attempt, what, timeout_s)
+
+
+def text(b: WebDriver, css: str) -> str:
+    found = b.find_elements(By.CSS_SELECTOR, css)
+    return found[0].text if found else ""
+
+
+def open_page(b: WebDriver, api: httpx.Client, fragment: str = "#/") -> None:
+    """A fresh load of the page (the same URL twice would only keep the old page)."""
+    b.get("about:blank")
+    b.get(f"{api.base_url}/{fragment}")
+    until(lambda: b.execute_script("return document.readyState") == "complete", "the page to load")
+
+
+def errors(b: WebDriver) -> list[dict[str, Any]]:
+    """Console errors and failed requests (chromium logs both as SEVERE) since the last call."""
+    return [e for e in b.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def submit(api: httpx.Client, job: dict[str, Any]) -> str:
+    r = api.post("/api/jobs", json=job)
+    assert r.status_code == 202, r.text
+    return r.json()["job_id"]
+
+
+def card(b: WebDriver, stat: str) -> str:
+    return text(b, f'[data-stat="{stat}"] .n')
+
+
+def test_the_overview_equals_the_stats_and_follows_new_jobs_without_a_reload(browser, api):
+    open_page(browser, api)
+    browser.execute_script("window.notReloaded = true")
+    stats = api.get("/read/stats").json()
+    until(lambda: card(browser, "total_jobs") == str(stats["total_jobs"]), "the total card to equal /read/stats")
+    for status in ("pending", "running", "retrying", "completed", "failed", "dead_lettered", "cancelled"):
+        assert card(browser, status) == str(stats[status]), status
+
+    ids = [submit(api, {"type": "hash", "payload": {"data": f"web-{i}"}}) for i in range(3)]
+    until(lambda: card(browser, "total_jobs") == str(stats["total_jobs"] + 3), "the total to grow by itself")
+    until(
+        lambda: all(browser.find_elements(By.CSS_SELECTOR, f'#recent [data-job="{i}"]') for i in ids), "new jobs listed"
+    )
+
+    def settled() -> bool:
+        s = api.get("/read/stats").json()
+        return s["completed"] >= stats["completed"] + 3 and card(browser, "completed") == str(s["completed"])
+
+    until(settled, "the completed card to follow the jobs")
+    assert browser.execute_script("return window.notReloaded === true")
+    assert browser.find_elements(By.CSS_SELECTOR, "#throughput svg.chart") and text(browser, "#queues")
+
+
+def fill_form(b: WebDriver, api: httpx.Client, job_type: str, field: str, value: str) -> None:
+    """Open Submit, pick the type, type `value` into the field generated for `field`, submit."""
+    open_page(b, api, "#/submit")
+    until(lambda: len(Select(b.find_element(By.ID, "s-type")).options) >= 5, "the job types")
+    Select(b.find_element(By.ID, "s-type")).select_by_value(job_type)
+    box = until(lambda: b.find_element(By.ID, f"p-{field}"), "the form generated from the schema")
+    box.clear()
+    box.send_keys(value)
+    b.find_element(By.ID, "submit").click()
+
+
+def test_a_job_submitted_through_the_form_completes_on_its_detail_page(browser, api):
+    fill_form(browser, api, "primes", "limit", "1000")
+    until(lambda: browser.current_url.split("#/jobs/")[-1] if "#/jobs/" in browser.current_url else None, "the detail")
+    job_id = browser.current_url.split("#/jobs/")[-1]
+    until(lambda: text(browser, "#job-status") == "COMPLETED", "COMPLETED, live on the detail page")
+    until(lambda: '"count": 168' in text(browser, "#result"), "the result, formatted")
+    assert api.get(f"/read/jobs/{job_id}").json()["result"] == {"limit": 1000, "count": 168}
+    until(lambda: "job.completed" in text(browser, "#events"), "the event history")
+    assert browser.find_elements(By.CSS_SELECTOR, '.tl-row[data-attempt="1"]')
+    assert "curl -X POST" in text(browser, "#curl") and '"limit":1000' in text(browser, "#curl")
+
+
+def test_a_422_is_shown_next_to_the_field_it_names(browser, api):
+    fill_form(browser, api, "sleep", "seconds", "-5")
+    message = until(lambda: text(browser, '[id="err-payload.seconds"]'), "the error next to `seconds`")
+    assert "greater than or equal to 0" in message
+    assert "#/submit" in browser.current_url
+    errors(browser)  # the 422 itself is logged by chromium as a failed request: expected here
+
+
+def test_cancel_a_long_sleep_from_its_detail_page(browser, api):
+    job_id = submit(api, {"type": "sleep", "payload": {"seconds": 120}})
+    open_page(browser, api, f"#/jobs/{job_id}")
+    button = until(lambda: browser.find_element(By.ID, "cancel"), "the Cancel button of an active job")
+    until(lambda: text(browser, "#job-status") in ("RUNNING", "PENDING"), "the job active")
+    button.click()
+    until(lambda: text(browser, "#job-status") == "CANCELLED", "CANCELLED on the page")
+    assert api.get(f"/read/jobs/{job_id}").json()["status"] == "CANCELLED"
+    assert not browser.find_elements(By.ID, "cancel")
+
+
+def test_the_read_models_alert_shows_on_the_overview(browser, api):
+    submit(api, {"type": "sleep", "payload": {"seconds": 0, "fail_probability": 1}, "max_attempts": 1})
+    open_page(browser, api)
+    alert = until(lambda: browser.find_element(By.CSS_SELECTOR, '[data-alert="DeadLetterQueueNotEmpty"]'), "the alert")
+    assert "warning" in alert.text.lower() and "runbook" in alert.text
+
+
+def test_dead_letters_are_requeued_from_their_page_until_they_complete(browser, api):
+    """Jobs that fail half the time: the dead-lettered ones are requeued from the page (selected, then
+    "Requeue selected") until each has completed on a later attempt."""
+    ids = [
+        submit(api, {"type": "sleep", "payload": {"seconds": 0, "fail_probability": 0.5}, "max_attempts": 1})
+        for _ in range(12)
+    ]
+
+    def final() -> dict[str, dict[str, Any]] | None:
+        jobs = {i: api.get(f"/read/jobs/{i}").json() for i in ids}
+        return jobs if all(j["status"] in ("COMPLETED", "DEAD_LETTERED") for j in jobs.values()) else None
+
+    jobs = until(final, "every job final")
+    dead = [i for i, j in jobs.items() if j["status"] == "DEAD_LETTERED"]
+    assert dead, "not one of 12 jobs failed at 50%: run again"
+    requeued = set()
+    for _ in range(20):
+        dead = [i for i, j in jobs.items() if j["status"] == "DEAD_LETTERED"]
+        if not dead:
+            break
+        open_page(browser, api, "#/dlq")
+        for job_id in dead:
+            box = until(
+                lambda job_id=job_id: browser.find_element(By.CSS_SELECTOR, f'input[value="{job_id}"]'), "listed"
+            )
+            box.click()
+        browser.find_element(By.ID, "requeue-selected").click()
+        until(lambda: "Requeued" in text(browser, "#dlq-status"), "the page to say so")
+        requeued |= set(dead)
+        jobs = until(final, "the requeued jobs final again")
+    assert requeued and all(jobs[i]["status"] == "COMPLETED" and jobs[i]["attempts"] >= 2 for i in requeued)
+
+
+def no_horizontal_scroll(b: WebDriver) -> bool:
+    return b.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
+
+def test_no_console_errors_or_failed_requests_and_no_horizontal_scroll_at_both_sizes(browser, api, mode):
+    job_id = submit(api, {"type": "hash", "payload": {"data": "shown"}})
+    wait_for(lambda: api.get(f"/read/jobs/{job_id}").json()["status"] == "COMPLETED", "the job done", WAIT_S)
+    errors(browser)
+    pages = {
+        "#/": "#cards .card",
+        "#/jobs": "#job-list table",
+        f"#/jobs/{job_id}": "#events",
+        "#/dlq": "#dlq-list",
+        "#/submit": "#p-data",
+    }
+    for width, height in (DESKTOP, PHONE):
+        browser.set_window_size(width, height)
+        for fragment, ready in pages.items():
+            open_page(browser, api, fragment)
+            until(lambda ready=ready: browser.find_elements(By.CSS_SELECTOR, ready), f"{fragment} at {width}px")
+            assert no_horizontal_scroll(browser), f"{fragment} scrolls sideways at {width}×{height}"
+            assert errors(browser) == [], fragment
+            if width == DESKTOP[0] and mode[0] == "real" and fragment in ("#/", f"#/jobs/{job_id}"):
+                name = "overview" if fragment == "#/" else "job-detail"
+                time.sleep(1.5)  # let the live charts and the timeline draw before the picture
+                browser.save_screenshot(str(ROOT / "docs" / f"web-{name}.png"))
+    browser.set_window_size(*DESKTOP)
+
+
+def test_the_find_box_and_paging(browser, api):
+    key = f"web-find-{time.time_ns()}"
+    job_id = submit(api, {"type": "hash", "payload": {"data": "find me"}, "idempotency_key": key})
+    open_page(browser, api, f"#/jobs?find={key}")
+    until(lambda: browser.find_elements(By.CSS_SELECTOR, f'#job-list [data-job="{job_id}"]'), "found by its key")
+    open_page(browser, api, "#/jobs?type=hash")
+    first = until(lambda: browser.find_elements(By.CSS_SELECTOR, "#job-list tbody tr"), "the first page")
+    assert len(first) <= 50
+    assert all("hash" in row.text for row in first)
+
+
+def test_first_load_is_light(api):
+    total = sum(len(api.get(p).content) for p in ("/", "/static/app.js", "/static/app.css", "/static/favicon.svg"))
+    assert total < 300_000
+    r = api.get("/static/nothing.js")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
