@@ -61,8 +61,9 @@ def doctor_command() -> None:
 
 @app.command("secret")
 def secret_command() -> None:
-    """Print the credentials Secret with fresh random passwords (for `kubectl apply -f -`)."""
-    typer.echo(yaml.safe_dump(secret(), sort_keys=False))
+    """Print the namespace and the credentials Secret with fresh random passwords (for `kubectl apply -f -`)."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PROFILE.namespace}}
+    typer.echo(yaml.safe_dump_all([namespace, secret()], sort_keys=False))
 
 
 def image_tag() -> str:

@@ -263,7 +263,14 @@ def control_plane() -> Iterator[ControlPlane]:
                     proc.wait(timeout=30)
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # Explicit handlers: a job started in the background of a non-interactive shell ignores SIGINT.
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     with control_plane() as plane:
         print(f"export KUBECONFIG={plane.kubeconfig}", flush=True)
         try:
