@@ -17,6 +17,7 @@ import httpx
 import typer
 import yaml
 
+from contracts import JobStatus
 from kuberay.cli import app as cluster_app
 from observatory import backends, views
 from observatory.settings import Settings
@@ -216,7 +217,7 @@ def job(
         typer.echo(line)
 
 
-STATUS_NAMES = ["PENDING", "RUNNING", "RETRYING", "COMPLETED", "FAILED", "DEAD_LETTERED", "CANCELLED"]
+STATUS_NAMES = [s.value for s in JobStatus]
 
 
 @app.command()
@@ -240,10 +241,12 @@ def dlq(
     action: Annotated[str | None, typer.Argument(help="`requeue` to requeue the job JOB_ID")] = None,
     job_id: Annotated[str | None, typer.Argument(help="The job to requeue")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="The `more:` cursor of the previous page")] = None,
 ) -> None:
     """List the dead letters, or `observatory dlq requeue JOB_ID`."""
     if action is None:
-        for line in views.dlq_lines(_call("GET", "/read/dlq", params={"limit": limit})):
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        for line in views.dlq_lines(_call("GET", "/read/dlq", params=params)):
             typer.echo(line)
         return
     if action != "requeue" or not job_id:

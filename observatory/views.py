@@ -6,7 +6,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-STATUSES = ("pending", "running", "retrying", "completed", "failed", "dead_lettered", "cancelled")
+from contracts import JobStatus
+
+STATUSES = tuple(s.value.lower() for s in JobStatus)  # the stats' field names
 
 
 def _when(iso: str | None) -> str:

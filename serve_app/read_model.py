@@ -2,7 +2,11 @@
 
 # No `from __future__ import annotations` here: FastAPI must see real types on the Serve ingress methods.
 
+import contextlib
+import logging
+import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
@@ -33,6 +37,15 @@ from serve_app import stream as live
 from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
 
 RECENT = 20
+log = logging.getLogger(__name__)
+
+
+async def _closing(stream: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Close the hub's generator when the response ends, however it ends (its `finally` unsubscribes)."""
+    async with contextlib.aclosing(stream) as s:  # type: ignore[type-var]
+        async for chunk in s:
+            yield chunk
+
 
 api = FastAPI(
     title="Observatory read model",
@@ -61,6 +74,17 @@ class ReadModel:
         self._watch = Watch(self._b)
         self._series = live.RateSeries()
         self._hub = live.Hub(self._snapshot)
+        self._sampler = threading.Thread(target=self._sample, name="rate-sampler", daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        """Feed the throughput chart every 10 s, whether or not a page is open."""
+        while True:
+            try:
+                self._series.add(self._stats(), time.monotonic(), live.now())
+            except Exception as e:  # a backend down: a gap in the chart, nothing more
+                log.warning("rate sample skipped: %s", e)
+            time.sleep(live.POINT_EVERY_S)
 
     def _stats(self) -> Stats:
         try:
@@ -79,14 +103,13 @@ class ReadModel:
             return []
 
     def _snapshot(self) -> StreamSnapshot:
-        stats, at = self._stats(), live.now()
         return StreamSnapshot(
-            at=at,
-            stats=stats,
+            at=live.now(),
+            stats=self._stats(),
             alerts=self._alerts().alerts,
             recent=self._b.jobs.list(None, None, RECENT, None).items,
             queues=self._queues(),
-            series=self._series.add(stats, time.monotonic(), at),
+            series=self._series.points(),
         )
 
     @api.get(
@@ -97,7 +120,7 @@ class ReadModel:
     async def stream(self) -> StreamingResponse:
         """The live overview as server-sent events (see the description at the top)."""
         return StreamingResponse(
-            self._hub.subscribe(),
+            _closing(self._hub.subscribe()),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -6,7 +6,8 @@ const STATUSES = ["PENDING", "RUNNING", "RETRYING", "COMPLETED", "FAILED", "DEAD
 const ACTIVE = new Set(["PENDING", "RUNNING", "RETRYING"]);
 const main = document.getElementById("main");
 const banner = document.getElementById("banner");
-const state = { snapshot: null, types: null, page: null, stream: null, down: false };
+const state = { snapshot: null, types: null, page: null, stream: null, down: false, unavailable: "" };
+const FINAL = new Set(["COMPLETED", "FAILED", "DEAD_LETTERED", "CANCELLED"]);
 
 // ------------------------------------------------------------------ helpers
 
@@ -58,11 +59,16 @@ async function call(method, path, body) {
 const get = (path) => call("GET", path);
 const post = (path, body) => call("POST", path, body);
 
+function showBanner() {
+  const text = state.down ? "The API is unreachable — retrying by itself." : state.unavailable ? `A backend is unavailable: ${state.unavailable}` : "";
+  banner.hidden = !text;
+  banner.textContent = text;
+}
+
 function setDown(down) {
   if (state.down === down) return;
   state.down = down;
-  banner.hidden = !down;
-  banner.textContent = down ? "The API is unreachable — retrying by itself." : "";
+  showBanner();
 }
 
 function statusBadge(s) {
@@ -112,21 +118,32 @@ function notice(text, error = false) {
 function connect() {
   const es = new EventSource("/read/stream");
   state.stream = es;
+  let lost = null;
   es.addEventListener("snapshot", (e) => {
+    clearTimeout(lost);
     setDown(false);
+    state.unavailable = "";
+    showBanner();
+    const previous = state.snapshot;
     state.snapshot = JSON.parse(e.data);
-    if (state.page && state.page.onSnapshot) state.page.onSnapshot(state.snapshot);
+    if (state.page && state.page.onSnapshot) state.page.onSnapshot(state.snapshot, previous);
   });
   es.addEventListener("unavailable", (e) => {
-    banner.hidden = false;
-    banner.textContent = `A backend is unavailable: ${e.data}`;
+    state.unavailable = e.data;
+    showBanner();
   });
-  es.onopen = () => setDown(false);
+  es.onopen = () => { clearTimeout(lost); setDown(false); };
   es.onerror = () => {
-    // The browser reconnects by itself (retry: 2000); if it gave up, start again.
-    setDown(true);
+    // Each stream ends after 50 s and the browser reconnects by itself (retry: 2000): only a connection that
+    // stays down for a while is an outage worth a banner. If the browser gave up, start again.
+    clearTimeout(lost);
+    lost = setTimeout(() => { if (es.readyState !== EventSource.OPEN) setDown(true); }, 5000);
     if (es.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
   };
+}
+
+function countsChanged(snap, previous) {
+  return !previous || JSON.stringify(snap.stats) !== JSON.stringify(previous.stats);
 }
 
 // ------------------------------------------------------------------ overview
@@ -178,7 +195,11 @@ function overviewPage() {
       h("section", { class: "panel" }, h("h3", {}, "Queues"), queues)),
     h("section", { class: "panel", style: "margin-top:12px" }, h("h3", {}, "Newest jobs"), recent));
 
+  let shown = "";
   function render(snap) {
+    const key = JSON.stringify([snap.stats, snap.alerts, snap.queues, snap.series, snap.recent]);
+    if (key === shown) return; // nothing changed: leave the page (and the keyboard focus) alone
+    shown = key;
     const s = snap.stats;
     cards.replaceChildren(
       h("div", { class: "card", "data-stat": "total_jobs" }, h("div", { class: "n" }, s.total_jobs), h("div", { class: "l" }, "total")),
@@ -260,8 +281,8 @@ function jobsPage(params) {
     }
   }
   load();
-  // The first page follows the stream; a later page stays put while it is being read.
-  return { onSnapshot: cursor || find ? null : load };
+  // The first page follows the stream when the counts change; a later page stays put while it is being read.
+  return { onSnapshot: cursor || find ? null : (snap, previous) => { if (countsChanged(snap, previous)) load(); } };
 }
 
 // ------------------------------------------------------------------ job detail
@@ -291,8 +312,14 @@ function curlFor(job) {
 function jobPage(id) {
   const body = h("div", { id: "job" }, h("p", { class: "muted" }, "Loading…"));
   main.replaceChildren(h("h2", {}, "Job ", h("code", {}, id)), body);
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) {
+    body.replaceChildren(notice("That is not a job id.", true));
+    return { onSnapshot: null };
+  }
   let lastVersion = null;
   let message = null;
+  let final = false;
+  let seq = 0;
 
   async function cancel() {
     try {
@@ -306,13 +333,16 @@ function jobPage(id) {
   }
 
   async function load() {
+    const mine = ++seq;
     let job, events;
     try {
-      [job, events] = await Promise.all([get(`/read/jobs/${id}`), get(`/read/jobs/${id}/events`)]);
+      [job, events] = await Promise.all([get(`/read/jobs/${encodeURIComponent(id)}`), get(`/read/jobs/${encodeURIComponent(id)}/events`)]);
     } catch (e) {
-      body.replaceChildren(notice(e.status === 404 ? "No such job." : e.message, true));
+      if (mine === seq) body.replaceChildren(notice(e.status === 404 ? "No such job." : e.message, true));
       return;
     }
+    if (mine !== seq) return; // a newer answer is (or will be) on the page
+    final = FINAL.has(job.status) && events.length > 0 && events[events.length - 1].payload.version === job.version;
     const version = `${job.version}:${events.length}`;
     if (version === lastVersion) return;
     lastVersion = version;
@@ -346,7 +376,7 @@ function jobPage(id) {
         h("pre", { id: "curl" }, curl), h("div", { class: "row-actions" }, copy)));
   }
   load();
-  return { onSnapshot: load };
+  return { onSnapshot: () => { if (!final) load(); } }; // a final job no longer changes (a requeue reloads)
 }
 
 // ------------------------------------------------------------------ dead letters
@@ -370,7 +400,7 @@ function dlqPage() {
 
   async function load() {
     let page;
-    try { page = await get("/read/dlq?limit=100"); } catch (e) { list.replaceChildren(notice(e.message, true)); return; }
+    try { page = await get("/read/dlq?limit=50"); } catch (e) { list.replaceChildren(notice(e.message, true)); return; }
     const key = JSON.stringify(page.items.map((d) => d.id));
     if (key === shown) return; // nothing new: keep the page (and the reader's place) as it is
     shown = key;
@@ -389,7 +419,13 @@ function dlqPage() {
       })))));
   }
   load();
-  return { onSnapshot: load }; // new dead letters appear by themselves
+  let ticks = 0;
+  // New dead letters appear by themselves: read again when the count moves (and every 5 s, for letters of
+  // messages that never became jobs, which no count shows).
+  return { onSnapshot: (snap, previous) => {
+    ticks += 1;
+    if (!previous || snap.stats.dead_lettered !== previous.stats.dead_lettered || ticks % 5 === 0) load();
+  } };
 }
 
 // ------------------------------------------------------------------ submit
@@ -406,6 +442,7 @@ function inputFor(name, schema, required) {
   else if (t === "string") input = h("input", { id, name, type: "text", value: schema.default ?? "", maxlength: schema.maxLength ?? null, required });
   else input = h("textarea", { id, name, "data-json": "1", rows: 3 }, schema.default !== undefined ? JSON.stringify(schema.default) : "");
   input.dataset.kind = t || "json";
+  input.setAttribute("aria-describedby", `err-payload.${name}`);
   const help = [schema.description, schema.minimum !== undefined ? `min ${schema.minimum}` : null, schema.maximum !== undefined ? `max ${schema.maximum}` : null].filter(Boolean).join(" · ");
   return h("div", { class: "field", "data-field": `payload.${name}` },
     h("label", { for: id }, name, required ? " *" : ""), input, help ? h("div", { class: "help" }, help) : "",
@@ -446,6 +483,7 @@ function submitPage() {
   function clearErrors() {
     formErr.textContent = "";
     for (const el of main.querySelectorAll(".err")) el.textContent = "";
+    for (const el of main.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
   }
 
   function showErrors(err) {
@@ -453,9 +491,13 @@ function submitPage() {
     formErr.textContent = err.message;
     for (const d of details) {
       const loc = d.loc.filter((p) => p !== "body").join(".");
-      const target = document.getElementById(`err-${loc}`) || document.getElementById(`err-${loc.split(".").slice(0, 2).join(".")}`);
-      if (target) target.textContent = d.msg;
-      else formErr.textContent += ` (${loc}: ${d.msg})`;
+      let target = document.getElementById(`err-${loc}`) || document.getElementById(`err-${loc.split(".").slice(0, 2).join(".")}`);
+      if (target && target.closest("[hidden]")) target = document.getElementById("err-payload"); // raw JSON mode
+      if (target) {
+        target.textContent = target.textContent ? `${target.textContent}; ${loc}: ${d.msg}` : target.id === "err-payload" ? `${loc}: ${d.msg}` : d.msg;
+        const input = target.parentElement.querySelector("input, select, textarea");
+        if (input) input.setAttribute("aria-invalid", "true");
+      } else formErr.textContent += ` (${loc}: ${d.msg})`;
     }
   }
 
@@ -466,11 +508,15 @@ function submitPage() {
       try { payload = rawToggle.checked ? JSON.parse(raw.value || "{}") : readForm(fields); } catch (x) { formErr.textContent = `The payload is not valid JSON: ${x.message}`; return; }
       const body = { type: typeSelect.value, payload };
       if (attempts.value) body.max_attempts = Number(attempts.value);
+      const button = document.getElementById("submit");
+      button.disabled = true; // one click, one job
       try {
         const accepted = await post("/api/jobs", body);
         location.hash = `#/jobs/${accepted.job_id}`;
       } catch (x) {
         showErrors(x);
+      } finally {
+        button.disabled = false;
       }
     } },
     h("div", { class: "field" }, h("label", { for: "s-type" }, "Job type"), typeSelect),
@@ -517,6 +563,7 @@ async function links() {
   } catch { /* the banner says it */ }
 }
 
+document.querySelector(".skip").addEventListener("click", (e) => { e.preventDefault(); main.focus(); });
 window.addEventListener("hashchange", route);
 route();
 connect();

@@ -109,3 +109,23 @@ async def test_a_slow_reader_only_ever_holds_the_newest_snapshot_and_idle_stream
     assert "event: unavailable" in first
     assert await anext(s) == ": keep-alive\n\n"
     await s.aclose()
+    await quiet.close()
+
+
+@pytest.mark.asyncio
+async def test_a_stream_ends_cleanly_before_the_proxys_timeout_and_unsubscribes():
+    hub = Hub(lambda: snapshot(1), interval_s=0.05)
+    chunks = [chunk async for chunk in hub.subscribe(heartbeat_s=0.1, max_s=0.4)]
+    assert chunks[0] == "retry: 2000\n\n" and any("event: snapshot" in c for c in chunks)
+    assert hub.listeners == 0
+    await hub.close()
+
+
+@pytest.mark.asyncio
+async def test_closing_a_stream_at_its_first_chunk_still_unsubscribes():
+    hub = Hub(lambda: snapshot(1), interval_s=0.05)
+    s = hub.subscribe()
+    await anext(s)
+    await s.aclose()
+    assert hub.listeners == 0
+    await hub.close()
