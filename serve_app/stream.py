@@ -115,14 +115,13 @@ class Hub:
     async def _run(self) -> None:
         while self._subscribers:
             started = time.monotonic()
+            self._id += 1
             try:
                 snapshot = await run_in_threadpool(self._compute)
                 self.computations += 1
-                self._id += 1
                 message = event("snapshot", snapshot.model_dump_json(), self._id)
             except Exception as e:  # a backend down: say so on every page, and keep trying
                 log.warning("stream snapshot failed: %s", e)
-                self._id += 1
                 message = event("unavailable", str(e) or type(e).__name__, self._id)
             self._last = message
             for queue in list(self._subscribers):

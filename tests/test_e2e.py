@@ -59,20 +59,24 @@ def expected(job: dict[str, Any]) -> tuple[JobStatus, Any]:
             return JobStatus.COMPLETED, None  # noop's result; monte_carlo_pi's is checked against π below
 
 
-@pytest.fixture(scope="module")
-def submitted(api: httpx.Client) -> list[tuple[dict[str, Any], str]]:
-    jobs = workload()
-    singles, batch = jobs[:40], jobs[40:]
+def submit_workload(api: httpx.Client, jobs: list[dict[str, Any]], singles: int) -> list[tuple[dict[str, Any], str]]:
+    """The first `singles` jobs one request each, the rest in batches of 100; (job, job_id) in order."""
     out: list[tuple[dict[str, Any], str]] = []
-    for job in singles:
+    for job in jobs[:singles]:
         r = api.post("/api/jobs", json=job)
         assert r.status_code == 202, r.text
         out.append((job, r.json()["job_id"]))
-    for chunk in (batch[:100], batch[100:]):
+    for start in range(singles, len(jobs), 100):
+        chunk = jobs[start : start + 100]
         r = api.post("/api/jobs/batch", json={"jobs": chunk})
         assert r.status_code == 202, r.text
         out += [(job, a["job_id"]) for job, a in zip(chunk, r.json()["accepted"], strict=True)]
     return out
+
+
+@pytest.fixture(scope="module")
+def submitted(api: httpx.Client) -> list[tuple[dict[str, Any], str]]:
+    return submit_workload(api, workload(), singles=40)
 
 
 def test_every_job_reaches_its_final_state_with_the_right_result(api, submitted):

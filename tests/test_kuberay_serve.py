@@ -23,7 +23,7 @@ from observatory import backends
 from observatory.settings import Settings
 from tests.cluster import DASHBOARD, two_node_cluster
 from tests.helpers import FAST_RETRIES, assert_backends, final_jobs, stats_match_the_store, wait_for
-from tests.test_e2e import expected, workload
+from tests.test_e2e import expected, submit_workload, workload
 
 pytestmark = pytest.mark.e2e
 
@@ -56,17 +56,7 @@ def stack(settings: Settings) -> Iterator[tuple[httpx.Client, backends.Backends]
 
 def test_every_job_type_completes_and_the_stats_are_exact(stack):
     api, truth = stack
-    jobs = workload()
-    ids: list[tuple[dict[str, Any], str]] = []
-    for job in jobs[:20]:
-        r = api.post("/api/jobs", json=job)
-        assert r.status_code == 202, r.text
-        ids.append((job, r.json()["job_id"]))
-    rest = jobs[20:]
-    for chunk in (rest[:100], rest[100:]):
-        r = api.post("/api/jobs/batch", json={"jobs": chunk})
-        assert r.status_code == 202, r.text
-        ids += [(job, a["job_id"]) for job, a in zip(chunk, r.json()["accepted"], strict=True)]
+    ids = submit_workload(api, workload(), singles=20)
     assert {j["type"] for j, _ in ids} == {"hash", "primes", "sleep", "monte_carlo_pi", "noop"}
 
     final = wait_for(lambda: final_jobs(api, [i for _, i in ids]), "all jobs final")
