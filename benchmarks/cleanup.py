@@ -1,5 +1,6 @@
-"""Drop what a real-mode run left on the shared servers: its PostgreSQL schema, Mongo database, Redis keys,
-RabbitMQ queues and exchange (each named after the run's namespace), and Celery's queue and results."""
+"""Drop what a real-mode run (a benchmark's or a test session's) left on the shared servers: its PostgreSQL
+schema, Mongo database, Redis keys, RabbitMQ queues and exchange (each named after the run's namespace), and
+Celery's queue and results."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pymongo
 import redis
 from psycopg import sql
 
-from observatory.topology import QUEUES  # the delay queues of retries are not listed: no-op jobs never retry
+from observatory.adapters.rabbitmq import RabbitBus
 
 
 def _redis_delete(client: redis.Redis, keys: Iterable[str | bytes]) -> None:
@@ -57,7 +58,7 @@ def drop_namespace(namespace: str) -> list[str]:
             "PostgreSQL": lambda: _drop_schema(env["POSTGRES_DSN"], namespace),
             "MongoDB": lambda: _drop_database(env["MONGO_URL"], namespace),
             "Redis": lambda: _drop_keys(env["REDIS_URL"], f"{namespace}:*"),
-            "RabbitMQ": lambda: _rabbitmq(env["AMQP_URL"], [f"{namespace}.{q}" for q in QUEUES], [namespace]),
+            "RabbitMQ": lambda: _drop_bus(env["AMQP_URL"], namespace),
         }
     )
 
@@ -70,6 +71,14 @@ def drop_celery(amqp_url: str, redis_url: str, queue: str, task_ids: Iterable[st
             "Celery's results": lambda: _redis_delete(redis.Redis.from_url(redis_url), keys),
         }
     )
+
+
+def _drop_bus(url: str, namespace: str) -> None:
+    bus = RabbitBus(url, namespace)
+    try:
+        bus.drop()
+    finally:
+        bus.close()
 
 
 def _drop_schema(dsn: str, namespace: str) -> None:

@@ -16,10 +16,11 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # Loopback-only test clusters: no token auth, so the Ray CLIs and drivers need no shared token file.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+from benchmarks import cleanup
 from observatory import backends
 from observatory.settings import Settings
 from tests.cluster import serve_cluster
-from tests.helpers import CONNECTIONS, FAST_RETRIES, assert_backends
+from tests.helpers import CONNECTIONS, FAST_RETRIES, SCRATCH_NAMESPACES, assert_backends, scratch
 
 SERVERS = ("AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL")
 
@@ -31,14 +32,19 @@ def namespace() -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(namespace: str) -> Settings:
+def settings(namespace: str) -> Iterator[Settings]:
+    """The real servers' settings. When the session ends, what every namespace it used left on the servers is
+    dropped: a broker that collects durable queues run after run needs a file handle per queue to start."""
     missing = [v for v in SERVERS if not os.environ.get(v)]
     if missing:
         pytest.fail(
             f"{', '.join(missing)} not set: run `scripts/services.sh up` and "
             '`eval "$(scripts/services.sh env)"`, or use the README\'s test command'
         )
-    return Settings(OBSERVATORY_NAMESPACE=namespace)
+    s = Settings(OBSERVATORY_NAMESPACE=scratch(namespace))
+    yield s
+    failed = [problem for ns in sorted(SCRATCH_NAMESPACES) for problem in cleanup.drop_namespace(ns)]
+    assert not failed, failed
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +71,7 @@ def mode(request, settings, tmp_path_factory) -> tuple[str, Settings]:
     ns = f"{settings.namespace}_{request.module.__name__.rsplit('_', 1)[-1][:8]}"
     data_dir = tmp_path_factory.mktemp(request.param)
     if request.param == "real":
-        return "real", Settings(OBSERVATORY_NAMESPACE=ns, OBSERVATORY_DATA_DIR=data_dir)
+        return "real", Settings(OBSERVATORY_NAMESPACE=scratch(ns), OBSERVATORY_DATA_DIR=data_dir)
     return "embedded", Settings(OBSERVATORY_NAMESPACE=ns, OBSERVATORY_DATA_DIR=data_dir, **dict.fromkeys(CONNECTIONS))
 
 

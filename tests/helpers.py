@@ -14,7 +14,15 @@ from observatory.backends import Backends
 SETTLE_TIMEOUT_S = 240
 CONNECTIONS = ("AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL")
 FAST_RETRIES = {"OBSERVATORY_RETRY_BASE_S": "0.5", "OBSERVATORY_RETRY_MAX_S": "5"}
+# Namespaces this test session used on the shared servers; their queues are deleted when it ends.
+SCRATCH_NAMESPACES: set[str] = set()
 REAL_BACKENDS = {"bus": "rabbitmq", "jobs": "postgresql", "events": "mongodb", "counters": "redis"}
+
+
+def scratch(namespace: str) -> str:
+    """Note a namespace the tests use on the real broker, for the clean-up at the end of the session."""
+    SCRATCH_NAMESPACES.add(namespace)
+    return namespace
 
 
 def wait_for(predicate: Any, what: str, timeout_s: float = SETTLE_TIMEOUT_S) -> Any:

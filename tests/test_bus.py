@@ -16,7 +16,7 @@ from observatory.adapters.rabbitmq import DELAY_BUCKET_FACTOR
 from observatory.adapters.sqlite_bus import SQLiteBus
 from observatory.ports import Bus, Delivery
 from tests.crash_consumer import make_bus
-from tests.helpers import wait_for
+from tests.helpers import scratch, wait_for
 from tests.test_event_store import lifecycle
 
 LEASE_S = 1.0  # the embedded bus redelivers a dead consumer's messages after this
@@ -28,7 +28,8 @@ WAIT_S = 10.0  # for a condition that holds within milliseconds when all is well
 @pytest.fixture(params=["rabbitmq", "sqlite"])
 def bus_where(request, settings, tmp_path) -> tuple[str, str]:
     if request.param == "rabbitmq":
-        return "rabbitmq", f"{settings.amqp_url} {settings.namespace}_{uuid.uuid4().hex[:6]}"  # fresh queues
+        fresh = scratch(f"{settings.namespace}_{uuid.uuid4().hex[:6]}")  # fresh queues
+        return "rabbitmq", f"{settings.amqp_url} {fresh}"
     return "sqlite", str(tmp_path / "bus.sqlite3")
 
 

@@ -12,6 +12,7 @@ from observatory.adapters.redis import RedisCounters
 from observatory.adapters.sqlite_counters import SQLiteCounters
 from observatory.events import job_events, producer
 from observatory.ports import Counters
+from tests.helpers import scratch
 from tests.test_event_store import T0, lifecycle
 
 S = JobStatus
@@ -32,7 +33,7 @@ VERSION_STEP = {
 def counters(request, settings, tmp_path) -> Counters:
     # A namespace (or file) of its own per test: counters are global to a namespace.
     if request.param == "redis":
-        c = RedisCounters(settings.redis_url, f"{settings.namespace}_{uuid.uuid4().hex[:6]}")
+        c = RedisCounters(settings.redis_url, scratch(f"{settings.namespace}_{uuid.uuid4().hex[:6]}"))
     else:
         c = SQLiteCounters(tmp_path / "counters.sqlite3")
     c.setup()

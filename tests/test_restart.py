@@ -9,7 +9,7 @@ from contracts import JobStatus, Stats
 from observatory import backends
 from observatory.settings import Settings
 from tests.cluster import serve_cluster
-from tests.helpers import CONNECTIONS, assert_backends, settled, wait_for
+from tests.helpers import CONNECTIONS, assert_backends, scratch, settled, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -18,7 +18,7 @@ JOBS = 40
 
 @pytest.mark.parametrize("mode", ["real", "embedded"])
 def test_restart_mid_run_finishes_every_job_and_counts_it_once(mode, settings, tmp_path):
-    ns = f"{settings.namespace}_restart"
+    ns = scratch(f"{settings.namespace}_restart")
     s = Settings(OBSERVATORY_NAMESPACE=ns, OBSERVATORY_DATA_DIR=tmp_path)
     if mode == "embedded":
         s = Settings(OBSERVATORY_NAMESPACE=ns, OBSERVATORY_DATA_DIR=tmp_path, **dict.fromkeys(CONNECTIONS))

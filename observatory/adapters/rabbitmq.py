@@ -28,6 +28,8 @@ POLL_S = 0.5  # how long a consume loop waits for traffic before it looks at its
 # queue. A queue only expires its head, so each bucket holds delays within this factor of each other:
 # a message waits at most that much longer than asked.
 DELAY_BUCKET_FACTOR = 1.25
+# Per-message TTLs are 32-bit milliseconds, so no delay bucket is numbered past log_1.25(2**32) ~ 99.4.
+DELAY_BUCKETS = int(math.log(2**32, DELAY_BUCKET_FACTOR)) + 1
 
 
 class _PikaDelivery:
@@ -205,6 +207,19 @@ class RabbitBus:
 
     def ping(self) -> None:
         self._guard(lambda ch: ch.connection.process_data_events(time_limit=0))
+
+    def drop(self) -> None:
+        """Delete the namespace's exchange and every queue it may have declared, messages included: for
+        throwaway namespaces (the tests'), so a shared broker does not collect durable queues forever."""
+        names = [self.queue_name(q) for q in QUEUES] + [self.queue_name(f"delay.{i}") for i in range(DELAY_BUCKETS)]
+
+        def delete(ch: BlockingChannel) -> None:
+            for name in names:  # deleting a queue that does not exist is a no-op in AMQP 0-9-1
+                ch.queue_delete(name)
+            ch.exchange_delete(self._exchange)
+
+        self._guard(delete)
+        self._delay_queues.clear()
 
     def close(self) -> None:
         self._drop()
