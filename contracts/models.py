@@ -7,11 +7,16 @@ from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-CONTRACT_VERSION = "1.1"  # 1.1 added the retry, dead-letter, cancel and requeue events
+# The event contract's version, MAJOR.MINOR. 1.1 added the retry, dead-letter, cancel and requeue events;
+# 1.2 lets a reader take any 1.x event (see EventEnvelope._tolerant).
+CONTRACT_VERSION = "1.2"
+CONTRACT_MAJOR, CONTRACT_MINOR = (int(part) for part in CONTRACT_VERSION.split("."))
 
 IdempotencyKey = str
+# No NUL characters in stored text: PostgreSQL's text and jsonb cannot hold them, so every mode refuses them.
+NO_NUL = r"^[^\x00]*$"
 
 
 class JobStatus(StrEnum):
@@ -50,19 +55,43 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class JobSubmission(_Strict):
+def json_numbers(value: Any) -> Any:
+    """Numbers as JSON Schema counts them: 7.0 is the integer 7 (strict validation alone would refuse it)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_numbers(v) for v in value]
+    return value
+
+
+class _Input(BaseModel):
+    """A request body: unknown fields refused, and no coercion between JSON types ("3" is not 3)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v if k == "payload" else json_numbers(v) for k, v in data.items()}
+        return data
+
+
+class JobSubmission(_Input):
     """What a client sends to `POST /api/jobs`; the payload is checked against the type's own model."""
 
     type: str = Field(min_length=1, max_length=64, description="A registered job type, see GET /api/job-types.")
     payload: dict[str, Any] = Field(default_factory=dict)
-    idempotency_key: IdempotencyKey | None = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: IdempotencyKey | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts before the job is dead-lettered.")
     timeout_s: float | None = Field(
         default=None, gt=0, le=3600, description="Per-attempt time limit; default: the job type's."
     )
 
 
-class BatchSubmission(_Strict):
+class BatchSubmission(_Input):
     jobs: list[JobSubmission] = Field(min_length=1, max_length=1000)
 
 
@@ -129,7 +158,11 @@ class JobEventPayload(_Strict):
 class EventEnvelope(_Strict):
     """Every message on the bus and every document in the event store."""
 
-    contract_version: Literal["1.0", "1.1"] = CONTRACT_VERSION
+    contract_version: str = Field(
+        default=CONTRACT_VERSION,
+        description="MAJOR.MINOR of the event contract. A reader takes every event of its major version: from a "
+        "newer minor it reads the fields it knows and ignores the rest; another major is dead-lettered.",
+    )
     event_type: EventType
     event_id: UUID
     occurred_at: datetime
@@ -137,6 +170,31 @@ class EventEnvelope(_Strict):
     correlation_id: str
     idempotency_key: IdempotencyKey | None = None
     payload: JobEventPayload
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tolerant(cls, data: Any) -> Any:
+        """Tolerant reader: an event of a newer minor version loses the fields this code does not know (it
+        may add fields, never change or remove one); an unknown major version is refused with the reason."""
+        if not isinstance(data, dict) or "contract_version" not in data:
+            return data
+        version = data["contract_version"]
+        parts = version.split(".") if isinstance(version, str) else []
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"contract_version {version!r} is not MAJOR.MINOR")
+        major, minor = int(parts[0]), int(parts[1])
+        if major != CONTRACT_MAJOR:
+            raise ValueError(
+                f"contract version {version} has an unknown major version: this reader understands "
+                f"{CONTRACT_MAJOR}.x up to {CONTRACT_VERSION}; upgrade the consumers before the producers"
+            )
+        if minor <= CONTRACT_MINOR:
+            return data  # a version this code knows: every field must be one it knows
+        known = {k: v for k, v in data.items() if k in cls.model_fields}
+        for name, model in (("payload", JobEventPayload), ("producer", Producer)):
+            if isinstance(known.get(name), dict):
+                known[name] = {k: v for k, v in known[name].items() if k in model.model_fields}
+        return known
 
     @field_validator("occurred_at")
     @classmethod
@@ -240,6 +298,14 @@ class AlertmanagerAlert(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
     startsAt: datetime  # noqa: N815 - Alertmanager's field name
     fingerprint: str = Field(min_length=1, max_length=64)
+
+    @field_validator("startsAt", mode="before")
+    @classmethod
+    def _timestamp_text(cls, v: Any) -> Any:
+        """A date-time string as the schema says (or a datetime from Python): no numbers read as epoch seconds."""
+        if not isinstance(v, str | datetime):
+            raise ValueError("startsAt must be an RFC 3339 date-time string")
+        return v
 
     def to_alert(self) -> Alert:
         name = self.labels.get("alertname", "unnamed")

@@ -13,8 +13,8 @@ FIXTURE_DIR = Path(__file__).parent / "fixtures"
 
 # name -> (model, version). Bump the version on any incompatible change and re-export.
 REGISTRY: dict[str, tuple[type[BaseModel], str]] = {
-    "job_submission": (models.JobSubmission, "1.1"),
-    "batch_submission": (models.BatchSubmission, "1.1"),
+    "job_submission": (models.JobSubmission, "2.0"),
+    "batch_submission": (models.BatchSubmission, "2.0"),
     "job_accepted": (models.JobAccepted, "1.0"),
     "job": (models.Job, "1.1"),
     "dead_letter": (models.DeadLetter, "1.0"),

@@ -29,5 +29,6 @@ rm -f "$k8s_log"
 eval "$(scripts/services.sh env)"
 .venv/bin/ruff check .
 .venv/bin/python -m contracts.export --check
+.venv/bin/python -m contracts.compat
 .venv/bin/python -m kuberay.render --check
 .venv/bin/python -m pytest "$@"

@@ -22,6 +22,7 @@ from observatory.ports import NewJob
 from observatory.settings import get_settings
 from observatory.submission import SubmissionService
 from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
+from serve_app.openapi import typed_submissions
 
 # Submissions run on a small dedicated pool: it bounds the pika connections (one per thread) and
 # keeps blocking store and broker calls off the event loop.
@@ -36,6 +37,7 @@ api = FastAPI(
     responses=ERROR_RESPONSES,
 )
 install_error_handlers(api, "gateway")
+typed_submissions(api, default_registry())
 
 JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
 CorrelationId = Annotated[
@@ -47,6 +49,11 @@ CorrelationId = Annotated[
         description="Tracing id; echoed back, and generated when absent.",
     ),
 ]
+
+# OpenAPI links: what a client (or a stateful fuzzer) can do next with the job_id of an accepted job.
+JOB_LINKS = {
+    op: {"operationId": op, "parameters": {"job_id": "$response.body#/job_id"}} for op in ("cancel_job", "requeue_job")
+}
 
 
 @serve.deployment(name="Gateway")
@@ -83,7 +90,10 @@ class Gateway:
         "/jobs",
         status_code=202,
         response_model=JobAccepted,
-        responses={200: {"model": JobAccepted, "description": "Repeated idempotency key"}},
+        responses={
+            200: {"model": JobAccepted, "description": "Repeated idempotency key", "links": JOB_LINKS},
+            202: {"description": "Accepted", "links": JOB_LINKS},
+        },
     )
     async def submit(
         self, submission: JobSubmission, response: Response, correlation_id: CorrelationId = None
@@ -106,12 +116,22 @@ class Gateway:
         response.headers["X-Correlation-Id"] = accepted[0].body.correlation_id
         return BatchAccepted(accepted=[a.body for a in accepted])
 
-    @api.post("/jobs/{job_id}/cancel", response_model=Job, responses={409: {"model": ErrorResponse}})
+    @api.post(
+        "/jobs/{job_id}/cancel",
+        operation_id="cancel_job",
+        response_model=Job,
+        responses={409: {"model": ErrorResponse}},
+    )
     async def cancel(self, job_id: JobId) -> Job:
         """Cancel a PENDING, RETRYING or RUNNING job (a running handler is stopped); 409 when already final."""
         return await self._call(self._service.cancel, job_id)
 
-    @api.post("/dlq/{job_id}/requeue", response_model=Job, responses={409: {"model": ErrorResponse}})
+    @api.post(
+        "/dlq/{job_id}/requeue",
+        operation_id="requeue_job",
+        response_model=Job,
+        responses={409: {"model": ErrorResponse}},
+    )
     async def requeue(self, job_id: JobId) -> Job:
         """Run a dead-lettered job again with a fresh set of attempts; 409 when it is not dead-lettered."""
         return await self._call(self._service.requeue, job_id)

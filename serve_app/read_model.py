@@ -28,9 +28,11 @@ from contracts import (
     Stats,
     StreamSnapshot,
 )
+from contracts.models import NO_NUL
 from observatory import __version__, backends, logs
 from observatory.alerting import Watch
 from observatory.errors import BackendUnavailable, CacheUnavailable, JobNotFound
+from observatory.paging import CURSOR_DESCRIPTION, CURSOR_PATTERN
 from observatory.settings import get_settings
 from observatory.topology import QUEUES
 from serve_app import stream as live
@@ -59,7 +61,9 @@ api = FastAPI(
 )
 install_error_handlers(api, "read")
 
+FIND_KEY = "job id, correlation id or idempotency key"
 JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
+Cursor = Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_DESCRIPTION)]
 
 
 @serve.deployment(name="ReadModel")
@@ -129,7 +133,10 @@ class ReadModel:
     async def find(
         self,
         key: Annotated[
-            str, Query(min_length=1, max_length=256, description="job id, correlation id or idempotency key")
+            str,
+            Query(
+                min_length=1, max_length=256, pattern=NO_NUL, description="job id, correlation id or idempotency key"
+            ),
         ],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> list[Job]:
@@ -144,9 +151,9 @@ class ReadModel:
     async def jobs(
         self,
         status: JobStatus | None = None,
-        type: Annotated[str | None, Query(max_length=64)] = None,  # noqa: A002 - the API's name
+        type: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,  # noqa: A002 - the API's name
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        cursor: Cursor = None,
     ) -> JobPage:
         return await run_in_threadpool(self._b.jobs.list, status, type, limit, cursor)
 
@@ -169,7 +176,7 @@ class ReadModel:
     async def dlq(
         self,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        cursor: Cursor = None,
     ) -> DeadLetterPage:
         """Dead letters, newest first: jobs out of attempts, and messages that could not be processed."""
         return await run_in_threadpool(self._b.jobs.dead_letters, limit, cursor)

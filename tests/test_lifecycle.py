@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -15,7 +16,9 @@ import httpx
 import pika
 import pytest
 
-from contracts import JobStatus
+from contracts import Job, JobStatus
+from observatory.events import producer, work_message
+from observatory.ports import NewJob
 from tests.cluster import ROOT
 from tests.helpers import actor_pids, alive, final_jobs, handler_pids, stats_match_the_store, wait_for
 
@@ -136,6 +139,51 @@ def test_poison_message_on_the_jobs_queue_goes_to_the_dlq(api, mode):
 
     found = wait_for(entry, "the poison message in the DLQ", 60)
     assert found["job_id"] is None and found["reason"].startswith("unreadable message")
+
+
+def _publish_raw(mode: tuple[str, Any], body: bytes) -> None:
+    """Put a message on the bus as another producer would: bytes, with job.created's routing."""
+    name, s = mode
+    if name == "real":
+        conn = pika.BlockingConnection(pika.URLParameters(s.amqp_url))
+        conn.channel().basic_publish(s.namespace, "job.created", body)
+        conn.close()
+    else:
+        with sqlite3.connect(s.embedded_dir / "bus.sqlite3") as db:
+            for queue in ("jobs", "events"):
+                db.execute("INSERT INTO messages (queue, body, available_us) VALUES (?, ?, 0)", (queue, body))
+
+
+def _from_a_newer_producer(job: Job, contract_version: str) -> bytes:
+    """The job's job.created message as a producer of `contract_version` writes it, with a field added to
+    the envelope and one to the payload."""
+    message = json.loads(work_message(job, producer("future-gateway")).model_dump_json())
+    message |= {"contract_version": contract_version, "trace_flags": "01"}
+    message["payload"]["priority"] = 5
+    return json.dumps(message).encode()
+
+
+def test_a_newer_minor_version_is_processed_and_another_major_is_dead_lettered(api, mode, truth):
+    # A stored job (marked published: only the message built here carries its work), sent as contract 1.9.
+    new = NewJob(uuid.uuid4(), "hash", {"data": "from 1.9", "rounds": 1}, "cv-1.9")
+    (created,) = truth.jobs.create([new])
+    truth.jobs.mark_published([new.id])
+    newer = str(new.id)
+    # A 2.0 message: its job is not even stored, as nothing of it may be trusted.
+    other = created.job.model_copy(update={"id": uuid.uuid4()})
+    other_body = _from_a_newer_producer(other, "2.0")
+    _publish_raw(mode, _from_a_newer_producer(created.job, "1.9"))
+    _publish_raw(mode, other_body)
+
+    done = wait_for(lambda: final_jobs(api, [newer]), "the job of the 1.9 message final", 60)
+    assert done[newer]["status"] == "COMPLETED" and done[newer]["result"]["rounds"] == 1
+    assert event_types(api, newer, "job.completed") == ["job.created", "job.started", "job.completed"]
+
+    def entry() -> dict[str, Any] | None:
+        return next((d for d in api.get("/read/dlq").json()["items"] if d["message"] == other_body.decode()), None)
+
+    found = wait_for(entry, "the 2.0 message in the DLQ", 60)
+    assert found["job_id"] is None and "unknown major version" in found["reason"], found
 
 
 def test_hostile_input_gets_json_errors(api):

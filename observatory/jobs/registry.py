@@ -8,6 +8,7 @@ point at a module (imported for its `@job_type` side effect) or at a `JobType` o
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from contracts.models import json_numbers
 from observatory.errors import InvalidSubmission
 
 ENTRY_POINT_GROUP = "observatory.job_types"
@@ -41,6 +43,20 @@ class JobType:
 
 
 _DECLARED: dict[str, JobType] = {}
+
+
+def _nul_at(value: Any, path: tuple[str | int, ...] = ()) -> list[str | int] | None:
+    """Where the first NUL character is (in a key or a string), or None: no store can keep one."""
+    if isinstance(value, str):
+        return list(path) if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return [*path, key]
+        found = _nul_at(item, (*path, key))
+        if found is not None:
+            return found
+    return None
 
 
 def job_type(
@@ -84,10 +100,20 @@ class Registry:
                 [([*loc, "type"], f"unknown job type {name!r}; known types: {known}")],
             )
         try:
-            return jt.payload_model.model_validate(payload).model_dump(mode="json")
+            # Strict, as JSON: what the published schema says is an integer must arrive as one (no "5" -> 5),
+            # while JSON's own encodings (date-time and uuid strings) still parse.
+            raw = json.dumps(json_numbers(payload))
+            valid = jt.payload_model.model_validate_json(raw, strict=True).model_dump(mode="json")
         except ValidationError as e:
             details = [([*loc, "payload", *err["loc"]], err["msg"]) for err in e.errors()]
             raise InvalidSubmission(f"invalid payload for job type {name!r}", details) from None
+        nul = _nul_at(valid)  # in what is kept: fields the model ignores are dropped, NULs and all
+        if nul is not None:
+            where = [*loc, "payload", *nul]
+            raise InvalidSubmission(
+                f"invalid payload for job type {name!r}", [(where, "NUL characters are not allowed")]
+            )
+        return valid
 
     def run(self, name: str, payload: dict[str, Any]) -> Any:
         jt = self._types.get(name)

@@ -4,11 +4,12 @@ import hashlib
 
 from pydantic import BaseModel, Field
 
+from contracts.models import NO_NUL
 from observatory.jobs.registry import job_type
 
 
 class HashPayload(BaseModel):
-    data: str = Field(max_length=65536)
+    data: str = Field(max_length=65536, pattern=NO_NUL)
     rounds: int = Field(default=1, ge=1, le=1_000_000)
 
 

@@ -9,14 +9,17 @@ from observatory.jobs.registry import job_type
 
 class MonteCarloPiPayload(BaseModel):
     samples: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
-    shards: int = Field(default=4, ge=1, le=64)
+    shards: int = Field(
+        default=4, ge=1, le=64, description="Ray tasks to spread the samples over; never more than `samples`."
+    )
     # numpy's generators take only non-negative seeds; shard i uses seed + i, so leave room below 2^63.
     seed: int | None = Field(default=None, ge=0, le=2**62, description="Fix for a reproducible estimate.")
 
     @model_validator(mode="after")
     def _enough_samples(self) -> MonteCarloPiPayload:
-        if self.shards > self.samples:
-            raise ValueError("shards must not exceed samples")
+        """More shards than samples would leave shards empty: use one per sample instead. Accepting this
+        (rather than a 422) keeps every payload that the published JSON Schema allows a valid one."""
+        self.shards = min(self.shards, self.samples)
         return self
 
 
