@@ -22,6 +22,7 @@ def credentials(token: int = 24) -> dict[str, str]:
         "POSTGRES_DSN": f"postgresql://{USER}:{pw['POSTGRES']}@postgres:5432/observatory",
         "MONGO_URL": f"mongodb://{USER}:{pw['MONGO']}@mongodb:27017/?authSource=admin",
         "REDIS_URL": f"redis://:{pw['REDIS']}@redis:6379/0",
+        "WEBHOOK_SECRET": secrets.token_urlsafe(token),
     }
 
 

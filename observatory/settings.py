@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     ray_dashboard_url: str = Field(default="http://127.0.0.1:8265", validation_alias="OBSERVATORY_RAY_DASHBOARD_URL")
     rabbitmq_management_url: str = Field(
         default="http://127.0.0.1:15672", validation_alias="OBSERVATORY_RABBITMQ_MANAGEMENT_URL"
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        validation_alias="OBSERVATORY_WEBHOOK_SECRET",
+        description="Bearer token Alertmanager sends to POST /read/alerts/webhook; unset: the webhook refuses all.",
     )
     retry_base_s: float = Field(
         default=1.0,

@@ -200,12 +200,23 @@ stop_daemon() {  # stop_daemon NAME
   fi
   rm -f "$f"
 }
+# The shared secret Alertmanager sends to the read model's webhook (OBSERVATORY_WEBHOOK_SECRET): made once,
+# kept in the state folder, next to the copy of alertmanager.yml whose credentials_file names it.
+webhook_secret() {
+  local f="$STATE_DIR/webhook-secret"
+  if [ ! -s "$f" ]; then
+    (umask 077; head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 40 >"$f")
+  fi
+  cat "$f"
+}
 observability_up() {
   command -v prometheus >/dev/null || apt_install prometheus
   command -v prometheus-alertmanager >/dev/null || apt_install prometheus-alertmanager
   mkdir -p "$STATE_DIR/prometheus-data" "$STATE_DIR/alertmanager-data"
+  webhook_secret >/dev/null
+  cp "$ROOT_DIR/observability/alertmanager.yml" "$STATE_DIR/alertmanager.yml"
   start_daemon alertmanager "$AM_PORT" prometheus-alertmanager \
-    --config.file="$ROOT_DIR/observability/alertmanager.yml" --web.listen-address="127.0.0.1:$AM_PORT" \
+    --config.file="$STATE_DIR/alertmanager.yml" --web.listen-address="127.0.0.1:$AM_PORT" \
     --cluster.listen-address= --storage.path="$STATE_DIR/alertmanager-data"
   start_daemon prometheus "$PROM_PORT" prometheus \
     --config.file="$ROOT_DIR/observability/prometheus.yml" --web.listen-address="127.0.0.1:$PROM_PORT" \
@@ -221,6 +232,7 @@ print_env() {
   echo "export REDIS_URL='redis://127.0.0.1:$REDIS_PORT/0'"
   echo "export OBSERVATORY_PROMETHEUS_URL='http://127.0.0.1:$PROM_PORT'"
   echo "export OBSERVATORY_ALERTMANAGER_URL='http://127.0.0.1:$AM_PORT'"
+  echo "export OBSERVATORY_WEBHOOK_SECRET='$(webhook_secret)'"
 }
 
 status() {

@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: FastAPI must see real types on the Serve ingress methods.
 
 import contextlib
+import hmac
 import logging
 import threading
 import time
@@ -10,15 +11,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import FastAPI, Path, Query
+from fastapi import Depends, FastAPI, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ray import serve
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts import (
     AlertList,
     AlertmanagerWebhook,
     DeadLetterPage,
+    ErrorResponse,
     EventEnvelope,
     Job,
     JobPage,
@@ -64,6 +68,23 @@ install_error_handlers(api, "read")
 FIND_KEY = "job id, correlation id or idempotency key"
 JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
 Cursor = Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_DESCRIPTION)]
+
+
+WEBHOOK_AUTH = HTTPBearer(auto_error=False, description="The shared secret OBSERVATORY_WEBHOOK_SECRET.")
+
+
+def webhook_secret(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(WEBHOOK_AUTH)]) -> None:
+    """401 unless the request carries the webhook's shared secret (compared in constant time)."""
+    expected = get_settings().webhook_secret
+    if expected is None:
+        reason = "the alert webhook is off: set OBSERVATORY_WEBHOOK_SECRET here and in Alertmanager's http_config"
+    elif credentials is None:
+        reason = "missing Authorization: Bearer <the webhook secret>"
+    elif hmac.compare_digest(credentials.credentials.encode(), expected.get_secret_value().encode()):
+        return
+    else:
+        reason = "wrong webhook secret"
+    raise StarletteHTTPException(401, reason, headers={"WWW-Authenticate": 'Bearer realm="alerts-webhook"'})
 
 
 @serve.deployment(name="ReadModel")
@@ -202,9 +223,15 @@ class ReadModel:
         (source `read-model`), critical first."""
         return await run_in_threadpool(self._alerts)
 
-    @api.post("/alerts/webhook")
-    async def alerts_webhook(self, hook: AlertmanagerWebhook) -> dict[str, int]:
-        """Alertmanager's webhook receiver (see observability/alertmanager.yml)."""
+    @api.post(
+        "/alerts/webhook",
+        responses={401: {"model": ErrorResponse, "description": "Missing or wrong webhook secret"}},
+    )
+    async def alerts_webhook(
+        self, hook: AlertmanagerWebhook, _: Annotated[None, Depends(webhook_secret)]
+    ) -> dict[str, int]:
+        """Alertmanager's webhook receiver (see observability/alertmanager.yml): only requests carrying the
+        shared secret `OBSERVATORY_WEBHOOK_SECRET` as `Authorization: Bearer …` are taken."""
         firing = {a.fingerprint: a.to_alert() for a in hook.alerts if a.status == "firing"}
         resolved = [a.fingerprint for a in hook.alerts if a.status == "resolved"]
         await run_in_threadpool(self._b.counters.set_alerts, firing, resolved)

@@ -4,6 +4,7 @@ Prometheus and Alertmanager that `scripts/services.sh up --observability` starts
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -148,13 +149,21 @@ def test_alertmanager_webhook_adds_and_resolves_alerts(api):
         "fingerprint": "abc123",
     }
 
-    fired = api.post("/read/alerts/webhook", json={"status": "firing", "alerts": [{**alert, "status": "firing"}]})
+    hook = {"Authorization": f"Bearer {os.environ['OBSERVATORY_WEBHOOK_SECRET']}"}  # what Alertmanager sends
+    firing = {"status": "firing", "alerts": [{**alert, "status": "firing"}]}
+
+    fired = api.post("/read/alerts/webhook", json=firing, headers=hook)
     listed = api.get("/read/alerts").json()["alerts"]
     resolved = api.post(
-        "/read/alerts/webhook", json={"status": "resolved", "alerts": [{**alert, "status": "resolved"}]}
+        "/read/alerts/webhook", json={"status": "resolved", "alerts": [{**alert, "status": "resolved"}]}, headers=hook
     )
     after = api.get("/read/alerts").json()["alerts"]
-    bad = api.post("/read/alerts/webhook", json={"status": "maybe", "alerts": []})
+    bad = api.post("/read/alerts/webhook", json={"status": "maybe", "alerts": []}, headers=hook)
+    planted = [
+        api.post("/read/alerts/webhook", json=firing, headers=headers)
+        for headers in ({}, {"Authorization": "Bearer not-the-secret"}, {"Authorization": hook["Authorization"][:-1]})
+    ]
+    after_planting = api.get("/read/alerts").json()["alerts"]
 
     assert fired.status_code == resolved.status_code == 200
     assert {"name": "TestAlert", "severity": "critical", "summary": "drill", "source": "alertmanager"}.items() <= [
@@ -162,3 +171,7 @@ def test_alertmanager_webhook_adds_and_resolves_alerts(api):
     ][0].items()
     assert not [a for a in after if a["name"] == "TestAlert"]
     assert bad.status_code == 422 and bad.json()["error"]["details"][0]["loc"] == ["body", "status"]
+    for refused in planted:  # without the shared secret nobody plants an alert on the operators' screens
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized", refused.text
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert not [a for a in after_planting if a["name"] == "TestAlert"]
