@@ -22,7 +22,13 @@ class AggregatorActor:
         logs.configure(settings.log_level)
         self._name = name
         self._backends = backends.build(settings, pool_size=2)
-        self._aggregator = EventAggregator(self._backends.events, self._backends.counters, metrics().event)
+        jobs = self._backends.jobs
+        self._aggregator = EventAggregator(
+            self._backends.events,
+            self._backends.counters,
+            metrics().event,
+            lambda reason, message: jobs.dead_letter(None, None, reason, message),
+        )
         # One batch thread: events are folded in the order they arrive (the counters converge either way).
         self._batches = MicroBatcher(self._aggregator.handle_batch, prefetch, 1, name)
         self._loop = ConsumerLoop(self._backends.bus, "events", self._batches.put, 2 * prefetch, name)

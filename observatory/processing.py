@@ -18,6 +18,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from contracts import EventEnvelope, Job, JobStatus, Producer
+from observatory import unreadable
 from observatory.errors import JobFailed
 from observatory.events import publish_job_events, work_message
 from observatory.jobs import Registry
@@ -144,10 +145,7 @@ class JobProcessor:
             return EventEnvelope.model_validate_json(delivery.body).payload.job_id
         except ValidationError as e:
             # Requeueing a message that can never be read would loop forever: dead-letter it with the reason.
-            reason = "unreadable message: " + "; ".join(
-                f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors(include_url=False)[:5]
-            )
-            self._jobs.dead_letter(None, None, reason, delivery.body.decode("utf-8", "replace"))
+            self._jobs.dead_letter(None, None, unreadable.reason(e), delivery.body.decode("utf-8", "replace"))
             delivery.reject(requeue=False)
             return None
 

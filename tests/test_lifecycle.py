@@ -19,6 +19,7 @@ import pytest
 from contracts import Job, JobStatus
 from observatory.events import producer, work_message
 from observatory.ports import NewJob
+from observatory.topology import routes
 from tests.cluster import ROOT
 from tests.helpers import actor_pids, alive, final_jobs, handler_pids, stats_match_the_store, wait_for
 
@@ -141,16 +142,17 @@ def test_poison_message_on_the_jobs_queue_goes_to_the_dlq(api, mode):
     assert found["job_id"] is None and found["reason"].startswith("unreadable message")
 
 
-def _publish_raw(mode: tuple[str, Any], body: bytes) -> None:
-    """Put a message on the bus as another producer would: bytes, with job.created's routing."""
+def _publish_raw(mode: tuple[str, Any], body: bytes, key: str = "job.created") -> None:
+    """Put a message on the bus as another producer would: bytes, routed by `key` (the embedded bus has no
+    exchange: the message goes into each queue that the key reaches)."""
     name, s = mode
     if name == "real":
         conn = pika.BlockingConnection(pika.URLParameters(s.amqp_url))
-        conn.channel().basic_publish(s.namespace, "job.created", body)
+        conn.channel().basic_publish(s.namespace, key, body)
         conn.close()
     else:
         with sqlite3.connect(s.embedded_dir / "bus.sqlite3") as db:
-            for queue in ("jobs", "events"):
+            for queue in routes(key):
                 db.execute("INSERT INTO messages (queue, body, available_us) VALUES (?, ?, 0)", (queue, body))
 
 
@@ -172,18 +174,26 @@ def test_a_newer_minor_version_is_processed_and_another_major_is_dead_lettered(a
     # A 2.0 message: its job is not even stored, as nothing of it may be trusted.
     other = created.job.model_copy(update={"id": uuid.uuid4()})
     other_body = _from_a_newer_producer(other, "2.0")
+    # And a 2.0 job.completed, which only the aggregators receive.
+    completed = json.loads(other_body) | {"event_type": "job.completed", "event_id": str(uuid.uuid4())}
+    completed_body = json.dumps(completed).encode()
     _publish_raw(mode, _from_a_newer_producer(created.job, "1.9"))
     _publish_raw(mode, other_body)
+    _publish_raw(mode, completed_body, "job.completed")
 
     done = wait_for(lambda: final_jobs(api, [newer]), "the job of the 1.9 message final", 60)
     assert done[newer]["status"] == "COMPLETED" and done[newer]["result"]["rounds"] == 1
     assert event_types(api, newer, "job.completed") == ["job.created", "job.started", "job.completed"]
 
-    def entry() -> dict[str, Any] | None:
-        return next((d for d in api.get("/read/dlq").json()["items"] if d["message"] == other_body.decode()), None)
+    def entries() -> list[dict[str, Any]] | None:
+        kept = [d for d in api.get("/read/dlq").json()["items"] if d["message"] in texts]
+        return kept if {d["message"] for d in kept} == texts else None
 
-    found = wait_for(entry, "the 2.0 message in the DLQ", 60)
-    assert found["job_id"] is None and "unknown major version" in found["reason"], found
+    texts = {other_body.decode(), completed_body.decode()}
+    found = wait_for(entries, "both 2.0 messages in the DLQ", 60)
+    assert len(found) == 2, found  # each kept once: by the processors, or by the aggregators
+    for entry in found:
+        assert entry["job_id"] is None and "unknown major version" in entry["reason"], entry
 
 
 def test_hostile_input_gets_json_errors(api):

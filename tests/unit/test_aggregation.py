@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -116,6 +117,38 @@ def test_unprocessable_body_is_rejected_without_requeue(events, counters):
     assert (agg.stored, agg.duplicates) == (0, 0)
     assert counters.stats() is None
     assert hook.calls == []
+
+
+def _from_another_major(event_type: EventType) -> bytes:
+    data = json.loads(created_event().model_dump_json()) | {"contract_version": "2.0", "event_type": event_type}
+    return json.dumps(data).encode()
+
+
+def test_an_unreadable_event_only_the_aggregators_get_is_dead_lettered_with_the_reason(events, counters):
+    kept: list[tuple[str, str]] = []
+    body = _from_another_major(EventType.JOB_COMPLETED)
+    delivery = FakeDelivery(body)
+
+    EventAggregator(events, counters, dead_letter=lambda *d: kept.append(d)).handle(delivery)
+
+    assert delivery.rejected is False and not delivery.acked
+    [(reason, message)] = kept
+    assert reason.startswith("unreadable message") and "unknown major version" in reason
+    assert message == body.decode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [_from_another_major(EventType.JOB_CREATED), _from_another_major(EventType.JOB_REQUEUED), b"not json", b"[1]"],
+    ids=["job.created", "job.requeued", "not-json", "not-an-object"],
+)
+def test_work_events_and_bodies_of_unknown_routing_are_left_to_the_processors(events, counters, body):
+    kept: list[tuple[str, str]] = []
+    delivery = FakeDelivery(body)
+
+    EventAggregator(events, counters, dead_letter=lambda *d: kept.append(d)).handle(delivery)
+
+    assert delivery.rejected is False and kept == []  # the processors keep these once, not twice
 
 
 def test_unprocessable_body_is_logged_with_its_first_three_errors(events, counters, caplog):

@@ -1,0 +1,31 @@
+"""Messages that cannot be read: the reason kept with their dead letter, and which consumer keeps it.
+
+A work event (`job.created`, `job.requeued`) reaches both the processors and the aggregators; the processors
+dead-letter it when it cannot be read. Every other event reaches only the aggregators, so they dead-letter
+those, and each unreadable message is kept once."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from observatory.topology import WORK_KEYS
+
+
+def reason(e: ValidationError) -> str:
+    """One line naming the first problems, e.g. `unreadable message: : Value error, contract version 2.0 …`."""
+    return "unreadable message: " + "; ".join(
+        f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors(include_url=False)[:5]
+    )
+
+
+def only_for_aggregators(body: bytes) -> bool:
+    """True when the body names an event type that the processors do not also receive. A body that is not
+    even a JSON object with an event type is left to the processors (its routing is unknown)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    event_type = data.get("event_type") if isinstance(data, dict) else None
+    return isinstance(event_type, str) and event_type not in WORK_KEYS
