@@ -65,7 +65,6 @@ api = FastAPI(
 )
 install_error_handlers(api, "read")
 
-FIND_KEY = "job id, correlation id or idempotency key"
 JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
 Cursor = Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_DESCRIPTION)]
 

@@ -124,24 +124,6 @@ def test_cancel_a_pending_and_a_running_job(api):
     assert event_types(api, busy[0], "job.cancelled") == ["job.created", "job.started", "job.cancelled"]
 
 
-def test_poison_message_on_the_jobs_queue_goes_to_the_dlq(api, mode):
-    marker = f"poison-{uuid.uuid4()}"
-    name, s = mode
-    if name == "real":
-        conn = pika.BlockingConnection(pika.URLParameters(s.amqp_url))
-        conn.channel().basic_publish(s.namespace, "job.created", marker.encode())
-        conn.close()
-    else:
-        with sqlite3.connect(s.embedded_dir / "bus.sqlite3") as db:
-            db.execute("INSERT INTO messages (queue, body, available_us) VALUES ('jobs', ?, 0)", (marker.encode(),))
-
-    def entry() -> dict[str, Any] | None:
-        return next((d for d in api.get("/read/dlq").json()["items"] if d["message"] == marker), None)
-
-    found = wait_for(entry, "the poison message in the DLQ", 60)
-    assert found["job_id"] is None and found["reason"].startswith("unreadable message")
-
-
 def _publish_raw(mode: tuple[str, Any], body: bytes, key: str = "job.created") -> None:
     """Put a message on the bus as another producer would: bytes, routed by `key` (the embedded bus has no
     exchange: the message goes into each queue that the key reaches)."""
@@ -154,6 +136,17 @@ def _publish_raw(mode: tuple[str, Any], body: bytes, key: str = "job.created") -
         with sqlite3.connect(s.embedded_dir / "bus.sqlite3") as db:
             for queue in routes(key):
                 db.execute("INSERT INTO messages (queue, body, available_us) VALUES (?, ?, 0)", (queue, body))
+
+
+def test_poison_message_on_the_jobs_queue_goes_to_the_dlq(api, mode):
+    marker = f"poison-{uuid.uuid4()}"
+    _publish_raw(mode, marker.encode())
+
+    def entry() -> dict[str, Any] | None:
+        return next((d for d in api.get("/read/dlq").json()["items"] if d["message"] == marker), None)
+
+    found = wait_for(entry, "the poison message in the DLQ", 60)
+    assert found["job_id"] is None and found["reason"].startswith("unreadable message")
 
 
 def _from_a_newer_producer(job: Job, contract_version: str) -> bytes:
