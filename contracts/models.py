@@ -370,3 +370,49 @@ class StreamSnapshot(_Strict):
     recent: list[Job] = Field(description="The newest jobs, newest first.")
     queues: list[QueueInfo] = Field(description="Empty when the broker cannot be asked.")
     series: list[RatePoint] = Field(description="Throughput and failure rate over the last 15 minutes.")
+
+
+Scope = Literal["submit", "operate", "read", "admin"]
+SCOPES: tuple[Scope, ...] = ("submit", "operate", "read", "admin")
+
+
+class ApiKeyCreate(_Input):
+    """What `POST /api/keys` (scope admin) and `observatory keys create` take."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$")
+    scopes: list[Scope] = Field(
+        min_length=1,
+        max_length=4,
+        description="submit: create jobs; operate: cancel and requeue; read: the read model and the stream; "
+        "admin: manage keys.",
+    )
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="Default: never expires.")
+
+    @field_validator("scopes")
+    @classmethod
+    def _unique(cls, scopes: list[Scope]) -> list[Scope]:
+        return sorted(set(scopes), key=SCOPES.index)
+
+
+class ApiKeyInfo(_Strict):
+    """An API key as stored: never the key itself, which is shown once at creation."""
+
+    id: str = Field(description="The key's public prefix, also its id (`obs_<id>_...`).")
+    name: str
+    scopes: list[Scope]
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def refusal(self, now: datetime) -> str | None:
+        """Why this key cannot be used now, or None when it can."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return None
+
+
+class ApiKeyCreated(ApiKeyInfo):
+    key: str = Field(description="The key, shown only this once; send it as `Authorization: Bearer <key>`.")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from observatory.errors import BackendUnavailable
 from observatory.jobs import default_registry
-from observatory.ports import Bus, Counters, EventStore, JobStore
+from observatory.ports import Bus, Counters, EventStore, JobStore, KeyStore
 from observatory.settings import Settings
 
 
@@ -104,3 +104,14 @@ def build(settings: Settings, pool_size: int = 10) -> Backends:
     return Backends(
         bus=_bus(settings), jobs=_jobs(settings, pool_size), events=_events(settings), counters=_counters(settings)
     )
+
+
+def key_store(settings: Settings) -> KeyStore:
+    """Where API keys live: with the jobs (PostgreSQL when POSTGRES_DSN is set, else embedded)."""
+    if settings.postgres_dsn:
+        from observatory.adapters.postgres_keys import PostgresKeyStore
+
+        return PostgresKeyStore(settings.postgres_dsn, settings.namespace)
+    from observatory.adapters.sqlite_keys import SQLiteKeyStore
+
+    return SQLiteKeyStore(settings.embedded_dir / "keys.sqlite3")

@@ -20,6 +20,7 @@ import yaml
 from contracts import JobStatus
 from kuberay.cli import app as cluster_app
 from observatory import backends, views
+from observatory.keys_cli import app as keys_app
 from observatory.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,7 @@ app = typer.Typer(help="The Distributed Task Observatory.", no_args_is_help=True
 services_app = typer.Typer(help="Local RabbitMQ, PostgreSQL, Redis and FerretDB on 127.0.0.1.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(keys_app, name="keys")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -142,7 +144,10 @@ def up(
 
 
 def _client(settings: Settings) -> httpx.Client:
-    return httpx.Client(base_url=settings.api_url, timeout=30)
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return httpx.Client(
+        base_url=settings.api_url, timeout=30, headers={"Authorization": f"Bearer {key}"} if key else None
+    )
 
 
 def _call(method: str, path: str, **kwargs: Any) -> Any:
@@ -260,7 +265,8 @@ def tui() -> None:
     """The terminal dashboard (Textual); `textual serve "observatory tui"` shows it in a browser."""
     from tui.app import run
 
-    run(Settings().api_url)
+    settings = Settings()
+    run(settings.api_url, settings.api_key.get_secret_value() if settings.api_key else None)
 
 
 def _services(*args: str) -> None:

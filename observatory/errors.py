@@ -57,3 +57,23 @@ class JobFailed(ObservatoryError):
 
 class JobConflict(ObservatoryError):
     """The job's current state does not allow the request (e.g. cancelling a finished job)."""
+
+
+class Unauthorized(ObservatoryError):
+    """No usable API key (missing, unknown, revoked or expired): HTTP 401."""
+
+
+class Forbidden(ObservatoryError):
+    """A valid API key without the scope the request needs: HTTP 403."""
+
+
+class RateLimited(ObservatoryError):
+    """A key submitted faster than its rate: HTTP 429 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(RateLimited):
+    """Too many unfinished jobs to accept more now: HTTP 503 with Retry-After."""

@@ -70,6 +70,14 @@ class Metrics:
         self.queue_consumers = Gauge("observatory_queue_consumers", "Consumers per queue.", tag_keys=("queue",))
         self.store_up = Gauge("observatory_store_up", "1 when the backend answers, else 0.", tag_keys=("backend",))
         self.dead_letters = Gauge("observatory_dead_letters", "Entries in the dead-letter table.")
+        self.refusals = Counter(
+            "observatory_jobs_refused",
+            "Jobs refused at submission by admission control: RateLimited (429) or Overloaded (503).",
+            tag_keys=("reason",),
+        )
+        self.unfinished = Gauge(
+            "observatory_unfinished_jobs", "PENDING plus RETRYING jobs, as the gateway last counted them."
+        )
 
     def job_type(self, name: str) -> str:
         return name if name in self._types else OTHER
@@ -80,6 +88,12 @@ class Metrics:
 
     def submitted(self, job_type: str, outcome: str) -> None:
         self.submissions.inc(1, tags={"type": self.job_type(job_type), "outcome": outcome})
+
+    def refused(self, reason: str, jobs: int) -> None:
+        self.refusals.inc(jobs, tags={"reason": reason})
+
+    def backlog(self, unfinished: int) -> None:
+        self.unfinished.set(unfinished)
 
     def attempt_started(self, job_type: str) -> None:
         self.attempts.inc(1, tags={"type": self.job_type(job_type)})

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from contracts import Alert, Attempt, DeadLetterPage, EventEnvelope, Job, JobPage, JobStatus, Stats
+from contracts import Alert, ApiKeyInfo, Attempt, DeadLetterPage, EventEnvelope, Job, JobPage, JobStatus, Stats
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,9 @@ class JobStore(Protocol):
 
     def dead_letter_count(self) -> int: ...
 
+    def unfinished(self) -> int:
+        """Jobs waiting to run: PENDING plus RETRYING (the backlog the gateway bounds)."""
+
     def recent_outcomes(self, window_s: float) -> dict[JobStatus, int]:
         """Final jobs by status whose last change is younger than `window_s`."""
 
@@ -174,6 +177,39 @@ class Counters(Protocol):
         """Store firing alerts by fingerprint and forget resolved ones (shared by every read replica)."""
 
     def alerts(self) -> list[Alert]: ...
+
+    def take(self, bucket: str, rate_per_s: float, burst: float, cost: float) -> float:
+        """Token bucket shared by every process: take `cost` tokens from `bucket` (refilled at `rate_per_s`, at
+        most `burst`). Returns 0.0 when taken, else the seconds until the request could pass (nothing taken).
+        A cost above the burst passes on a full bucket and leaves it in debt, so big batches still flow at the rate."""
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class KeyStore(Protocol):
+    """API keys, stored as digests (see observatory.keys); kept next to the jobs in the authoritative store."""
+
+    def setup(self) -> None: ...
+
+    def add(self, info: ApiKeyInfo, digest: str) -> bool:
+        """Store a new key; False (and nothing changed) when its id is taken."""
+
+    def get(self, key_id: str) -> tuple[ApiKeyInfo, str] | None:
+        """The key's record and digest."""
+
+    def list(self) -> list[ApiKeyInfo]:
+        """Every key, revoked and expired included, oldest first."""
+
+    def revoke(self, key_id: str) -> ApiKeyInfo | None:
+        """Revoke a key (again is fine); None when there is no such key."""
+
+    def touch(self, used: dict[str, datetime]) -> None:
+        """Record when keys were last used (batched by the caller)."""
+
+    def any_active(self) -> bool:
+        """Whether some key is neither revoked nor expired."""
 
     def ping(self) -> None: ...
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KEY_RE = re.compile(r"^obs_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$")  # an API key (observatory.keys)
 
 
 class Settings(BaseSettings):
@@ -49,6 +53,42 @@ class Settings(BaseSettings):
         validation_alias="OBSERVATORY_WEBHOOK_SECRET",
         description="Bearer token Alertmanager sends to POST /read/alerts/webhook; unset: the webhook refuses all.",
     )
+    auth: Literal["auto", "required", "disabled"] = Field(
+        default="auto",
+        validation_alias="OBSERVATORY_AUTH",
+        description="auto: API keys are required once one exists, and always when Serve listens beyond loopback "
+        "(start-up refuses without a key); required: always; disabled: never (logged as a warning).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="OBSERVATORY_API_KEY",
+        description="The key the CLI and the TUI send (Authorization: Bearer).",
+    )
+    admin_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="OBSERVATORY_ADMIN_KEY",
+        description="A key with every scope that the apps store at start (the KubeRay Secret's admin key).",
+    )
+    rate_limit_per_s: float = Field(
+        default=1000.0,
+        ge=0,
+        validation_alias="OBSERVATORY_RATE_LIMIT",
+        description="Jobs per second each key (or each client address, without keys) may submit; 0: no limit.",
+    )
+    rate_burst: float = Field(
+        default=2000.0, gt=0, validation_alias="OBSERVATORY_RATE_BURST", description="Jobs a key may submit at once."
+    )
+    max_unfinished: int = Field(
+        default=100_000,
+        ge=0,
+        validation_alias="OBSERVATORY_MAX_UNFINISHED",
+        description="Submissions get 503 with Retry-After while this many jobs are PENDING or RETRYING; 0: no bound.",
+    )
+    cors_origins: str = Field(
+        default="",
+        validation_alias="OBSERVATORY_CORS_ORIGINS",
+        description="Comma-separated origins allowed to call the APIs from a browser; empty: CORS off.",
+    )
     retry_base_s: float = Field(
         default=1.0,
         gt=0,
@@ -59,6 +99,17 @@ class Settings(BaseSettings):
     retry_max_s: float = Field(
         default=60.0, gt=0, le=86400, validation_alias="OBSERVATORY_RETRY_MAX_S", description="Cap of the retry delay."
     )
+
+    @field_validator("admin_key")
+    @classmethod
+    def _key_form(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not KEY_RE.match(key.get_secret_value()):
+            raise ValueError("must have the form obs_<12 hex digits>_<43 characters of URL-safe base64>")
+        return key
+
+    @property
+    def cors_allow_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def embedded_dir(self) -> Path:

@@ -10,10 +10,24 @@ from uuid import UUID
 from fastapi import FastAPI, Header, Path, Response
 from fastapi.responses import JSONResponse
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contracts import BatchAccepted, BatchSubmission, ErrorResponse, Job, JobAccepted, JobSubmission, JobTypeInfo
+from contracts import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyInfo,
+    BatchAccepted,
+    BatchSubmission,
+    ErrorResponse,
+    Job,
+    JobAccepted,
+    JobSubmission,
+    JobTypeInfo,
+)
 from observatory import __version__, backends, logs
-from observatory.errors import InvalidSubmission
+from observatory import keys as api_keys
+from observatory.access import Admission, Principal
+from observatory.errors import InvalidSubmission, RateLimited
 from observatory.events import producer
 from observatory.grouping import GroupCommit
 from observatory.jobs import default_registry
@@ -21,6 +35,7 @@ from observatory.metrics import metrics
 from observatory.ports import NewJob
 from observatory.settings import get_settings
 from observatory.submission import SubmissionService
+from serve_app import auth
 from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
 from serve_app.openapi import typed_submissions
 
@@ -37,9 +52,15 @@ api = FastAPI(
     responses=ERROR_RESPONSES,
 )
 install_error_handlers(api, "gateway")
+auth.add_cors(api, get_settings())
 typed_submissions(api, default_registry())
 
 JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
+KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="The key's id (its public prefix).")]
+Submitter = Annotated[Principal, auth.require("submit")]
+Operator = Annotated[Principal, auth.require("operate")]
+Admin = Annotated[Principal, auth.require("admin")]
+LIMITED = {429: {"model": ErrorResponse, "description": "Over the key's rate limit (see Retry-After)"}}
 CorrelationId = Annotated[
     str | None,
     Header(
@@ -65,6 +86,8 @@ class Gateway:
         self._backends = backends.build(settings, pool_size=SUBMIT_THREADS + GROUP_THREADS + 2)
         self._using = backends.describe(settings)
         self._backends.setup()
+        self._keys = auth.install(settings)
+        self._admission = Admission(settings, self._backends.counters, self._backends.jobs)
         self._registry = default_registry()
         self._service = SubmissionService(
             self._backends.jobs, self._backends.bus, self._registry, producer("gateway", settings.instance_id)
@@ -86,6 +109,15 @@ class Gateway:
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    async def _admit(self, principal: Principal, submissions: list[JobSubmission]) -> None:
+        try:
+            await self._call(self._admission.admit, principal, len(submissions))
+        except RateLimited as e:
+            metrics().refused(type(e).__name__, len(submissions))
+            raise
+        finally:
+            metrics().backlog(self._admission.unfinished)
+
     @api.post(
         "/jobs",
         status_code=202,
@@ -93,23 +125,30 @@ class Gateway:
         responses={
             200: {"model": JobAccepted, "description": "Repeated idempotency key", "links": JOB_LINKS},
             202: {"description": "Accepted", "links": JOB_LINKS},
+            **LIMITED,
         },
     )
     async def submit(
-        self, submission: JobSubmission, response: Response, correlation_id: CorrelationId = None
+        self,
+        submission: JobSubmission,
+        response: Response,
+        principal: Submitter,
+        correlation_id: CorrelationId = None,
     ) -> JobAccepted:
         new = self._validate([submission], batch=False)
+        await self._admit(principal, [submission])
         [accepted] = await asyncio.wrap_future(self._singles.submit((new, correlation_id)))
         metrics().submitted(submission.type, "accepted" if accepted.created else "duplicate")
         response.status_code = 202 if accepted.created else 200
         response.headers["X-Correlation-Id"] = accepted.body.correlation_id
         return accepted.body
 
-    @api.post("/jobs/batch", status_code=202, response_model=BatchAccepted)
+    @api.post("/jobs/batch", status_code=202, response_model=BatchAccepted, responses=LIMITED)
     async def submit_batch(
-        self, batch: BatchSubmission, response: Response, correlation_id: CorrelationId = None
+        self, batch: BatchSubmission, response: Response, principal: Submitter, correlation_id: CorrelationId = None
     ) -> BatchAccepted:
         new = self._validate(batch.jobs, batch=True)
+        await self._admit(principal, batch.jobs)
         accepted = await self._call(self._service.submit, new, correlation_id)
         for sub, a in zip(batch.jobs, accepted, strict=True):
             metrics().submitted(sub.type, "accepted" if a.created else "duplicate")
@@ -122,7 +161,7 @@ class Gateway:
         response_model=Job,
         responses={409: {"model": ErrorResponse}},
     )
-    async def cancel(self, job_id: JobId) -> Job:
+    async def cancel(self, job_id: JobId, _: Operator) -> Job:
         """Cancel a PENDING, RETRYING or RUNNING job (a running handler is stopped); 409 when already final."""
         return await self._call(self._service.cancel, job_id)
 
@@ -132,16 +171,36 @@ class Gateway:
         response_model=Job,
         responses={409: {"model": ErrorResponse}},
     )
-    async def requeue(self, job_id: JobId) -> Job:
+    async def requeue(self, job_id: JobId, _: Operator) -> Job:
         """Run a dead-lettered job again with a fresh set of attempts; 409 when it is not dead-lettered."""
         return await self._call(self._service.requeue, job_id)
 
-    @api.get("/job-types", response_model=list[JobTypeInfo])
+    @api.get("/job-types", response_model=list[JobTypeInfo], dependencies=[auth.require("submit", "read")])
     async def job_types(self) -> list[JobTypeInfo]:
         return [
             JobTypeInfo(type=t.name, description=t.description, payload_schema=t.payload_model.model_json_schema())
             for t in self._registry
         ]
+
+    @api.post("/keys", status_code=201, response_model=ApiKeyCreated, responses={409: {"model": ErrorResponse}})
+    async def create_key(self, request: ApiKeyCreate, _: Admin) -> ApiKeyCreated:
+        """A new API key, shown only in this answer (scope admin)."""
+        created, stored = api_keys.issue(request)
+        await self._call(self._keys.add, ApiKeyInfo.model_validate(created.model_dump(exclude={"key"})), stored)
+        return created
+
+    @api.get("/keys", response_model=list[ApiKeyInfo])
+    async def list_keys(self, _: Admin) -> list[ApiKeyInfo]:
+        """Every key without its secret: name, scopes, created, last used, expiry, revoked (scope admin)."""
+        return await self._call(self._keys.list)
+
+    @api.delete("/keys/{key_id}", response_model=ApiKeyInfo)
+    async def revoke_key(self, key_id: KeyId, _: Admin) -> ApiKeyInfo:
+        """Revoke a key: within a few seconds every replica refuses it with 401 (scope admin)."""
+        info = await self._call(self._keys.revoke, key_id)
+        if info is None:
+            raise StarletteHTTPException(404, f"no API key {key_id}")
+        return info
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import ErrorBody, ErrorDetail, ErrorResponse
-from observatory.errors import BackendUnavailable, InvalidSubmission, JobConflict, JobNotFound
+from observatory.errors import (
+    BackendUnavailable,
+    Forbidden,
+    InvalidSubmission,
+    JobConflict,
+    JobNotFound,
+    Overloaded,
+    RateLimited,
+    Unauthorized,
+)
 from observatory.metrics import metrics
 
 log = logging.getLogger(__name__)
@@ -26,22 +36,26 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in (
         (400, "Malformed request"),
+        (401, "No usable API key (missing, unknown, revoked or expired)"),
+        (403, "The API key lacks the scope this endpoint needs"),
         (404, "Not found"),
         (413, "Request body larger than 1 MiB"),
         (422, "Invalid input"),
-        (503, "A backend is unavailable"),
+        (503, "A backend is unavailable, or too many jobs are waiting (see Retry-After)"),
     )
 }
 
 _CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "rate_limited",
     503: "unavailable",
 }
 
@@ -90,6 +104,23 @@ async def _unavailable(_: Request, exc: BackendUnavailable) -> JSONResponse:
     return error_response(503, str(exc), headers={"Retry-After": "5"})
 
 
+REALM = 'Bearer realm="observatory"'
+
+
+async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+    return error_response(401, str(exc), [(["header", "Authorization"], str(exc))], {"WWW-Authenticate": REALM})
+
+
+async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+    challenge = f'{REALM}, error="insufficient_scope"'
+    return error_response(403, str(exc), [(["header", "Authorization"], str(exc))], {"WWW-Authenticate": challenge})
+
+
+async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+    status = 503 if isinstance(exc, Overloaded) else 429
+    return error_response(status, str(exc), headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
+
+
 async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
@@ -130,6 +161,9 @@ def install_error_handlers(app: FastAPI, name: str) -> None:
     app.add_exception_handler(JobNotFound, _not_found)  # type: ignore[arg-type]
     app.add_exception_handler(JobConflict, _conflict)  # type: ignore[arg-type]
     app.add_exception_handler(BackendUnavailable, _unavailable)  # type: ignore[arg-type]
+    app.add_exception_handler(Unauthorized, _unauthorized)  # type: ignore[arg-type]
+    app.add_exception_handler(Forbidden, _forbidden)  # type: ignore[arg-type]
+    app.add_exception_handler(RateLimited, _rate_limited)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)

@@ -39,6 +39,7 @@ from observatory.errors import BackendUnavailable, CacheUnavailable, JobNotFound
 from observatory.paging import CURSOR_DESCRIPTION, CURSOR_PATTERN
 from observatory.settings import get_settings
 from observatory.topology import QUEUES
+from serve_app import auth
 from serve_app import stream as live
 from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
 
@@ -64,6 +65,8 @@ api = FastAPI(
     responses=ERROR_RESPONSES,
 )
 install_error_handlers(api, "read")
+auth.add_cors(api, get_settings())
+READ = [auth.require("read")]
 
 JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
 Cursor = Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_DESCRIPTION)]
@@ -95,6 +98,7 @@ class ReadModel:
         self._b = backends.build(settings)
         self._using = backends.describe(settings)
         self._b.setup()
+        auth.install(settings)
         self._watch = Watch(self._b)
         self._series = live.RateSeries()
         self._hub = live.Hub(self._snapshot)
@@ -138,6 +142,7 @@ class ReadModel:
 
     @api.get(
         "/stream",
+        dependencies=READ,
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events: see above"}},
     )
@@ -149,7 +154,7 @@ class ReadModel:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @api.get("/find", response_model=list[Job])
+    @api.get("/find", dependencies=READ, response_model=list[Job])
     async def find(
         self,
         key: Annotated[
@@ -163,11 +168,11 @@ class ReadModel:
         """Jobs whose id, correlation id or idempotency key equals `key`, newest first."""
         return await run_in_threadpool(self._b.jobs.find, key, limit)
 
-    @api.get("/stats", response_model=Stats)
+    @api.get("/stats", dependencies=READ, response_model=Stats)
     async def stats(self) -> Stats:
         return await run_in_threadpool(self._stats)
 
-    @api.get("/jobs", response_model=JobPage)
+    @api.get("/jobs", dependencies=READ, response_model=JobPage)
     async def jobs(
         self,
         status: JobStatus | None = None,
@@ -177,7 +182,7 @@ class ReadModel:
     ) -> JobPage:
         return await run_in_threadpool(self._b.jobs.list, status, type, limit, cursor)
 
-    @api.get("/jobs/recent", response_model=JobPage)
+    @api.get("/jobs/recent", dependencies=READ, response_model=JobPage)
     async def recent(self) -> JobPage:
         return await run_in_threadpool(self._b.jobs.list, None, None, RECENT, None)
 
@@ -187,12 +192,12 @@ class ReadModel:
             raise JobNotFound(job_id)
         return job.model_copy(update={"attempt_history": self._b.jobs.attempts(job_id)})
 
-    @api.get("/jobs/{job_id}", response_model=Job)
+    @api.get("/jobs/{job_id}", dependencies=READ, response_model=Job)
     async def job(self, job_id: JobId) -> Job:
         """The job with its attempts (number, worker, start, end, error)."""
         return await run_in_threadpool(self._job_view, job_id)
 
-    @api.get("/dlq", response_model=DeadLetterPage)
+    @api.get("/dlq", dependencies=READ, response_model=DeadLetterPage)
     async def dlq(
         self,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -201,7 +206,7 @@ class ReadModel:
         """Dead letters, newest first: jobs out of attempts, and messages that could not be processed."""
         return await run_in_threadpool(self._b.jobs.dead_letters, limit, cursor)
 
-    @api.get("/jobs/{job_id}/events", response_model=list[EventEnvelope])
+    @api.get("/jobs/{job_id}/events", dependencies=READ, response_model=list[EventEnvelope])
     async def events(self, job_id: JobId) -> list[EventEnvelope]:
         if await run_in_threadpool(self._b.jobs.get, job_id) is None:
             raise JobNotFound(job_id)
@@ -216,7 +221,7 @@ class ReadModel:
         alerts = sorted([*pushed, *self._watch.evaluate()], key=lambda a: (order[a.severity], a.since))
         return AlertList(alerts=alerts)
 
-    @api.get("/alerts", response_model=AlertList)
+    @api.get("/alerts", dependencies=READ, response_model=AlertList)
     async def alerts(self) -> AlertList:
         """Active alerts: from Alertmanager (source `alertmanager`) and the read model's own checks
         (source `read-model`), critical first."""

@@ -18,6 +18,7 @@ from ray import serve
 
 from observatory import __version__, logs
 from observatory.settings import get_settings
+from serve_app import auth
 from serve_app.http import error_response, install_error_handlers
 
 ASSETS = Path(__file__).parent / "web"
@@ -47,6 +48,7 @@ class Web:
     def __init__(self) -> None:
         settings = get_settings()
         logs.configure(settings.log_level)
+        auth.install(settings)
         self._targets = {
             "Ray dashboard": settings.ray_dashboard_url,
             "Prometheus": settings.prometheus_url,
@@ -67,7 +69,7 @@ class Web:
             return error_response(404, f"no asset named {name}")
         return FileResponse(ASSETS / name, media_type=FILES[name], headers={"Cache-Control": "no-cache"})
 
-    @api.get("/links", response_model=list[Link])
+    @api.get("/links", response_model=list[Link], dependencies=[auth.require("read")])
     async def links(self) -> list[Link]:
         """The operator UIs that answer right now (checked at most every 30 s)."""
         if time.monotonic() - self._checked > LINKS_TTL_S:

@@ -205,3 +205,19 @@ def test_a_batch_counts_like_the_same_events_one_by_one(counters):
     s = counters.stats()
     assert (s.total_jobs, s.completed, s.running, s.pending) == (2, 2, 0, 0)
     assert counters.apply_many([]) == []
+
+
+def test_the_token_bucket_lets_a_burst_through_then_the_rate(counters):
+    bucket = f"k{uuid.uuid4().hex[:6]}"
+    assert [counters.take(bucket, 1.0, 3, 1) for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = counters.take(bucket, 1.0, 3, 1)
+    assert 0.5 < wait <= 1.0  # one token comes back per second
+    assert counters.take(bucket, 1.0, 3, 1) > 0  # a refused take costs nothing, and takes nothing
+    assert counters.take(f"{bucket}x", 1.0, 3, 1) == 0.0  # another bucket is unaffected
+
+
+def test_a_cost_above_the_burst_passes_on_a_full_bucket_and_leaves_a_debt(counters):
+    bucket = f"k{uuid.uuid4().hex[:6]}"
+    assert counters.take(bucket, 10.0, 5, 20) == 0.0
+    wait = counters.take(bucket, 10.0, 5, 1)
+    assert 1.5 < wait <= 1.6  # 15 tokens of debt plus the one asked for, at 10 per second

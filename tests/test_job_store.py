@@ -359,3 +359,14 @@ def test_finish_many_records_each_outcome_in_one_call(store):
     ]
     assert store.get(jobs[0].id).result == {"ok": 1}
     assert [a.error for j in jobs for a in store.attempts(j.id)] == [None, "again", "never", "poison"]
+
+
+def test_unfinished_counts_pending_and_retrying_only(store):
+    before = store.unfinished()
+    a, b, c = new(), new(), new()
+    store.create([a, b, c])
+    assert store.unfinished() == before + 3
+    store.start_many([(a.id, False), (b.id, False)], "w")
+    assert store.unfinished() == before + 1  # a and b run
+    store.finish_many([Finish(a.id, result=1), Finish(b.id, error="boom", retry=True)])
+    assert store.unfinished() == before + 2  # b retries, c waits; a is done

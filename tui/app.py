@@ -133,5 +133,5 @@ class ObservatoryApp(App[None]):
                 self.launched.kill()
 
 
-def run(api_url: str) -> None:
-    ObservatoryApp(HttpApi(api_url)).run()
+def run(api_url: str, api_key: str | None = None) -> None:
+    ObservatoryApp(HttpApi(api_url, api_key=api_key)).run()

@@ -26,9 +26,10 @@ class Api(Protocol):
 
 
 class HttpApi:
-    def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 5.0, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        auth = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, headers=auth)
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

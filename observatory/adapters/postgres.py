@@ -378,6 +378,11 @@ class PostgresJobStore(SingleJobCalls):
         with self._conn() as conn:
             return int(conn.execute(self._q("SELECT count(*) AS n FROM {ns}.dead_letters")).fetchone()["n"])
 
+    def unfinished(self) -> int:
+        with self._conn() as conn:
+            q = self._q("SELECT count(*) AS n FROM {ns}.jobs WHERE status IN ('PENDING', 'RETRYING')")
+            return int(conn.execute(q).fetchone()["n"])
+
     def recent_outcomes(self, window_s: float) -> dict[JobStatus, int]:
         q = self._q(
             "SELECT status, count(*) AS n FROM {ns}.jobs WHERE status = ANY(%s) "

@@ -40,6 +40,24 @@ if ts > tonumber(redis.call('GET', KEYS[4]) or '0') then redis.call('SET', KEYS[
 return 1
 """
 
+# KEYS: the bucket's hash. ARGV: rate per second, burst, cost. Returns the seconds to wait, "0" when taken.
+# Redis's own clock, so every gateway replica sees the same time.
+_TAKE = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1]) or burst
+local at = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local need = math.min(cost, burst)
+local wait = 0
+if tokens >= need then tokens = tokens - cost else wait = (need - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil((burst + cost) / rate) + 60)
+return tostring(wait)
+"""
+
 
 class RedisCounters:
     def __init__(self, url: str, namespace: str) -> None:
@@ -47,6 +65,8 @@ class RedisCounters:
         self._keys = [f"{namespace}:{k}" for k in ("seen", "jobs", "counts", "last_event_us")]
         self._apply = self._r.register_script(_APPLY)
         self._alerts = f"{namespace}:alerts"
+        self._buckets = f"{namespace}:bucket:"
+        self._take = self._r.register_script(_TAKE)
 
     @contextlib.contextmanager
     def _translate(self) -> Iterator[None]:
@@ -106,6 +126,10 @@ class RedisCounters:
         with self._translate():
             raw = self._r.hgetall(self._alerts)
         return [Alert.model_validate_json(v) for v in raw.values()]
+
+    def take(self, bucket: str, rate_per_s: float, burst: float, cost: float) -> float:
+        with self._translate():
+            return float(self._take(keys=[self._buckets + bucket], args=[rate_per_s, burst, cost]))
 
     def ping(self) -> None:
         with self._translate():

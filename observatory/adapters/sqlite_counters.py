@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ CREATE TABLE IF NOT EXISTS job_state (job_id TEXT PRIMARY KEY, version INTEGER N
 CREATE TABLE IF NOT EXISTS counts (type TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
                                    PRIMARY KEY (type, status));
 CREATE TABLE IF NOT EXISTS alerts (fingerprint TEXT PRIMARY KEY, alert TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, tokens REAL NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS last_event (id INTEGER PRIMARY KEY CHECK (id = 1), occurred_us INTEGER NOT NULL);
 """
 
@@ -80,6 +82,25 @@ class SQLiteCounters:
     def alerts(self) -> list[Alert]:
         with self._db.read() as conn:
             return [Alert.model_validate_json(r["alert"]) for r in conn.execute("SELECT alert FROM alerts")]
+
+    def take(self, bucket: str, rate_per_s: float, burst: float, cost: float) -> float:
+        """The Redis script's token bucket in one write transaction; every process shares this file's clock."""
+        with self._db.write() as conn:
+            now = time.time()
+            row = conn.execute("SELECT tokens, at FROM buckets WHERE name = ?", (bucket,)).fetchone()
+            tokens = burst if row is None else min(burst, row["tokens"] + max(0.0, now - row["at"]) * rate_per_s)
+            need = min(cost, burst)
+            wait = 0.0
+            if tokens >= need:
+                tokens -= cost
+            else:
+                wait = (need - tokens) / rate_per_s
+            conn.execute(
+                "INSERT INTO buckets VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET tokens = excluded.tokens, "
+                "at = excluded.at",
+                (bucket, tokens, now),
+            )
+            return wait
 
     def ping(self) -> None:
         self._db.ping()

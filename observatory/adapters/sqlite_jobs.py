@@ -349,6 +349,10 @@ class SQLiteJobStore(SingleJobCalls):
         with self._db.read() as conn:
             return int(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
 
+    def unfinished(self) -> int:
+        with self._db.read() as conn:
+            return int(conn.execute("SELECT count(*) FROM jobs WHERE status IN ('PENDING', 'RETRYING')").fetchone()[0])
+
     def recent_outcomes(self, window_s: float) -> dict[JobStatus, int]:
         final = [s.value for s in FINAL_STATUSES]
         with self._db.read() as conn:

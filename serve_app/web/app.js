@@ -1,5 +1,5 @@
 // The observatory's web dashboard: a small hash-routed page on the gateway (/api) and the read model (/read).
-// Live data comes from one EventSource on /read/stream; pages re-read what they show when a snapshot arrives.
+// Live data comes from one stream on /read/stream (read with fetch, so it carries the API key); pages re-read what they show when a snapshot arrives.
 "use strict";
 
 const STATUSES = ["PENDING", "RUNNING", "RETRYING", "COMPLETED", "FAILED", "DEAD_LETTERED", "CANCELLED"];
@@ -43,7 +43,7 @@ async function call(method, path, body) {
   try {
     r = await fetch(path, {
       method,
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      headers: { ...authHeaders(), ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (e) {
@@ -52,6 +52,7 @@ async function call(method, path, body) {
   }
   setDown(false);
   const data = await r.json().catch(() => null);
+  if (r.status === 401 || r.status === 403) askForKey(data && data.error ? data.error.message : "");
   if (!r.ok) throw new ApiError(r.status, data);
   return data;
 }
@@ -115,31 +116,102 @@ function notice(text, error = false) {
 
 // ------------------------------------------------------------------ live stream
 
-function connect() {
-  const es = new EventSource("/read/stream");
-  state.stream = es;
-  let lost = null;
-  es.addEventListener("snapshot", (e) => {
+const KEY = "observatory.apiKey";  // kept only for this browser session (sessionStorage)
+let lost = null;
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function askForKey(message) {
+  const form = document.getElementById("keyform");
+  document.getElementById("key-message").textContent = message || "This observatory needs an API key.";
+  form.hidden = false;
+  document.getElementById("api-key").focus();
+}
+
+function useKey(e) {
+  e.preventDefault();
+  const input = document.getElementById("api-key");
+  if (!input.value.trim()) return;
+  sessionStorage.setItem(KEY, input.value.trim());
+  input.value = "";
+  document.getElementById("keyform").hidden = true;
+  if (state.stream) state.stream.abort();
+  connect();
+  route();
+  links();
+}
+
+function streamLost() {
+  clearTimeout(lost);
+  lost = setTimeout(() => setDown(true), 5000);  // only a stream that stays down is an outage worth a banner
+}
+
+function dispatch(block) {
+  let event = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue;
+    const at = line.indexOf(":");
+    const field = at < 0 ? line : line.slice(0, at);
+    const value = at < 0 ? "" : line.slice(at + 1).replace(/^ /, "");
+    if (field === "event") event = value;
+    else if (field === "data") data.push(value);
+  }
+  if (event === "snapshot") {
     clearTimeout(lost);
     setDown(false);
     state.unavailable = "";
     showBanner();
     const previous = state.snapshot;
-    state.snapshot = JSON.parse(e.data);
+    state.snapshot = JSON.parse(data.join("\n"));
     if (state.page && state.page.onSnapshot) state.page.onSnapshot(state.snapshot, previous);
-  });
-  es.addEventListener("unavailable", (e) => {
-    state.unavailable = e.data;
+  } else if (event === "unavailable") {
+    state.unavailable = data.join("\n");
     showBanner();
-  });
-  es.onopen = () => { clearTimeout(lost); setDown(false); };
-  es.onerror = () => {
-    // Each stream ends after 50 s and the browser reconnects by itself (retry: 2000): only a connection that
-    // stays down for a while is an outage worth a banner. If the browser gave up, start again.
-    clearTimeout(lost);
-    lost = setTimeout(() => { if (es.readyState !== EventSource.OPEN) setDown(true); }, 5000);
-    if (es.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
-  };
+  }
+}
+
+// The live stream, read with fetch (an EventSource cannot send the API key). Each stream ends after 50 s
+// and is opened again at once; a failed one is retried every 2 s.
+async function connect() {
+  const ctl = new AbortController();
+  state.stream = ctl;
+  let r;
+  try {
+    r = await fetch("/read/stream", { headers: { Accept: "text/event-stream", ...authHeaders() }, signal: ctl.signal, cache: "no-store" });
+  } catch {
+    if (state.stream === ctl) { streamLost(); setTimeout(connect, 2000); }
+    return;
+  }
+  if (r.status === 401 || r.status === 403) {
+    const body = await r.json().catch(() => null);
+    askForKey(body && body.error ? body.error.message : "");
+    return;  // connect() runs again once a key is entered
+  }
+  if (!r.ok || !r.body) {
+    streamLost();
+    setTimeout(connect, 2000);
+    return;
+  }
+  clearTimeout(lost);
+  setDown(false);
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      for (let i = buffer.indexOf("\n\n"); i >= 0; i = buffer.indexOf("\n\n")) {
+        dispatch(buffer.slice(0, i));
+        buffer = buffer.slice(i + 2);
+      }
+    }
+  } catch { /* the connection dropped */ }
+  if (state.stream === ctl) { streamLost(); setTimeout(connect, 200); }
 }
 
 function countsChanged(snap, previous) {
@@ -563,6 +635,7 @@ async function links() {
   } catch { /* the banner says it */ }
 }
 
+document.getElementById("keyform").addEventListener("submit", useKey);
 document.querySelector(".skip").addEventListener("click", (e) => { e.preventDefault(); main.focus(); });
 window.addEventListener("hashchange", route);
 route();

@@ -1,0 +1,189 @@
+"""Who may call the APIs, and how much: API-key checks, start-up safety, rate limits and the backlog bound.
+
+Plain logic on the backend interfaces (no HTTP here): serve_app.auth turns its errors into 401/403/429/503.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from contracts import ApiKeyInfo
+from contracts.models import Scope
+from observatory import keys as key_format
+from observatory.errors import Forbidden, Overloaded, RateLimited, Unauthorized
+from observatory.ports import Counters, JobStore, KeyStore
+from observatory.settings import Settings
+
+log = logging.getLogger("observatory.access")
+
+CACHE_S = 2.0  # a key's record (and "does any key exist") is re-read this often: a revoke bites within it
+BACKLOG_EVERY_S = 1.0  # the unfinished-jobs count is re-read this often
+BACKLOG_RETRY_S = 5
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: a key, or nobody when the observatory runs open."""
+
+    key_id: str | None
+    scopes: frozenset[str]
+
+    @property
+    def bucket(self) -> str:
+        return f"key:{self.key_id}" if self.key_id else "open"
+
+
+OPEN = Principal(None, frozenset({"submit", "operate", "read", "admin"}))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def startup(mode: str, host: str, has_key: bool) -> str | None:
+    """What to say once at start-up (None: nothing); raises RuntimeError when the start must be refused."""
+    if mode == "disabled":
+        return f"OBSERVATORY_AUTH=disabled: anyone who reaches {host} can submit, cancel and read every job"
+    if has_key:
+        return None
+    if mode == "required":
+        return "OBSERVATORY_AUTH=required and no API key exists yet: create one with `observatory keys create`"
+    if not is_loopback(host):
+        raise RuntimeError(
+            f"Serve listens on {host}, beyond loopback, and no API key exists: create one with `observatory keys "
+            "create --name admin --scopes admin,submit,operate,read` (or set OBSERVATORY_ADMIN_KEY), or set "
+            "OBSERVATORY_AUTH=disabled to run open on purpose"
+        )
+    return (
+        f"running open on {host}: no API key exists; once one does (`observatory keys create`), every request needs one"
+    )
+
+
+class Guard:
+    """Checks `Authorization: Bearer` keys for one app replica. Records are cached for CACHE_S, and
+    last-used times are written in one batch at most every CACHE_S, so a request costs no store round trip."""
+
+    def __init__(self, settings: Settings, store: KeyStore, host: str) -> None:
+        self._mode = settings.auth
+        self._store = store
+        self._host = host
+        self._lock = threading.Lock()
+        self._records: dict[str, tuple[float, tuple[ApiKeyInfo, str] | None]] = {}
+        self._any: tuple[float, bool] = (-math.inf, False)
+        self._used: dict[str, datetime] = {}
+        self._flushed = time.monotonic()
+        if settings.admin_key is not None:
+            info, stored = key_format.bootstrap(settings.admin_key.get_secret_value())
+            store.add(info, stored)
+
+    def start(self) -> None:
+        """Refuse an exposed start without keys; say once how the app runs."""
+        message = startup(self._mode, self._host, self._any_active())
+        if message:
+            log.warning(message)
+
+    def _any_active(self) -> bool:
+        at, value = self._any
+        if time.monotonic() - at > CACHE_S:
+            value = self._store.any_active()
+            self._any = (time.monotonic(), value)
+        return value
+
+    def enforced(self) -> bool:
+        if self._mode == "disabled":
+            return False
+        return self._mode == "required" or not is_loopback(self._host) or self._any_active()
+
+    def _record(self, key_id: str) -> tuple[ApiKeyInfo, str] | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._records.get(key_id)
+        if cached is None or now - cached[0] > CACHE_S:
+            found = self._store.get(key_id)
+            with self._lock:
+                if len(self._records) > 10_000:  # unknown ids from a scan must not grow the cache for ever
+                    self._records.clear()
+                self._records[key_id] = (now, found)
+            return found
+        return cached[1]
+
+    def check(self, token: str | None, scopes: tuple[Scope, ...]) -> Principal:
+        """The principal for `token`, which must hold one of `scopes`; Unauthorized or Forbidden otherwise.
+        Messages never repeat the token."""
+        if not self.enforced():
+            return OPEN
+        if not token:
+            raise Unauthorized("this endpoint needs an API key: send Authorization: Bearer <key>")
+        kid = key_format.key_id(token)
+        found = self._record(kid) if kid else None
+        if kid is None or found is None or not key_format.matches(token, found[1]):
+            raise Unauthorized("unknown API key")
+        info = found[0]
+        now = datetime.now(UTC)
+        refusal = info.refusal(now)
+        if refusal:
+            raise Unauthorized(f"API key {kid} is {refusal}")
+        held = frozenset(info.scopes)
+        if not held.intersection(scopes):
+            raise Forbidden(f"API key {kid} lacks the scope {' or '.join(scopes)}")
+        self._note_use(kid, now)
+        return Principal(kid, held)
+
+    def _note_use(self, key_id: str, now: datetime) -> None:
+        with self._lock:
+            self._used[key_id] = now
+            if time.monotonic() - self._flushed < CACHE_S:
+                return
+            used, self._used, self._flushed = self._used, {}, time.monotonic()
+        try:
+            self._store.touch(used)
+        except Exception as e:  # last-used is informative: never fail a request on it
+            log.warning("could not record key use: %s", e)
+
+
+class Admission:
+    """Whether a submission of `n` jobs may go in now: the principal's token bucket (shared by every replica
+    through the counters backend) and the bound on unfinished jobs (counted in the job store every second)."""
+
+    def __init__(self, settings: Settings, counters: Counters, jobs: JobStore) -> None:
+        self._rate, self._burst = settings.rate_limit_per_s, settings.rate_burst
+        self._bound = settings.max_unfinished
+        self._counters, self._jobs = counters, jobs
+        self._lock = threading.Lock()
+        self._counted_at = -math.inf
+        self._unfinished = 0
+
+    @property
+    def unfinished(self) -> int:
+        return self._unfinished
+
+    def admit(self, principal: Principal, n: int) -> None:
+        """Raises RateLimited (429) or Overloaded (503), each with the seconds to wait."""
+        if self._rate > 0:
+            wait = self._counters.take(principal.bucket, self._rate, self._burst, n)
+            if wait > 0:
+                raise RateLimited(f"over the rate limit of {self._rate:g} jobs/s; retry later", wait)
+        if self._bound <= 0:
+            return
+        with self._lock:
+            if time.monotonic() - self._counted_at > BACKLOG_EVERY_S:
+                self._unfinished = self._jobs.unfinished()
+                self._counted_at = time.monotonic()
+            if self._unfinished + n > self._bound:
+                raise Overloaded(
+                    f"{self._unfinished} jobs are waiting to run (bound OBSERVATORY_MAX_UNFINISHED={self._bound}); "
+                    "retry when they drain",
+                    BACKLOG_RETRY_S,
+                )
+            self._unfinished += n  # until the next count, this replica's own submissions count too

@@ -1,0 +1,123 @@
+"""API keys in PostgreSQL, next to the jobs (same schema, its own small pool)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from contracts import ApiKeyInfo
+from observatory.errors import StoreUnavailable
+
+_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS {ns};
+CREATE TABLE IF NOT EXISTS {ns}.api_keys (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    scopes       text[] NOT NULL,
+    digest       text NOT NULL,
+    created_at   timestamptz NOT NULL,
+    expires_at   timestamptz,
+    last_used_at timestamptz,
+    revoked_at   timestamptz
+);
+"""
+_INFO = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"
+
+
+class PostgresKeyStore:
+    def __init__(self, dsn: str, namespace: str) -> None:
+        self._ns = sql.Identifier(namespace)
+        self._lock_key = f"observatory:{namespace}"
+        self._pool = psycopg_pool.ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=2,
+            timeout=10,
+            open=False,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            kwargs={"row_factory": dict_row, "connect_timeout": 5},
+        )
+        self._opened = False
+
+    def _q(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(ns=self._ns)
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        try:
+            if not self._opened:
+                self._pool.open(wait=False)
+                self._opened = True
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as e:
+            raise StoreUnavailable(f"PostgreSQL: {e}; check POSTGRES_DSN and that the server is up") from e
+
+    def setup(self) -> None:
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
+            conn.execute(self._q(_SCHEMA))
+
+    def add(self, info: ApiKeyInfo, digest: str) -> bool:
+        q = self._q(
+            "INSERT INTO {ns}.api_keys (id, name, scopes, digest, created_at, expires_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+        )
+        with self._conn() as conn:
+            cur = conn.execute(q, (info.id, info.name, info.scopes, digest, info.created_at, info.expires_at))
+            return cur.rowcount == 1
+
+    def get(self, key_id: str) -> tuple[ApiKeyInfo, str] | None:
+        with self._conn() as conn:
+            row = conn.execute(self._q(f"SELECT {_INFO}, digest FROM {{ns}}.api_keys WHERE id = %s"), (key_id,))
+            found = row.fetchone()
+        if found is None:
+            return None
+        stored = found.pop("digest")
+        return ApiKeyInfo.model_validate(found), stored
+
+    def list(self) -> list[ApiKeyInfo]:
+        with self._conn() as conn:
+            rows = conn.execute(self._q(f"SELECT {_INFO} FROM {{ns}}.api_keys ORDER BY created_at, id")).fetchall()
+        return [ApiKeyInfo.model_validate(r) for r in rows]
+
+    def revoke(self, key_id: str) -> ApiKeyInfo | None:
+        q = self._q(
+            "UPDATE {ns}.api_keys SET revoked_at = coalesce(revoked_at, clock_timestamp()) WHERE id = %s "
+            f"RETURNING {_INFO}"
+        )
+        with self._conn() as conn:
+            row = conn.execute(q, (key_id,)).fetchone()
+        return None if row is None else ApiKeyInfo.model_validate(row)
+
+    def touch(self, used: dict[str, datetime]) -> None:
+        if not used:
+            return
+        q = self._q(
+            "UPDATE {ns}.api_keys AS k SET last_used_at = greatest(k.last_used_at, u.at) "
+            "FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, at) WHERE k.id = u.id"
+        )
+        with self._conn() as conn:
+            conn.execute(q, (list(used), list(used.values())))
+
+    def any_active(self) -> bool:
+        q = self._q(
+            "SELECT EXISTS (SELECT 1 FROM {ns}.api_keys WHERE revoked_at IS NULL "
+            "AND (expires_at IS NULL OR expires_at > clock_timestamp())) AS any"
+        )
+        with self._conn() as conn:
+            return bool(conn.execute(q).fetchone()["any"])
+
+    def ping(self) -> None:
+        with self._conn() as conn:
+            conn.execute("SELECT 1")
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,82 @@
+"""API keys on the HTTP apps: a dependency per scope, the start-up check, and CORS.
+
+Each replica calls `install` once; routes declare `require("read")` and friends. The key store and the
+rules live in observatory.access; this module is the FastAPI side.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import ray
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from contracts.models import Scope
+from observatory import backends
+from observatory.access import Guard, Principal
+from observatory.ports import KeyStore
+from observatory.settings import Settings
+
+log = logging.getLogger("observatory.auth")
+
+SCHEME = HTTPBearer(
+    scheme_name="apiKey",
+    auto_error=False,
+    description="An API key (`observatory keys create`): `Authorization: Bearer obs_...`.",
+)
+_guard: Guard | None = None
+
+
+def serve_host() -> str:
+    """The address Serve's proxies listen on, from the Serve controller; unknown counts as exposed."""
+    try:
+        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        return str(ray.get(controller.get_http_config.remote(), timeout=30).host)
+    except Exception as e:
+        log.warning("could not read Serve's HTTP host (%s); treating it as exposed", e)
+        return "0.0.0.0"
+
+
+def install(settings: Settings) -> KeyStore:
+    """This replica's guard: creates the keys table, stores OBSERVATORY_ADMIN_KEY, and refuses to start when
+    Serve is exposed and no key exists. Returns the key store."""
+    global _guard
+    store = backends.key_store(settings)
+    store.setup()
+    _guard = Guard(settings, store, serve_host())
+    _guard.start()
+    return store
+
+
+def add_cors(app: FastAPI, settings: Settings) -> None:
+    """CORS for the allow-list only (off when OBSERVATORY_CORS_ORIGINS is empty); at import time, before the
+    app starts, as Starlette requires."""
+    if settings.cors_allow_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Correlation-Id"],
+            expose_headers=["X-Correlation-Id", "Retry-After"],
+            max_age=600,
+        )
+
+
+def require(*scopes: Scope) -> Any:
+    """A dependency: the request's Principal, which holds one of `scopes` (401/403 otherwise)."""
+
+    async def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(SCHEME)],
+    ) -> Principal:
+        if _guard is None:
+            raise RuntimeError("serve_app.auth.install was not called in this replica")
+        token = credentials.credentials if credentials else None
+        return await run_in_threadpool(_guard.check, token, scopes)
+
+    return Depends(principal)

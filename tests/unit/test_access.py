@@ -1,0 +1,150 @@
+"""API-key checks, the start-up rule and admission control, on the embedded backends."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contracts import ApiKeyCreate, ApiKeyInfo
+from observatory import access
+from observatory import keys as api_keys
+from observatory.access import Admission, Guard, startup
+from observatory.adapters.sqlite_counters import SQLiteCounters
+from observatory.adapters.sqlite_jobs import SQLiteJobStore
+from observatory.adapters.sqlite_keys import SQLiteKeyStore
+from observatory.errors import Forbidden, Overloaded, RateLimited, Unauthorized
+from observatory.ports import NewJob
+from observatory.settings import Settings
+
+
+@pytest.fixture
+def keys(tmp_path) -> SQLiteKeyStore:
+    s = SQLiteKeyStore(tmp_path / "keys.sqlite3")
+    s.setup()
+    return s
+
+
+@pytest.fixture(autouse=True)
+def no_cache(monkeypatch):
+    monkeypatch.setattr(access, "CACHE_S", 0.0)
+
+
+def add(keys: SQLiteKeyStore, scopes: list[str], **update: object) -> str:
+    created, digest = api_keys.issue(ApiKeyCreate(name="t", scopes=scopes))
+    keys.add(ApiKeyInfo.model_validate(created.model_dump(exclude={"key"})).model_copy(update=update), digest)
+    return created.key
+
+
+def test_keys_have_the_documented_form_and_only_their_digest_matches():
+    created, digest = api_keys.issue(ApiKeyCreate(name="x", scopes=["read"]))
+    assert api_keys.key_id(created.key) == created.id and created.key not in digest
+    assert api_keys.matches(created.key, digest)
+    assert not api_keys.matches(created.key[:-1] + ("A" if created.key[-1] != "A" else "B"), digest)
+    assert api_keys.key_id("obs_nothex000000_" + "a" * 43) is None
+    with pytest.raises(ValueError, match="obs_"):
+        api_keys.issue(ApiKeyCreate(name="x", scopes=["read"]), key="secret")
+
+
+def test_start_up_refuses_an_exposed_bind_without_a_key():
+    with pytest.raises(RuntimeError, match="0.0.0.0.*observatory keys create.*OBSERVATORY_AUTH=disabled"):
+        startup("auto", "0.0.0.0", has_key=False)
+    assert startup("auto", "0.0.0.0", has_key=True) is None
+    assert "running open" in startup("auto", "127.0.0.1", has_key=False)
+    assert "disabled" in startup("disabled", "0.0.0.0", has_key=False)
+    assert "no API key" in startup("required", "::1", has_key=False)
+
+
+def test_loopback_without_keys_is_open_and_the_first_key_closes_it(keys):
+    guard = Guard(Settings(), keys, "127.0.0.1")
+    assert guard.check(None, ("submit",)) is access.OPEN
+    add(keys, ["read"])
+    with pytest.raises(Unauthorized, match="needs an API key"):
+        guard.check(None, ("read",))
+
+
+def test_an_exposed_bind_always_needs_a_key_unless_disabled(keys):
+    with pytest.raises(Unauthorized):
+        Guard(Settings(), keys, "0.0.0.0").check(None, ("read",))
+    assert Guard(Settings(OBSERVATORY_AUTH="disabled"), keys, "0.0.0.0").check(None, ("read",)) is access.OPEN
+
+
+def test_every_refusal_and_the_right_scope(keys):
+    guard = Guard(Settings(OBSERVATORY_AUTH="required"), keys, "127.0.0.1")
+    reader = add(keys, ["read"])
+    revoked = add(keys, ["read"])
+    keys.revoke(api_keys.key_id(revoked))
+    expired = add(keys, ["read"], expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    wrong = reader[:-4] + "AAAA" if not reader.endswith("AAAA") else reader[:-4] + "BBBB"
+    for token, message in (
+        (None, "needs an API key"),
+        ("nonsense", "unknown"),
+        (wrong, "unknown"),
+        (revoked, "revoked"),
+        (expired, "expired"),
+    ):
+        with pytest.raises(Unauthorized, match=message) as e:
+            guard.check(token, ("read",))
+        assert token is None or token not in str(e.value)
+    assert guard.check(reader, ("read",)).key_id == api_keys.key_id(reader)
+    assert guard.check(reader, ("submit", "read")).scopes == {"read"}
+    with pytest.raises(Forbidden, match="lacks the scope submit") as e:
+        guard.check(reader, ("submit",))
+    assert reader not in str(e.value)
+
+
+def test_a_revoked_key_is_refused_once_the_cache_expires(keys, monkeypatch):
+    guard = Guard(Settings(OBSERVATORY_AUTH="required"), keys, "127.0.0.1")
+    key = add(keys, ["read"])
+    guard.check(key, ("read",))
+    keys.revoke(api_keys.key_id(key))
+    with pytest.raises(Unauthorized, match="revoked"):
+        guard.check(key, ("read",))
+
+
+def test_use_is_recorded_in_batches(keys):
+    guard = Guard(Settings(OBSERVATORY_AUTH="required"), keys, "127.0.0.1")
+    key = add(keys, ["read"])
+    guard.check(key, ("read",))
+    [info] = keys.list()
+    assert info.last_used_at is not None
+
+
+def test_the_admin_key_from_the_environment_is_stored_with_every_scope(keys):
+    admin = api_keys.new_key()
+    guard = Guard(Settings(OBSERVATORY_AUTH="required", OBSERVATORY_ADMIN_KEY=admin), keys, "0.0.0.0")
+    assert guard.check(admin, ("admin",)).scopes == {"submit", "operate", "read", "admin"}
+    Guard(Settings(OBSERVATORY_ADMIN_KEY=admin), keys, "0.0.0.0")  # a second replica: stored once
+    assert len(keys.list()) == 1
+
+
+def test_rate_limit_per_principal(tmp_path):
+    counters = SQLiteCounters(tmp_path / "c.sqlite3")
+    counters.setup()
+    jobs = SQLiteJobStore(tmp_path / "j.sqlite3")
+    jobs.setup()
+    admission = Admission(Settings(OBSERVATORY_RATE_LIMIT=1, OBSERVATORY_RATE_BURST=3), counters, jobs)
+    a, b = access.Principal("a" * 12, frozenset()), access.Principal("b" * 12, frozenset())
+    admission.admit(a, 2)
+    admission.admit(a, 1)
+    with pytest.raises(RateLimited) as e:
+        admission.admit(a, 1)
+    assert not isinstance(e.value, Overloaded) and 0 < e.value.retry_after_s <= 1
+    admission.admit(b, 3)  # another key has its own bucket
+
+
+def test_the_backlog_bound_refuses_with_503_until_jobs_drain(tmp_path, monkeypatch):
+    monkeypatch.setattr(access, "BACKLOG_EVERY_S", 0.0)
+    counters = SQLiteCounters(tmp_path / "c.sqlite3")
+    counters.setup()
+    jobs = SQLiteJobStore(tmp_path / "j.sqlite3")
+    jobs.setup()
+    admission = Admission(Settings(OBSERVATORY_RATE_LIMIT=0, OBSERVATORY_MAX_UNFINISHED=3), counters, jobs)
+    made = [NewJob(uuid.uuid4(), "hash", {}, "c") for _ in range(3)]
+    admission.admit(access.OPEN, 3)
+    jobs.create(made)
+    with pytest.raises(Overloaded, match="3 jobs are waiting"):
+        admission.admit(access.OPEN, 1)
+    jobs.start_many([(made[0].id, False)], "w")
+    admission.admit(access.OPEN, 1)
