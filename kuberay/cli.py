@@ -112,6 +112,8 @@ def urls() -> list[str]:
         f"Prometheus          http://localhost:{ports['prometheus']}",
         f"Alertmanager        http://localhost:{ports['alertmanager']}",
         f"RabbitMQ management http://localhost:{ports['rabbitmq-management']}",
+        f"admin API key       kubectl -n {PROFILE.namespace} get secret {PROFILE.secret} "
+        "-o jsonpath='{.data.ADMIN_API_KEY}' | base64 -d",
     ]
 
 

@@ -251,7 +251,10 @@ class ClusterClient:
             if until(status):
                 return status
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"RayService {name} not ready after {timeout_s:g}s: {status.reason}")
+                pending = "; ".join(status.still_pending()) or "nothing else reported"
+                raise TimeoutError(
+                    f"RayService {name} not ready after {timeout_s:g}s: {status.reason}; still pending: {pending}"
+                )
             time.sleep(poll_s)
 
     # ------------------------------------------------------------ delete

@@ -22,6 +22,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from kuberay.profile import PROFILE, PYTHON_TAG, RAY_VERSION, WORKER_RESOURCE, Pod, Profile
+from kuberay.secret import ADMIN_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERAY = ROOT / "kuberay"
@@ -86,6 +87,12 @@ def _env(profile: Profile) -> list[dict[str, Any]]:
     return [
         *secret,
         {"name": "OBSERVATORY_WEBHOOK_SECRET", "valueFrom": webhook},
+        # The proxy listens on 0.0.0.0, so the apps refuse to start without a key: this one has every scope.
+        # Optional, so a Secret made before keys existed gives that clear refusal rather than a stuck pod.
+        {
+            "name": "OBSERVATORY_ADMIN_KEY",
+            "valueFrom": {"secretKeyRef": {"name": profile.secret, "key": ADMIN_KEY, "optional": True}},
+        },
         {"name": "OBSERVATORY_PROMETHEUS_URL", "value": "http://prometheus:9090"},
         {"name": "OBSERVATORY_ALERTMANAGER_URL", "value": "http://alertmanager:9093"},
         # The Ray dashboard embeds Grafana's panels: the server side reaches Grafana and Prometheus in the

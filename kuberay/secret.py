@@ -10,8 +10,10 @@ import secrets
 from typing import Any
 
 from kuberay.profile import PROFILE, Profile
+from observatory.keys import new_key
 
 USER = "observatory"
+ADMIN_KEY = "ADMIN_API_KEY"
 
 
 def credentials(token: int = 24) -> dict[str, str]:
@@ -23,6 +25,7 @@ def credentials(token: int = 24) -> dict[str, str]:
         "MONGO_URL": f"mongodb://{USER}:{pw['MONGO']}@mongodb:27017/?authSource=admin",
         "REDIS_URL": f"redis://:{pw['REDIS']}@redis:6379/0",
         "WEBHOOK_SECRET": secrets.token_urlsafe(token),
+        ADMIN_KEY: new_key(),  # every scope; the gateway stores its digest at start (OBSERVATORY_ADMIN_KEY)
     }
 
 

@@ -96,6 +96,30 @@ class RayServiceStatus(BaseModel):
             return "no status yet (is the KubeRay operator running?)"
         return f"{ready.reason}: {ready.message}" if ready.message else ready.reason
 
+    def still_pending(self) -> list[str]:
+        """What is not there yet, one item each: clusters not ready, applications not RUNNING, deployments
+        not HEALTHY (with the operator's or Serve's message)."""
+        if not self.exists:
+            return [f"RayService {self.name} does not exist"]
+        out = []
+        sides = [(label, side) for label, side in (("active", self.active), ("pending", self.pending)) if side.cluster]
+        if not sides:
+            out.append("no RayCluster yet")
+        for label, side in sides:
+            if side.cluster_state != "ready":
+                out.append(f"{label} cluster {side.cluster} is {side.cluster_state or 'not ready'}")
+            if not side.applications:
+                out.append(f"no Serve application reported on {label} cluster {side.cluster}")
+            for app, a in sorted(side.applications.items()):
+                if a.status != "RUNNING":
+                    out.append(f"app {app} {a.status or 'unknown'}{': ' + a.message if a.message else ''}")
+                for d, ds in sorted(a.deployments.items()):
+                    if ds.status != "HEALTHY":
+                        out.append(
+                            f"deployment {app}/{d} {ds.status or 'unknown'}{': ' + ds.message if ds.message else ''}"
+                        )
+        return out
+
     def lines(self) -> list[str]:
         """A few lines for a terminal: the verdict, each cluster and application, the backing services."""
         out = [f"RayService {self.name}: {'Ready' if self.ready else 'not ready'} ({self.reason})"]

@@ -25,6 +25,7 @@ log = logging.getLogger("observatory.access")
 CACHE_S = 2.0  # a key's record (and "does any key exist") is re-read this often: a revoke bites within it
 BACKLOG_EVERY_S = 1.0  # the unfinished-jobs count is re-read this often
 BACKLOG_RETRY_S = 5
+NEAR_BOUND = 0.9  # from this share of the bound on, every submission re-counts
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,10 @@ class Admission:
         if self._bound <= 0:
             return
         with self._lock:
-            if time.monotonic() - self._counted_at > BACKLOG_EVERY_S:
+            # Re-count once a second, and for every submission near the bound, where replicas must not
+            # each add their own share on top of an old count.
+            near = self._unfinished + n > self._bound * NEAR_BOUND
+            if near or time.monotonic() - self._counted_at > BACKLOG_EVERY_S:
                 self._unfinished = self._jobs.unfinished()
                 self._counted_at = time.monotonic()
             if self._unfinished + n > self._bound:

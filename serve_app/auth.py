@@ -4,7 +4,7 @@ Each replica calls `install` once; routes declare `require("read")` and friends.
 rules live in observatory.access; this module is the FastAPI side.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI must see the dependency's real types.
 
 import logging
 from typing import Annotated, Any
@@ -68,15 +68,20 @@ def add_cors(app: FastAPI, settings: Settings) -> None:
         )
 
 
-def require(*scopes: Scope) -> Any:
-    """A dependency: the request's Principal, which holds one of `scopes` (401/403 otherwise)."""
+class _Require:
+    """The dependency behind `require`. A module-level class, so Serve's pickling keeps it by reference and
+    it finds the guard that `install` set in this replica (a closure would carry a stale copy)."""
 
-    async def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(SCHEME)],
-    ) -> Principal:
+    def __init__(self, scopes: tuple[Scope, ...]) -> None:
+        self.scopes = scopes
+
+    async def __call__(self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(SCHEME)]) -> Principal:
         if _guard is None:
             raise RuntimeError("serve_app.auth.install was not called in this replica")
         token = credentials.credentials if credentials else None
-        return await run_in_threadpool(_guard.check, token, scopes)
+        return await run_in_threadpool(_guard.check, token, self.scopes)
 
-    return Depends(principal)
+
+def require(*scopes: Scope) -> Any:
+    """A dependency: the request's Principal, which holds one of `scopes` (401/403 otherwise)."""
+    return Depends(_Require(scopes))

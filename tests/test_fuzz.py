@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from schemathesis.openapi import from_dict
 
-from contracts import JobStatus
+from contracts import ApiKeyCreate, ApiKeyInfo, JobStatus
+from observatory import backends
+from observatory import keys as api_keys
+from tests.cluster import ROOT
 from tests.helpers import final_jobs, stats_match_the_store, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -45,24 +49,41 @@ WRONG_TYPE = st.one_of(
 )
 
 
-def conformance(api: httpx.Client, prefix: str, scratch: Path) -> tuple[int, str]:
+def conformance(api: httpx.Client, prefix: str, scratch: Path, key: str | None, checks: str = "all") -> tuple[int, str]:
     """schemathesis (its CLI, as a user runs it) with every check and every phase, stateful included,
     against the app's live OpenAPI document: no 5xx, every response as documented, every schema-valid
-    request accepted and every schema-violating one refused. Returns the exit code and the report."""
+    request accepted and every schema-violating one refused, and (with a key) no operation that answers
+    without it. Returns the exit code and the report."""
     operations = sum(len(ops) for ops in api.get(f"{prefix}/openapi.json").json()["paths"].values())
     run = subprocess.run(
         [str(Path(sys.executable).parent / "st"), "--no-color", "run", f"{api.base_url}{prefix}/openapi.json"]
-        + ["--checks", "all", "--phases", "examples,coverage,fuzzing,stateful"]
+        + ["--checks", checks, "--phases", "examples,coverage,fuzzing,stateful"]
         + ["--max-examples", str(EXAMPLES_PER_OPERATION), "--workers", "1", "--request-timeout", "30"]
-        + ["--suppress-health-check", "all"],
+        + ["--suppress-health-check", "all"]
+        + (["--header", f"Authorization: Bearer {key}"] if key else []),
         capture_output=True,
         text=True,
         timeout=900,
         cwd=scratch,  # schemathesis keeps its state (.schemathesis/) in the working directory
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "PYTHONPATH": str(ROOT)},
     )
     report = run.stdout + run.stderr
     assert f"Selected: {operations}/{operations}" in report, report[-3000:]
     return run.returncode, report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def key(api: httpx.Client, mode) -> str:
+    """A key with every scope: once it exists every request needs one, so the fuzz runs with it, and once
+    more without it."""
+    created, digest = api_keys.issue(ApiKeyCreate(name="fuzz", scopes=["submit", "operate", "read", "admin"]))
+    store = backends.key_store(mode[1])
+    store.setup()
+    store.add(ApiKeyInfo.model_validate(created.model_dump(exclude={"key"})), digest)
+    store.close()
+    wait_for(lambda: api.get("/read/stats").status_code == 401, "keys to be required", 30)
+    api.headers["Authorization"] = f"Bearer {created.key}"
+    return created.key
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +139,19 @@ def expected_outcomes(sub: dict[str, Any]) -> set[str]:
     return {"COMPLETED"}
 
 
-def test_the_gateway_does_what_its_openapi_document_says(api, tmp_path):
-    code, report = conformance(api, "/api", tmp_path)
+def test_the_gateway_does_what_its_openapi_document_says(api, key, tmp_path):
+    code, report = conformance(api, "/api", tmp_path, key)
     assert code == 0, report[-6000:]
 
 
-def test_the_read_model_does_what_its_openapi_document_says(api, tmp_path):
-    code, report = conformance(api, "/read", tmp_path)
+def test_the_read_model_does_what_its_openapi_document_says(api, key, tmp_path):
+    code, report = conformance(api, "/read", tmp_path, key)
+    assert code == 0, report[-6000:]
+
+
+@pytest.mark.parametrize("prefix", ["/api", "/read"])
+def test_without_a_key_every_answer_is_401_and_never_5xx(api, prefix, tmp_path):
+    code, report = conformance(api, prefix, tmp_path, None, "not_a_server_error,refused_without_a_key")
     assert code == 0, report[-6000:]
 
 
