@@ -25,7 +25,7 @@ log = logging.getLogger("observatory.access")
 CACHE_S = 2.0  # a key's record (and "does any key exist") is re-read this often: a revoke bites within it
 BACKLOG_EVERY_S = 1.0  # the unfinished-jobs count is re-read this often
 BACKLOG_RETRY_S = 5
-NEAR_BOUND = 0.9  # from this share of the bound on, every submission re-counts
+NEAR_BOUND = 0.5  # from this share of the bound on, every submission re-counts
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,9 @@ class Guard:
             return found
         return cached[1]
 
-    def check(self, token: str | None, scopes: tuple[Scope, ...]) -> Principal:
-        """The principal for `token`, which must hold one of `scopes`; Unauthorized or Forbidden otherwise.
-        Messages never repeat the token."""
+    def identify(self, token: str | None) -> Principal:
+        """Who `token` is: OPEN while keys are not needed, else the key's principal; Unauthorized when the
+        key is missing, unknown, revoked or expired. Messages never repeat the token."""
         if not self.enforced():
             return OPEN
         if not token:
@@ -135,11 +135,19 @@ class Guard:
         refusal = info.refusal(now)
         if refusal:
             raise Unauthorized(f"API key {kid} is {refusal}")
-        held = frozenset(info.scopes)
-        if not held.intersection(scopes):
-            raise Forbidden(f"API key {kid} lacks the scope {' or '.join(scopes)}")
         self._note_use(kid, now)
-        return Principal(kid, held)
+        return Principal(kid, frozenset(info.scopes))
+
+    @staticmethod
+    def allow(principal: Principal, scopes: tuple[Scope, ...]) -> Principal:
+        """The principal, when it holds one of `scopes`; Forbidden otherwise."""
+        if not principal.scopes.intersection(scopes):
+            raise Forbidden(f"API key {principal.key_id} lacks the scope {' or '.join(scopes)}")
+        return principal
+
+    def check(self, token: str | None, scopes: tuple[Scope, ...]) -> Principal:
+        """identify, then allow: the principal for `token`, holding one of `scopes`."""
+        return self.allow(self.identify(token), scopes)
 
     def _note_use(self, key_id: str, now: datetime) -> None:
         with self._lock:

@@ -10,16 +10,20 @@ import logging
 from typing import Annotated, Any
 
 import ray
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as Scope_
 
 from contracts.models import Scope
 from observatory import backends
 from observatory.access import Guard, Principal
+from observatory.errors import Unauthorized
 from observatory.ports import KeyStore
 from observatory.settings import Settings
+from serve_app.http import REALM, error_response
 
 log = logging.getLogger("observatory.auth")
 
@@ -68,6 +72,46 @@ def add_cors(app: FastAPI, settings: Settings) -> None:
         )
 
 
+PRINCIPAL = "observatory.principal"  # where KeyFirst leaves the request's principal in the ASGI scope
+PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+
+
+def _bearer(scope: Scope_) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if kind.lower() == "bearer" else None
+    return None
+
+
+class KeyFirst:
+    """Asks for a usable key before anything else of the request is read: without one, every path but
+    the public ones answers 401, whatever the body (the routes then check the scope)."""
+
+    def __init__(self, app: ASGIApp, public: frozenset[str]) -> None:
+        self.app, self.public = app, public
+
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        root = scope.get("root_path", "")
+        path = scope.get("path", "")
+        path = path[len(root) :] if root and path.startswith(root) else path
+        if scope["type"] != "http" or _guard is None or path in self.public:
+            await self.app(scope, receive, send)
+            return
+        try:
+            scope[PRINCIPAL] = await run_in_threadpool(_guard.identify, _bearer(scope))
+        except Unauthorized as e:
+            detail = [(["header", "Authorization"], str(e))]
+            await error_response(401, str(e), detail, {"WWW-Authenticate": REALM})(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def protect(app: FastAPI, public: frozenset[str] = PUBLIC) -> None:
+    """Every path of `app` but `public` needs a usable key (when keys are needed at all)."""
+    app.add_middleware(KeyFirst, public=public)
+
+
 class _Require:
     """The dependency behind `require`. A module-level class, so Serve's pickling keeps it by reference and
     it finds the guard that `install` set in this replica (a closure would carry a stale copy)."""
@@ -75,9 +119,14 @@ class _Require:
     def __init__(self, scopes: tuple[Scope, ...]) -> None:
         self.scopes = scopes
 
-    async def __call__(self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(SCHEME)]) -> Principal:
+    async def __call__(
+        self, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(SCHEME)]
+    ) -> Principal:
         if _guard is None:
             raise RuntimeError("serve_app.auth.install was not called in this replica")
+        known = request.scope.get(PRINCIPAL)
+        if known is not None:
+            return _guard.allow(known, self.scopes)
         token = credentials.credentials if credentials else None
         return await run_in_threadpool(_guard.check, token, self.scopes)
 

@@ -51,6 +51,7 @@ api = FastAPI(
     description="Submit jobs to the Distributed Task Observatory.",
     responses=ERROR_RESPONSES,
 )
+auth.protect(api)  # inside the error handlers' middleware: 401s are counted too
 install_error_handlers(api, "gateway")
 auth.add_cors(api, get_settings())
 typed_submissions(api, default_registry())

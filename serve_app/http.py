@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import ErrorBody, ErrorDetail, ErrorResponse
@@ -121,8 +122,17 @@ async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
     return error_response(status, str(exc), headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
 
 
-async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:  # Allow lists the methods of every route on this path, not just the first one's
+        methods = {
+            m
+            for route in request.app.routes
+            if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE
+            for m in route.methods
+        }
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
+    return error_response(exc.status_code, str(exc.detail), headers=headers)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -64,6 +64,7 @@ api = FastAPI(
     "reconnects by itself. Every open stream receives the same snapshot, computed once per second.",
     responses=ERROR_RESPONSES,
 )
+auth.protect(api, auth.PUBLIC | {"/alerts/webhook"})  # inside the error handlers' middleware: 401s are counted too
 install_error_handlers(api, "read")
 auth.add_cors(api, get_settings())
 READ = [auth.require("read")]
