@@ -6,7 +6,9 @@ rules live in observatory.access; this module is the FastAPI side.
 
 # No `from __future__ import annotations` here: FastAPI must see the dependency's real types.
 
+import hmac
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import ray
@@ -22,7 +24,7 @@ from observatory import backends
 from observatory.access import Guard, Principal
 from observatory.errors import Unauthorized
 from observatory.ports import KeyStore
-from observatory.settings import Settings
+from observatory.settings import Settings, get_settings
 from serve_app.http import REALM, error_response
 
 log = logging.getLogger("observatory.auth")
@@ -84,12 +86,28 @@ def _bearer(scope: Scope_) -> str | None:
     return None
 
 
+def check_webhook_secret(token: str | None) -> None:
+    """Unauthorized unless `token` is the webhook's shared secret (compared in constant time)."""
+    expected = get_settings().webhook_secret
+    if expected is None:
+        raise Unauthorized(
+            "the alert webhook is off: set OBSERVATORY_WEBHOOK_SECRET here and in Alertmanager's http_config"
+        )
+    if token is None:
+        raise Unauthorized("missing Authorization: Bearer <the webhook secret>")
+    if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized("wrong webhook secret")
+
+
 class KeyFirst:
     """Asks for a usable key before anything else of the request is read: without one, every path but
-    the public ones answers 401, whatever the body (the routes then check the scope)."""
+    the public ones answers 401, whatever the body (the routes then check the scope). A path in `own`
+    has its own credential check instead (the alert webhook's shared secret)."""
 
-    def __init__(self, app: ASGIApp, public: frozenset[str]) -> None:
-        self.app, self.public = app, public
+    def __init__(
+        self, app: ASGIApp, public: frozenset[str], own: dict[str, Callable[[str | None], None]] | None = None
+    ) -> None:
+        self.app, self.public, self.own = app, public, own or {}
 
     async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
         root = scope.get("root_path", "")
@@ -99,7 +117,10 @@ class KeyFirst:
             await self.app(scope, receive, send)
             return
         try:
-            scope[PRINCIPAL] = await run_in_threadpool(_guard.identify, _bearer(scope))
+            if path in self.own:
+                self.own[path](_bearer(scope))
+            else:
+                scope[PRINCIPAL] = await run_in_threadpool(_guard.identify, _bearer(scope))
         except Unauthorized as e:
             detail = [(["header", "Authorization"], str(e))]
             await error_response(401, str(e), detail, {"WWW-Authenticate": REALM})(scope, receive, send)
@@ -107,9 +128,12 @@ class KeyFirst:
         await self.app(scope, receive, send)
 
 
-def protect(app: FastAPI, public: frozenset[str] = PUBLIC) -> None:
-    """Every path of `app` but `public` needs a usable key (when keys are needed at all)."""
-    app.add_middleware(KeyFirst, public=public)
+def protect(
+    app: FastAPI, public: frozenset[str] = PUBLIC, own: dict[str, Callable[[str | None], None]] | None = None
+) -> None:
+    """Every path of `app` but `public` needs a usable key (when keys are needed at all), or the credential
+    its entry in `own` checks."""
+    app.add_middleware(KeyFirst, public=public, own=own)
 
 
 class _Require:
