@@ -10,12 +10,10 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-import psycopg_pool
-from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from contracts import FINAL_STATUSES, Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
+from observatory.adapters.pg_base import PostgresSchema
 from observatory.adapters.sql_common import (
     FAIL_BUMP,
     SingleJobCalls,
@@ -24,7 +22,7 @@ from observatory.adapters.sql_common import (
     first_only,
     job_filters,
 )
-from observatory.errors import InvalidSubmission, StoreUnavailable
+from observatory.errors import InvalidSubmission
 from observatory.paging import decode_cursor, next_cursor
 from observatory.ports import Created, Finish, NewJob
 
@@ -87,42 +85,20 @@ def _job(row: dict[str, Any]) -> Job:
     return Job.model_validate(row)
 
 
-class PostgresJobStore(SingleJobCalls):
+class PostgresJobStore(PostgresSchema, SingleJobCalls):
     def __init__(self, dsn: str, namespace: str, max_size: int = 10) -> None:
-        self._ns = sql.Identifier(namespace)
-        self._lock_key = f"observatory:{namespace}"
-        self._pool = psycopg_pool.ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=max_size,
-            timeout=10,
-            open=False,
-            check=psycopg_pool.ConnectionPool.check_connection,
-            kwargs={"row_factory": dict_row, "connect_timeout": 5},
-        )
-        self._opened = False
-
-    def _q(self, text: str) -> sql.Composed:
-        return sql.SQL(text).format(ns=self._ns)
+        super().__init__(dsn, namespace, max_size)
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         try:
-            if not self._opened:
-                self._pool.open(wait=False)
-                self._opened = True
-            with self._pool.connection() as conn:
+            with super()._conn() as conn:
                 yield conn
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as e:
-            raise StoreUnavailable(f"PostgreSQL: {e}; check POSTGRES_DSN and that the server is up") from e
         except psycopg.DataError as e:  # e.g. a NUL character, which PostgreSQL text and jsonb cannot hold
             raise InvalidSubmission("a value cannot be stored", [(["request"], str(e).splitlines()[0])]) from e
 
     def setup(self) -> None:
-        with self._conn() as conn, conn.transaction():
-            # Several replicas start at once; the advisory lock serialises their CREATE ... IF NOT EXISTS.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
-            conn.execute(self._q(_SCHEMA))
+        self._create(_SCHEMA)
 
     def create(self, jobs: Sequence[NewJob]) -> list[Created]:
         """One INSERT for the whole batch; jobs whose idempotency key is taken come back as the older job."""
@@ -399,12 +375,3 @@ class PostgresJobStore(SingleJobCalls):
             ).fetchall()
             last = conn.execute(self._q("SELECT max(updated_at) AS t FROM {ns}.jobs")).fetchone()
         return {(r["type"], JobStatus(r["status"])): r["n"] for r in rows}, (last or {}).get("t")
-
-    def ping(self) -> None:
-        with self._conn() as conn:
-            conn.execute("SELECT 1")
-
-    def close(self) -> None:
-        if self._opened:
-            self._pool.close()
-            self._opened = False

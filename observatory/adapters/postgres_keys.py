@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
-
-import psycopg
-import psycopg_pool
-from psycopg import sql
-from psycopg.rows import dict_row
 
 from contracts import ApiKeyInfo
-from observatory.errors import StoreUnavailable
+from observatory.adapters.pg_base import PostgresSchema
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {ns};
@@ -31,39 +23,12 @@ CREATE TABLE IF NOT EXISTS {ns}.api_keys (
 _INFO = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"
 
 
-class PostgresKeyStore:
+class PostgresKeyStore(PostgresSchema):
     def __init__(self, dsn: str, namespace: str) -> None:
-        self._ns = sql.Identifier(namespace)
-        self._lock_key = f"observatory:{namespace}"
-        self._pool = psycopg_pool.ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=2,
-            timeout=10,
-            open=False,
-            check=psycopg_pool.ConnectionPool.check_connection,
-            kwargs={"row_factory": dict_row, "connect_timeout": 5},
-        )
-        self._opened = False
-
-    def _q(self, text: str) -> sql.Composed:
-        return sql.SQL(text).format(ns=self._ns)
-
-    @contextlib.contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        try:
-            if not self._opened:
-                self._pool.open(wait=False)
-                self._opened = True
-            with self._pool.connection() as conn:
-                yield conn
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as e:
-            raise StoreUnavailable(f"PostgreSQL: {e}; check POSTGRES_DSN and that the server is up") from e
+        super().__init__(dsn, namespace, max_size=2)
 
     def setup(self) -> None:
-        with self._conn() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
-            conn.execute(self._q(_SCHEMA))
+        self._create(_SCHEMA)
 
     def add(self, info: ApiKeyInfo, digest: str) -> bool:
         q = self._q(
@@ -114,10 +79,3 @@ class PostgresKeyStore:
         )
         with self._conn() as conn:
             return bool(conn.execute(q).fetchone()["any"])
-
-    def ping(self) -> None:
-        with self._conn() as conn:
-            conn.execute("SELECT 1")
-
-    def close(self) -> None:
-        self._pool.close()

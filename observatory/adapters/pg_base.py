@@ -1,0 +1,62 @@
+"""What the PostgreSQL adapters share: a lazily opened pool, one schema per namespace, errors translated."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from observatory.errors import StoreUnavailable
+
+
+class PostgresSchema:
+    """A connection pool on `dsn` whose queries name tables as `{ns}.table` (the namespace's schema)."""
+
+    def __init__(self, dsn: str, namespace: str, max_size: int) -> None:
+        self._ns = sql.Identifier(namespace)
+        self._lock_key = f"observatory:{namespace}"
+        self._pool = psycopg_pool.ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            timeout=10,
+            open=False,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            kwargs={"row_factory": dict_row, "connect_timeout": 5},
+        )
+        self._opened = False
+
+    def _q(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(ns=self._ns)
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        try:
+            if not self._opened:
+                self._pool.open(wait=False)
+                self._opened = True
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as e:
+            raise StoreUnavailable(f"PostgreSQL: {e}; check POSTGRES_DSN and that the server is up") from e
+
+    def _create(self, schema: str) -> None:
+        """Run `schema` (CREATE ... IF NOT EXISTS); several replicas start at once, so an advisory lock
+        serialises them."""
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
+            conn.execute(self._q(schema))
+
+    def ping(self) -> None:
+        with self._conn() as conn:
+            conn.execute("SELECT 1")
+
+    def close(self) -> None:
+        if self._opened:
+            self._pool.close()
+            self._opened = False
