@@ -81,6 +81,20 @@ def _resources(pod: Pod) -> dict[str, Any]:
     }
 
 
+def _public_urls(profile: Profile) -> dict[str, str]:
+    ports = profile.host_ports
+    return {
+        name: f"http://localhost:{ports[port]}"
+        for name, port in (
+            ("Ray dashboard", "ray-dashboard"),
+            ("Prometheus", "prometheus"),
+            ("Alertmanager", "alertmanager"),
+            ("Grafana", "grafana"),
+            ("RabbitMQ", "rabbitmq-management"),
+        )
+    }
+
+
 def _env(profile: Profile) -> list[dict[str, Any]]:
     secret = [{"name": k, "valueFrom": {"secretKeyRef": {"name": profile.secret, "key": k}}} for k in URL_KEYS]
     webhook = {"secretKeyRef": {"name": profile.secret, "key": WEBHOOK_SECRET_KEY}}
@@ -95,6 +109,11 @@ def _env(profile: Profile) -> list[dict[str, Any]]:
         },
         {"name": "OBSERVATORY_PROMETHEUS_URL", "value": "http://prometheus:9090"},
         {"name": "OBSERVATORY_ALERTMANAGER_URL", "value": "http://alertmanager:9093"},
+        # The web dashboard checks the operator UIs at their Services and links to where kind maps them.
+        {"name": "OBSERVATORY_GRAFANA_URL", "value": "http://grafana:3000"},
+        {"name": "OBSERVATORY_RABBITMQ_MANAGEMENT_URL", "value": "http://rabbitmq:15672"},
+        {"name": "OBSERVATORY_RAY_DASHBOARD_URL", "value": "http://ray-dashboard-ui:8265"},
+        {"name": "OBSERVATORY_PUBLIC_URLS", "value": json.dumps(_public_urls(profile), sort_keys=True)},
         # The Ray dashboard embeds Grafana's panels: the server side reaches Grafana and Prometheus in the
         # cluster, the browser reaches Grafana on the port kind maps to localhost.
         {"name": "RAY_GRAFANA_HOST", "value": "http://grafana:3000"},

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     rabbitmq_management_url: str = Field(
         default="http://127.0.0.1:15672", validation_alias="OBSERVATORY_RABBITMQ_MANAGEMENT_URL"
     )
+    public_urls: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias="OBSERVATORY_PUBLIC_URLS",
+        description="JSON {name: url}: where a browser opens an operator UI when that differs from the address "
+        "the server checks (e.g. on Kubernetes); names: Ray dashboard, Prometheus, Alertmanager, Grafana, RabbitMQ.",
+    )
     webhook_secret: SecretStr | None = Field(
         default=None,
         min_length=16,

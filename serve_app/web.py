@@ -56,6 +56,7 @@ class Web:
             "Grafana": settings.grafana_url,
             "RabbitMQ": settings.rabbitmq_management_url,
         }
+        self._public = settings.public_urls
         self._links: list[Link] = []
         self._checked = 0.0
 
@@ -71,11 +72,16 @@ class Web:
 
     @api.get("/links", response_model=list[Link], dependencies=[auth.require("read")])
     async def links(self) -> list[Link]:
-        """The operator UIs that answer right now (checked at most every 30 s)."""
+        """The operator UIs that answer right now (checked at most every 30 s), at the address a browser
+        opens (OBSERVATORY_PUBLIC_URLS, else the one checked)."""
         if time.monotonic() - self._checked > LINKS_TTL_S:
             async with httpx.AsyncClient(timeout=1.0) as client:
                 answers = await asyncio.gather(*(_answers(client, url) for url in self._targets.values()))
-            self._links = [Link(name=n, url=u) for (n, u), ok in zip(self._targets.items(), answers, strict=True) if ok]
+            self._links = [
+                Link(name=n, url=self._public.get(n, u))
+                for (n, u), ok in zip(self._targets.items(), answers, strict=True)
+                if ok
+            ]
             self._checked = time.monotonic()
         return self._links
 

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -274,3 +275,21 @@ def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if doc["kind"] == "RayService":
         return [c for t in pod_templates(doc) for c in t["spec"]["containers"]]
     return []
+
+
+def test_the_dashboard_links_open_where_kind_maps_each_ui_and_are_checked_at_its_service():
+    head = rayservice()["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    public = json.loads(env["OBSERVATORY_PUBLIC_URLS"])
+    assert set(public) == {"Ray dashboard", "Prometheus", "Alertmanager", "Grafana", "RabbitMQ"}
+    kind = yaml.safe_load((ROOT / "kuberay" / "kind.yaml").read_text())
+    host_ports = {m["hostPort"] for m in kind["nodes"][0]["extraPortMappings"]}
+    assert all(
+        url.startswith("http://localhost:") and int(url.rsplit(":", 1)[1]) in host_ports for url in public.values()
+    )
+    checked = [
+        env[f"OBSERVATORY_{n}_URL"]
+        for n in ("PROMETHEUS", "ALERTMANAGER", "GRAFANA", "RABBITMQ_MANAGEMENT", "RAY_DASHBOARD")
+    ]
+    services = {d["metadata"]["name"] for d in docs() if d["kind"] == "Service"}
+    assert all(httpx.URL(url).host in services for url in checked), checked

@@ -191,6 +191,21 @@ def test_dead_letters_are_requeued_from_their_page_until_they_complete(browser, 
     assert requeued and all(jobs[i]["status"] == "COMPLETED" and jobs[i]["attempts"] >= 2 for i in requeued)
 
 
+def test_dead_letters_page_by_page(browser, api, truth):
+    for i in range(55):  # messages that never became jobs, the newest last
+        truth.jobs.dead_letter(None, None, "unreadable message", f"paging-{i:02d}")
+    open_page(browser, api, "#/dlq")
+    until(lambda: "paging-54" in text(browser, "#dlq-list"), "the newest letter on the first page")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#dlq-list tbody tr")) == 50
+    assert "paging-00" not in text(browser, "#dlq-list")
+    assert browser.find_element(By.ID, "dlq-first").get_attribute("disabled") is not None
+    browser.find_element(By.ID, "dlq-next").click()
+    until(lambda: "paging-00" in text(browser, "#dlq-list"), "the oldest letters on the next page")
+    assert "paging-54" not in text(browser, "#dlq-list")
+    browser.find_element(By.ID, "dlq-first").click()
+    until(lambda: "paging-54" in text(browser, "#dlq-list"), "back on the first page")
+
+
 def no_horizontal_scroll(b: WebDriver) -> bool:
     return b.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 

@@ -292,7 +292,11 @@ function overviewPage() {
   }
 
   if (state.snapshot) render(state.snapshot);
-  else cards.append(h("p", { class: "muted" }, "Waiting for the live stream…"));
+  else {  // the same cards, empty, until the stream answers: nothing below moves when the numbers arrive
+    cards.replaceChildren(...["total", ...STATUSES].map((st) => h("div", { class: "card", "aria-busy": "true" },
+      h("div", { class: "n muted" }, "—"), h("div", { class: "l" }, st.replace("_", " ")))));
+    for (const panel of [alerts, queues, recent]) panel.replaceChildren(h("p", { class: "muted" }, "Waiting for the live stream…"));
+  }
   return { onSnapshot: render };
 }
 
@@ -458,7 +462,12 @@ function dlqPage() {
   const status = h("div", { id: "dlq-status" });
   const selected = new Set(); // survives the live re-renders
   let shown = null;
-  main.replaceChildren(h("h2", {}, "Dead letters"), status, list);
+  let cursor = null; // the page shown: null is the newest
+  let next = null;
+  const first = h("button", { type: "button", class: "secondary", id: "dlq-first", onclick: () => { cursor = null; shown = null; load(); } }, "First page");
+  const more = h("button", { type: "button", class: "secondary", id: "dlq-next", onclick: () => { cursor = next; shown = null; load(); } }, "Next page");
+  const pager = h("div", { class: "row-actions" }, first, more);
+  main.replaceChildren(h("h2", {}, "Dead letters"), status, list, pager);
 
   async function requeue(ids) {
     const done = [], failed = [];
@@ -472,8 +481,12 @@ function dlqPage() {
 
   async function load() {
     let page;
-    try { page = await get("/read/dlq?limit=50"); } catch (e) { list.replaceChildren(notice(e.message, true)); return; }
-    const key = JSON.stringify(page.items.map((d) => d.id));
+    const query = new URLSearchParams({ limit: "50", ...(cursor ? { cursor } : {}) });
+    try { page = await get(`/read/dlq?${query}`); } catch (e) { list.replaceChildren(notice(e.message, true)); return; }
+    next = page.next_cursor;
+    more.disabled = !next;
+    first.disabled = !cursor;
+    const key = JSON.stringify([cursor, page.items.map((d) => d.id)]);
     if (key === shown) return; // nothing new: keep the page (and the reader's place) as it is
     shown = key;
     if (!page.items.length) { list.replaceChildren(h("p", { class: "muted" }, "No dead letters.")); return; }
@@ -486,7 +499,7 @@ function dlqPage() {
           onchange: (e) => { if (e.target.checked) selected.add(d.job_id); else selected.delete(d.job_id); } }) : "";
         return h("tr", { "data-job": d.job_id || "" },
           h("td", {}, box), h("td", {}, d.job_id ? jobLink(d.job_id) : "(unreadable message)"), h("td", {}, d.job_type || "—"),
-          h("td", {}, d.reason), h("td", { class: "hide-narrow" }, h("code", {}, d.message.slice(0, 120))), h("td", {}, ago(d.created_at)),
+          h("td", {}, d.reason), h("td", { class: "hide-narrow" }, h("code", { title: d.message }, d.message.length > 120 ? `${d.message.slice(0, 120)}…` : d.message)), h("td", {}, ago(d.created_at)),
           h("td", {}, d.job_id ? h("button", { type: "button", class: "secondary", onclick: () => requeue([d.job_id]) }, "Requeue") : ""));
       })))));
   }
