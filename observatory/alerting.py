@@ -5,6 +5,7 @@ before Prometheus is set up), so the UIs always have alerts. Same names, simpler
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from contracts import Alert, JobStatus, Severity
@@ -20,12 +21,15 @@ RUNBOOKS = {
     "DeadLetterQueueNotEmpty": "Inspect GET /read/dlq; requeue with POST /api/dlq/{job_id}/requeue once fixed.",
     "JobFailureRateHigh": "Look at GET /read/dlq and the failing jobs' errors; fix the handler or its input.",
     "QueueBacklogGrowing": "Add processors (args.processors in serve_app/config.yaml) or check they consume.",
+    "StatsCacheDiverged": "Stats come from the job store meanwhile; the cache is rebuilt from the event store by "
+    "itself (or run `observatory replay --verify`).",
 }
 
 
 class Watch:
-    def __init__(self, backends: Backends) -> None:
+    def __init__(self, backends: Backends, cache_diverged: Callable[[], bool] = lambda: False) -> None:
         self._b = backends
+        self._cache_diverged = cache_diverged
         self._since: dict[str, datetime] = {}
 
     def _conditions(self) -> dict[str, tuple[Severity, str]]:
@@ -43,6 +47,11 @@ class Watch:
             if finished >= MIN_FINISHED and failed / finished > FAILURE_RATE:
                 share = f"{failed / finished:.0%}"
                 found["JobFailureRateHigh"] = (Severity.WARNING, f"{share} of the jobs finished in 5 minutes failed")
+        if self._cache_diverged():
+            found["StatsCacheDiverged"] = (
+                Severity.WARNING,
+                "the stats cache disagrees with the job store: stats come from the store until it is rebuilt",
+            )
         if "bus" not in down:
             depth = self._b.bus.depth("jobs")
             if depth > BACKLOG:

@@ -261,6 +261,41 @@ def dlq(
 
 
 @app.command()
+def replay(
+    verify: Annotated[bool, typer.Option(help="Then compare the rebuilt stats with the job store")] = False,
+) -> None:
+    """Rebuild the stats counters from the event store (safe while the observatory runs)."""
+    from observatory.errors import BackendUnavailable
+    from observatory.replay import replay as run_replay
+
+    settings = Settings()
+    b = backends.build(settings)
+    try:
+        b.setup()
+        began = time.monotonic()
+
+        def progress(n: int) -> None:
+            typer.echo(f"\r  {n} events ({n / max(time.monotonic() - began, 1e-6):.0f}/s)", nl=False, err=True)
+
+        events, done = run_replay(b.events, b.counters, progress)
+        typer.echo("", err=True)
+        if not done:
+            fail("the counters were wiped or rebuilt by someone else meanwhile: run `observatory replay` again")
+        typer.echo(f"rebuilt the stats from {events} events in {time.monotonic() - began:.1f}s")
+        if verify:
+            differences = views.stats_differences(b.counters.stats(), b.jobs.counts())
+            for line in differences:
+                typer.echo(line)
+            if differences:
+                fail(f"{len(differences)} difference(s) between the rebuilt stats and the job store")
+            typer.echo("the rebuilt stats equal the job store")
+    except BackendUnavailable as e:
+        fail(str(e))
+    finally:
+        b.close()
+
+
+@app.command()
 def tui() -> None:
     """The terminal dashboard (Textual); `textual serve "observatory tui"` shows it in a browser."""
     from tui.app import run

@@ -153,6 +153,10 @@ class EventStore(Protocol):
     def append_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
         """`append` for each, in one write; in the same order."""
 
+    def scan(self, after: str | None, limit: int) -> tuple[list[EventEnvelope], str | None]:
+        """Every stored event, `limit` at a time in a fixed order: the page after the cursor `after` (None:
+        the first), and the cursor of the next page (None: this was the last)."""
+
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         """The job's events in the order they happened."""
 
@@ -170,8 +174,21 @@ class Counters(Protocol):
     def apply_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
         """`apply` for each, in order, with one round trip; each event still counted atomically."""
 
+    def complete(self) -> bool:
+        """Whether the counters hold every stored event: set by the last finished rebuild, and gone with
+        the counters themselves (a flush, a restart without persistence, a deleted key)."""
+
+    def begin_rebuild(self) -> str:
+        """Start a rebuild: a new generation token, and `complete` cleared until `finish_rebuild(token)`."""
+
+    def finish_rebuild(self, token: str) -> bool:
+        """Mark the counters complete, unless they were wiped or another rebuild began since `token`."""
+
+    def reset(self) -> None:
+        """Forget every count and every event seen (alerts and rate buckets are kept)."""
+
     def stats(self) -> Stats | None:
-        """None when nothing is counted yet (an empty cache), so callers fall back to the job store."""
+        """None unless `complete` (an empty, partial or rebuilding cache), so callers fall back to the job store."""
 
     def set_alerts(self, firing: dict[str, Alert], resolved: list[str]) -> None:
         """Store firing alerts by fingerprint and forget resolved ones (shared by every read replica)."""

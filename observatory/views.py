@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from contracts import JobStatus
+from contracts import JobStatus, Stats
 
 STATUSES = tuple(s.value.lower() for s in JobStatus)  # the stats' field names
 
@@ -96,3 +96,23 @@ def dlq_lines(page: dict[str, Any]) -> list[str]:
     if page.get("next_cursor"):
         out.append(f"more: --cursor {page['next_cursor']}")
     return out
+
+
+def stats_differences(
+    cached: Stats | None, store: tuple[dict[tuple[str, JobStatus], int], datetime | None]
+) -> list[str]:
+    """Each count where the cache's stats and the job store's differ, one line each (none: an empty list)."""
+    if cached is None:
+        return ["the cache holds no complete stats"]
+    truth = Stats.from_counts(store[0], store[1], "store")
+    got, want = (
+        cached.model_dump(exclude={"source", "last_event_at"}),
+        truth.model_dump(exclude={"source", "last_event_at"}),
+    )
+    lines = [f"{k}: cache {got[k]}, store {want[k]}" for k in sorted(want) if k != "by_type" and got[k] != want[k]]
+    for job_type in sorted(set(got["by_type"]) | set(want["by_type"])):
+        a, b = got["by_type"].get(job_type, {}), want["by_type"].get(job_type, {})
+        for k in sorted(set(a) | set(b)):
+            if a.get(k, 0) != b.get(k, 0):
+                lines.append(f"{job_type}.{k}: cache {a.get(k, 0)}, store {b.get(k, 0)}")
+    return lines

@@ -35,6 +35,7 @@ from contracts.models import NO_NUL
 from observatory import __version__, backends, logs
 from observatory.alerting import Watch
 from observatory.errors import BackendUnavailable, CacheUnavailable, JobNotFound, Unauthorized
+from observatory.healing import Healer
 from observatory.paging import CURSOR_DESCRIPTION, CURSOR_PATTERN
 from observatory.settings import get_settings
 from observatory.topology import QUEUES
@@ -96,7 +97,9 @@ class ReadModel:
         self._using = backends.describe(settings)
         self._b.setup()
         auth.install(settings)
-        self._watch = Watch(self._b)
+        self._healer = Healer(self._b)
+        self._healer.start()
+        self._watch = Watch(self._b, lambda: self._healer.diverged)
         self._series = live.RateSeries()
         self._hub = live.Hub(self._snapshot)
         self._sampler = threading.Thread(target=self._sample, name="rate-sampler", daemon=True)
@@ -112,8 +115,8 @@ class ReadModel:
             time.sleep(live.POINT_EVERY_S)
 
     def _stats(self) -> Stats:
-        try:
-            cached = self._b.counters.stats()
+        try:  # the cache, unless it is incomplete (then None) or disagrees with the store
+            cached = None if self._healer.diverged else self._b.counters.stats()
         except CacheUnavailable:
             cached = None
         if cached is not None:

@@ -37,6 +37,7 @@ def counters(request, settings, tmp_path) -> Counters:
     else:
         c = SQLiteCounters(tmp_path / "counters.sqlite3")
     c.setup()
+    assert c.finish_rebuild(c.begin_rebuild())  # complete, as after the read model's first rebuild
     return c
 
 
@@ -221,3 +222,37 @@ def test_a_cost_above_the_burst_passes_on_a_full_bucket_and_leaves_a_debt(counte
     assert counters.take(bucket, 10.0, 5, 20) == 0.0
     wait = counters.take(bucket, 10.0, 5, 1)
     assert 1.5 < wait <= 1.6  # 15 tokens of debt plus the one asked for, at 10 per second
+
+
+def test_stats_are_withheld_until_a_rebuild_completes(counters):
+    counters.apply(history("hash")[0])
+    assert counters.complete() and counters.stats().total_jobs == 1
+    token = counters.begin_rebuild()
+    assert not counters.complete() and counters.stats() is None  # readers use the job store meanwhile
+    assert counters.finish_rebuild(token)
+    assert counters.stats().total_jobs == 1
+
+
+def test_a_rebuild_overtaken_by_another_or_by_a_wipe_does_not_mark_complete(counters):
+    first = counters.begin_rebuild()
+    second = counters.begin_rebuild()
+    assert not counters.finish_rebuild(first)
+    assert counters.finish_rebuild(second)
+    third = counters.begin_rebuild()
+    counters.reset()
+    if isinstance(counters, RedisCounters):  # a wipe: the generation goes with the keys
+        counters._r.delete(counters._generation)
+    else:
+        with counters._db.write() as conn:
+            conn.execute("DELETE FROM meta")
+    assert not counters.finish_rebuild(third) and not counters.complete()
+
+
+def test_reset_forgets_counts_and_seen_events(counters):
+    event = history("hash")[0]
+    counters.apply(event)
+    counters.reset()
+    assert not counters.complete()
+    assert counters.apply(event)  # seen again: counted again, once
+    assert counters.finish_rebuild(counters.begin_rebuild())
+    assert counters.stats().total_jobs == 1

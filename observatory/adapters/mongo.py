@@ -65,6 +65,14 @@ class MongoEventStore:
                 return [i not in duplicates for i in range(len(events))]
         return [True] * len(events)
 
+    def scan(self, after: str | None, limit: int) -> tuple[list[EventEnvelope], str | None]:
+        """Pages in `_id` order (the primary key's index): `after` is the last `_id` of the previous page."""
+        with self._translate():
+            query = {"_id": {"$gt": after}} if after else {}
+            docs = list(self._events.find(query, {"envelope": 1}).sort("_id", 1).limit(limit))
+        events = [EventEnvelope.model_validate(d["envelope"]) for d in docs]
+        return events, (docs[-1]["_id"] if len(docs) == limit else None)
+
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         with self._translate():
             docs = self._events.find({"job_id": str(job_id)}).sort([("version", 1), ("occurred_us", 1)])

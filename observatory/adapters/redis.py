@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
@@ -58,6 +59,13 @@ redis.call('EXPIRE', KEYS[1], math.ceil((burst + cost) / rate) + 60)
 return tostring(wait)
 """
 
+# KEYS: generation, complete. ARGV: the rebuild's token. Complete only if no other rebuild (or wipe) came since.
+_FINISH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+"""
+
 
 class RedisCounters:
     def __init__(self, url: str, namespace: str) -> None:
@@ -67,6 +75,8 @@ class RedisCounters:
         self._alerts = f"{namespace}:alerts"
         self._buckets = f"{namespace}:bucket:"
         self._take = self._r.register_script(_TAKE)
+        self._generation, self._complete = f"{namespace}:generation", f"{namespace}:complete"
+        self._finish = self._r.register_script(_FINISH)
 
     @contextlib.contextmanager
     def _translate(self) -> Iterator[None]:
@@ -98,13 +108,35 @@ class RedisCounters:
                 self._apply(keys=self._keys, args=args, client=pipe)
             return [bool(r) for r in pipe.execute()]
 
+    def complete(self) -> bool:
+        with self._translate():
+            return bool(self._r.exists(self._complete))
+
+    def begin_rebuild(self) -> str:
+        token = uuid.uuid4().hex
+        with self._translate():
+            pipe = self._r.pipeline()  # MULTI: no reader sees the new generation with the old mark
+            pipe.set(self._generation, token)
+            pipe.delete(self._complete)
+            pipe.execute()
+        return token
+
+    def finish_rebuild(self, token: str) -> bool:
+        with self._translate():
+            return bool(self._finish(keys=[self._generation, self._complete], args=[token]))
+
+    def reset(self) -> None:
+        with self._translate():
+            self._r.delete(*self._keys, self._complete)
+
     def stats(self) -> Stats | None:
         with self._translate():
-            pipe = self._r.pipeline()
+            pipe = self._r.pipeline()  # MULTI: the mark and the counts of one moment
+            pipe.exists(self._complete)
             pipe.hgetall(self._keys[2])
             pipe.get(self._keys[3])
-            raw, last_us = pipe.execute()
-        if not raw:
+            complete, raw, last_us = pipe.execute()
+        if not complete or not raw:
             return None
         counts: dict[tuple[str, JobStatus], int] = {}
         for field, n in raw.items():

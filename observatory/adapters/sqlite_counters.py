@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ CREATE TABLE IF NOT EXISTS counts (type TEXT NOT NULL, status TEXT NOT NULL, n I
                                    PRIMARY KEY (type, status));
 CREATE TABLE IF NOT EXISTS alerts (fingerprint TEXT PRIMARY KEY, alert TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, tokens REAL NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS last_event (id INTEGER PRIMARY KEY CHECK (id = 1), occurred_us INTEGER NOT NULL);
 """
 
@@ -62,11 +64,41 @@ class SQLiteCounters:
         )
         return True
 
+    def complete(self) -> bool:
+        with self._db.read() as conn:
+            return conn.execute("SELECT 1 FROM meta WHERE key = 'complete'").fetchone() is not None
+
+    def begin_rebuild(self) -> str:
+        token = uuid.uuid4().hex
+        with self._db.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (token,))
+            conn.execute("DELETE FROM meta WHERE key = 'complete'")
+        return token
+
+    def finish_rebuild(self, token: str) -> bool:
+        with self._db.write() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            if row is None or row["value"] != token:
+                return False
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('complete', ?)", (token,))
+            return True
+
+    def reset(self) -> None:
+        with self._db.write() as conn:
+            for table in ("seen", "job_state", "counts", "last_event"):
+                conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            conn.execute("DELETE FROM meta WHERE key = 'complete'")
+
     def stats(self) -> Stats | None:
         with self._db.read() as conn:
-            rows = conn.execute("SELECT type, status, n FROM counts").fetchall()
-            last = conn.execute("SELECT occurred_us FROM last_event WHERE id = 1").fetchone()
-        if not rows:
+            conn.execute("BEGIN")  # one snapshot: the mark and the counts of one moment
+            try:
+                complete = conn.execute("SELECT 1 FROM meta WHERE key = 'complete'").fetchone() is not None
+                rows = conn.execute("SELECT type, status, n FROM counts").fetchall()
+                last = conn.execute("SELECT occurred_us FROM last_event WHERE id = 1").fetchone()
+            finally:
+                conn.execute("COMMIT")
+        if not complete or not rows:
             return None
         counts = {(r["type"], JobStatus(r["status"])): r["n"] for r in rows}
         return Stats.from_counts(counts, from_us(last["occurred_us"]) if last else None, "cache")

@@ -51,6 +51,16 @@ class SQLiteEventStore:
                 for e in events
             ]
 
+    def scan(self, after: str | None, limit: int) -> tuple[list[EventEnvelope], str | None]:
+        """Pages in `event_id` order (the primary key): `after` is the last id of the previous page."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT event_id, envelope FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
+                (after or "", limit),
+            ).fetchall()
+        events = [EventEnvelope.model_validate(json.loads(r["envelope"])) for r in rows]
+        return events, (rows[-1]["event_id"] if len(rows) == limit else None)
+
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         with self._db.read() as conn:
             rows = conn.execute(

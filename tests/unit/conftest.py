@@ -32,7 +32,12 @@ def events(tmp_path) -> Iterator[SQLiteEventStore]:
 
 @pytest.fixture
 def counters(tmp_path) -> Iterator[SQLiteCounters]:
-    yield from _opened(SQLiteCounters(tmp_path / "counters.sqlite3"))
+    """Counters marked complete, as after the read model's first (empty) rebuild."""
+    c = SQLiteCounters(tmp_path / "counters.sqlite3")
+    c.setup()
+    assert c.finish_rebuild(c.begin_rebuild())
+    yield c
+    c.close()
 
 
 @pytest.fixture

@@ -1,0 +1,110 @@
+"""The read model's cache keeper: rebuild the counters when they are lost, and notice when they diverge.
+
+Two signals, checked by one background thread per read-model replica:
+- the counters' `complete` mark is gone (Redis flushed, restarted empty, the keys deleted, a fresh start):
+  replay the event store (observatory.replay); readers use the job store until the mark is back;
+- the cache's total disagrees with the job store's for longer than events take to arrive (the cache can
+  never count more jobs than the store holds now, nor fewer than it held LAG_S ago): `diverged` is set,
+  readers use the job store, StatsCacheDiverged fires, and after DIVERGED_FOR_S the counters are reset
+  and replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+from observatory.backends import Backends
+from observatory.errors import BackendUnavailable
+from observatory.replay import replay
+
+log = logging.getLogger("observatory.healing")
+
+CHECK_EVERY_S = 2.0  # how often the complete mark is read
+COMPARE_EVERY_S = 10.0  # how often the totals are compared (a count over the job store)
+LAG_S = 30.0  # events of jobs created longer ago than this are counted, unless the cache lost them
+DIVERGED_FOR_S = 30.0  # disagreeing this long: reset and replay
+
+
+class Healer:
+    def __init__(self, backends: Backends, check_every_s: float = CHECK_EVERY_S) -> None:
+        self._b = backends
+        self._every = check_every_s
+        self._totals: deque[tuple[float, int]] = deque()  # (when, store total) over the last LAG_S and more
+        self._diverged_since: float | None = None
+        self._compared = -COMPARE_EVERY_S
+        self.rebuilds = 0
+        self._stop = threading.Event()
+
+    @property
+    def diverged(self) -> bool:
+        return self._diverged_since is not None
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="cache-healer", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except BackendUnavailable as e:  # a backend down: try again on the next round
+                log.warning("cache check skipped: %s", e)
+            except Exception:  # never let the thread die: the next round may succeed
+                log.exception("cache check failed")
+            self._stop.wait(self._every)
+
+    def check(self) -> None:
+        """One round: rebuild when the mark is gone; compare totals; reset and rebuild a long divergence."""
+        counters = self._b.counters
+        if not counters.complete():
+            self._rebuild("the counters are incomplete (lost, flushed or new)")
+            return
+        if time.monotonic() - self._compared < COMPARE_EVERY_S:
+            return
+        cached = counters.stats()  # first the cache, then the store: a right cache never counts more
+        counts, _ = self._b.jobs.counts()
+        now, store_total = time.monotonic(), sum(counts.values())
+        self._compared = now
+        self._totals.append((now, store_total))
+        while len(self._totals) > 1 and self._totals[1][0] <= now - LAG_S:
+            self._totals.popleft()
+        settled = self._totals[0][1] if self._totals[0][0] <= now - LAG_S else 0
+        cache_total = cached.total_jobs if cached else 0
+        if settled <= cache_total <= store_total:
+            if self._diverged_since is not None:
+                log.warning("the stats cache agrees with the job store again")
+            self._diverged_since = None
+            return
+        if self._diverged_since is None:
+            self._diverged_since = now
+            log.warning(
+                "the stats cache counts %d jobs, the job store %d (at least %d %gs ago): answering from the store",
+                cache_total,
+                store_total,
+                settled,
+                LAG_S,
+            )
+        elif now - self._diverged_since >= DIVERGED_FOR_S:
+            counters.reset()
+            self._rebuild(f"the stats cache disagreed with the job store for {DIVERGED_FOR_S:g}s")
+            self._diverged_since = None
+            self._totals.clear()
+
+    def _rebuild(self, why: str) -> None:
+        log.warning("rebuilding the stats cache from the event store: %s", why)
+        began = time.monotonic()
+        events, done = replay(self._b.events, self._b.counters)
+        self.rebuilds += 1
+        log.warning(
+            "stats cache rebuilt from %d events in %.1fs%s",
+            events,
+            time.monotonic() - began,
+            "" if done else " (wiped or rebuilt again meanwhile: another round follows)",
+        )

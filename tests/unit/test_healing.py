@@ -1,0 +1,70 @@
+"""Replay and the cache keeper on the embedded stores: lost counters come back from the event log, and a
+cache that disagrees with the job store is noticed, bypassed and rebuilt."""
+
+from __future__ import annotations
+
+from observatory import healing
+from observatory.backends import Backends
+from observatory.events import job_events, producer
+from observatory.healing import Healer
+from observatory.replay import replay
+from observatory.views import stats_differences
+from tests.unit.fakes import RecordingBus, new_job
+
+
+def pipeline(jobs, events, counters, n: int) -> None:
+    """n jobs created and completed, their events stored and counted, as the aggregators do."""
+    created = jobs.create([new_job(key=f"k{i}") for i in range(n)])
+    for c in created:
+        started = jobs.start(c.job.id, "w", False)
+        done = jobs.complete(c.job.id, {"ok": True})
+        batch = job_events(c.job, producer("t")) + job_events(started, producer("t")) + job_events(done, producer("t"))
+        events.append_many(batch)
+        counters.apply_many(batch)
+
+
+def test_replay_after_a_wipe_restores_stats_equal_to_the_store(jobs, events, counters):
+    pipeline(jobs, events, counters, 12)
+    counters.reset()
+    assert counters.stats() is None
+    seen, done = replay(events, counters, page=5)
+    assert done and seen == 36
+    assert stats_differences(counters.stats(), jobs.counts()) == []
+    assert replay(events, counters, page=5)[1]  # again: the same numbers
+    assert counters.stats().completed == 12
+
+
+def test_the_keeper_rebuilds_lost_counters_without_being_asked(jobs, events, counters):
+    pipeline(jobs, events, counters, 5)
+    counters.reset()
+    keeper = Healer(Backends(RecordingBus(), jobs, events, counters))
+    keeper.check()
+    assert counters.complete() and keeper.rebuilds == 1
+    assert stats_differences(counters.stats(), jobs.counts()) == []
+
+
+def test_a_cache_counting_more_than_the_store_is_bypassed_then_rebuilt(jobs, events, counters, monkeypatch):
+    pipeline(jobs, events, counters, 4)
+    jobs_counts = jobs.counts()
+    ghost = job_events(jobs.create([new_job(key="ghost")])[0].job, producer("t"))
+    counters.apply_many(ghost)  # counted, and never stored in the event log: a count from nowhere
+    monkeypatch.setattr(jobs, "counts", lambda: jobs_counts)  # and the store does not have the job either
+    keeper = Healer(Backends(RecordingBus(), jobs, events, counters))
+    keeper.check()
+    assert keeper.diverged and keeper.rebuilds == 0  # noticed; readers now use the store
+    monkeypatch.setattr(healing, "DIVERGED_FOR_S", 0.0)
+    monkeypatch.setattr(healing, "COMPARE_EVERY_S", 0.0)
+    keeper.check()
+    assert not keeper.diverged and keeper.rebuilds == 1
+    assert stats_differences(counters.stats(), jobs_counts) == []  # rebuilt from the event log alone
+
+
+def test_a_cache_that_lost_counts_but_kept_its_mark_is_noticed(jobs, events, counters, monkeypatch):
+    pipeline(jobs, events, counters, 6)
+    with counters._db.write() as conn:
+        conn.execute("DELETE FROM counts")  # the mark survives: only the comparison can tell
+    monkeypatch.setattr(healing, "LAG_S", 0.0)
+    keeper = Healer(Backends(RecordingBus(), jobs, events, counters))
+    keeper.check()
+    keeper.check()
+    assert keeper.diverged
