@@ -94,10 +94,10 @@ def _counters(settings: Settings) -> Counters:
     if settings.redis_url:
         from observatory.adapters.redis import RedisCounters
 
-        return RedisCounters(settings.redis_url, settings.namespace)
+        return RedisCounters(settings.redis_url, settings.namespace, settings.final_state_ttl_s)
     from observatory.adapters.sqlite_counters import SQLiteCounters
 
-    return SQLiteCounters(settings.embedded_dir / "counters.sqlite3")
+    return SQLiteCounters(settings.embedded_dir / "counters.sqlite3", settings.final_state_ttl_s)
 
 
 def build(settings: Settings, pool_size: int = 10) -> Backends:

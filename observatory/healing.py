@@ -5,8 +5,8 @@ Two signals, checked by one background thread per read-model replica:
   replay the event store (observatory.replay); readers use the job store until the mark is back;
 - the cache's total disagrees with the job store's for longer than events take to arrive (the cache can
   never count more jobs than the store holds now, nor fewer than it held LAG_S ago): `diverged` is set,
-  readers use the job store, StatsCacheDiverged fires, and after DIVERGED_FOR_S the counters are reset
-  and replayed.
+  readers use the job store, StatsCacheDiverged fires, and after DIVERGED_FOR_S the counters are rebuilt
+  (a replay starts from nothing).
 """
 
 from __future__ import annotations
@@ -92,7 +92,6 @@ class Healer:
                 LAG_S,
             )
         elif now - self._diverged_since >= DIVERGED_FOR_S:
-            counters.reset()
             self._rebuild(f"the stats cache disagreed with the job store for {DIVERGED_FOR_S:g}s")
             self._diverged_since = None
             self._totals.clear()

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         validation_alias="OBSERVATORY_CORS_ORIGINS",
         description="Comma-separated origins allowed to call the APIs from a browser; empty: CORS off.",
     )
+    final_state_ttl_s: int = Field(
+        default=3_600,
+        ge=1,
+        validation_alias="OBSERVATORY_FINAL_STATE_TTL_S",
+        description="How long the stats cache remembers a COMPLETED, FAILED or CANCELLED job (see "
+        "observatory/counting.py).",
+    )
     retry_base_s: float = Field(
         default=1.0,
         gt=0,

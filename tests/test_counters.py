@@ -8,11 +8,12 @@ from datetime import timedelta
 import pytest
 
 from contracts import Alert, EventEnvelope, Job, JobStatus, Severity, Stats, TypeStats
+from observatory.adapters import sqlite_counters
 from observatory.adapters.redis import RedisCounters
 from observatory.adapters.sqlite_counters import SQLiteCounters
 from observatory.events import job_events, producer
 from observatory.ports import Counters
-from tests.helpers import scratch
+from tests.helpers import scratch, wait_for
 from tests.test_event_store import T0, lifecycle
 
 S = JobStatus
@@ -256,3 +257,56 @@ def test_reset_forgets_counts_and_seen_events(counters):
     assert counters.apply(event)  # seen again: counted again, once
     assert counters.finish_rebuild(counters.begin_rebuild())
     assert counters.stats().total_jobs == 1
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def short_lived(request, settings, tmp_path, monkeypatch) -> Counters:
+    """Counters that keep a finished job's state for one second."""
+    monkeypatch.setattr(sqlite_counters, "PURGE_EVERY_S", 0.0)
+    if request.param == "redis":
+        c: Counters = RedisCounters(settings.redis_url, scratch(f"{settings.namespace}_{uuid.uuid4().hex[:6]}"), 1)
+    else:
+        c = SQLiteCounters(tmp_path / "counters.sqlite3", final_ttl_s=1)
+    c.setup()
+    assert c.finish_rebuild(c.begin_rebuild())
+    return c
+
+
+def remembered(c: Counters) -> int:
+    """How many jobs the cache holds a state for."""
+    if isinstance(c, RedisCounters):
+        return len(list(c._r.scan_iter(f"{c._job}*")))
+    with c._db.read() as conn:
+        return conn.execute("SELECT count(*) FROM job_state").fetchone()[0]
+
+
+def test_only_jobs_that_can_still_change_are_remembered(short_lived):
+    finished = history("hash", S.RUNNING, S.COMPLETED) + history("hash", S.CANCELLED)
+    open_ = history("hash", S.RUNNING) + history("hash", S.RUNNING, S.DEAD_LETTERED)  # a requeue may follow
+    short_lived.apply_many(finished + open_)
+    assert remembered(short_lived) == 4
+    wait_for(lambda: (short_lived.apply_many([]) or True) and remembered(short_lived) == 2, "finished states gone", 10)
+    s = short_lived.stats()
+    assert (s.total_jobs, s.completed, s.cancelled, s.running, s.dead_lettered) == (4, 1, 1, 1, 1)  # still counted
+    later = history("hash", S.RUNNING, S.COMPLETED)
+    short_lived.apply_many(later[:1])
+    short_lived.apply_many(later[:1])  # a redelivery of a job still remembered: once
+    assert short_lived.stats().total_jobs == 5
+
+
+def test_an_old_data_dir_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "counters.sqlite3"
+    with sqlite3.connect(path) as conn:  # the 0.1.0 tables
+        conn.executescript(
+            "CREATE TABLE seen (event_id TEXT PRIMARY KEY);"
+            "CREATE TABLE job_state (job_id TEXT PRIMARY KEY, version INTEGER NOT NULL, type TEXT NOT NULL,"
+            " status TEXT NOT NULL);"
+            "INSERT INTO job_state VALUES ('j', 1, 'hash', 'RUNNING');"
+        )
+    c = SQLiteCounters(path)
+    c.setup()
+    assert c.finish_rebuild(c.begin_rebuild())
+    c.apply_many(history("hash", S.RUNNING))
+    assert c.stats().total_jobs == 1 and remembered(c) == 2

@@ -10,35 +10,41 @@ from datetime import UTC, datetime
 import redis as redis_lib
 
 from contracts import Alert, EventEnvelope, JobStatus, Stats
+from observatory.counting import FINAL, FINAL_STATE_TTL_S
 from observatory.errors import CacheUnavailable
 
 SEP = "\x1f"  # between job type and status in a counter's field name
 
-# KEYS: seen-set, job->"version|type SEP status" hash, counters hash, last-event key
-# ARGV: event_id, job_id, version, status, job_type, occurred_us
-# A job is counted under the status of its highest-version event, so redelivered or late events never
-# double count, and out-of-order delivery still converges on the right numbers.
+# KEYS: the job's state key ("version|type SEP status"), counters hash, last-event key
+# ARGV: version, status, job_type, occurred_us, seconds to keep a final job's state, 1 when final
+# A job is counted under the status of its highest-version event: a redelivered or late event (a version
+# already seen) never counts again, and out-of-order delivery converges on the right numbers. The state of
+# a job that can no longer change expires (see observatory.counting), so the cache holds what the
+# unfinished jobs need and no more.
 _APPLY = """
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-local ver = tonumber(ARGV[3])
-local new = ARGV[5] .. '\\31' .. ARGV[4]
-local prev = redis.call('HGET', KEYS[2], ARGV[2])
-local newer = true
+local ver = tonumber(ARGV[1])
+local new = ARGV[3] .. '\\31' .. ARGV[2]
+local prev = redis.call('GET', KEYS[1])
+local counted = 1
 if prev then
   local sep = string.find(prev, '|', 1, true)
   if ver <= tonumber(string.sub(prev, 1, sep - 1)) then
-    newer = false
+    counted = 0
   else
-    redis.call('HINCRBY', KEYS[3], string.sub(prev, sep + 1), -1)
+    redis.call('HINCRBY', KEYS[2], string.sub(prev, sep + 1), -1)
   end
 end
-if newer then
-  redis.call('HINCRBY', KEYS[3], new, 1)
-  redis.call('HSET', KEYS[2], ARGV[2], ver .. '|' .. new)
+if counted == 1 then
+  redis.call('HINCRBY', KEYS[2], new, 1)
+  if ARGV[6] == '1' then
+    redis.call('SET', KEYS[1], ver .. '|' .. new, 'EX', ARGV[5])
+  else
+    redis.call('SET', KEYS[1], ver .. '|' .. new)
+  end
 end
-local ts = tonumber(ARGV[6])
-if ts > tonumber(redis.call('GET', KEYS[4]) or '0') then redis.call('SET', KEYS[4], ARGV[6]) end
-return 1
+local ts = tonumber(ARGV[4])
+if ts > tonumber(redis.call('GET', KEYS[3]) or '0') then redis.call('SET', KEYS[3], ARGV[4]) end
+return counted
 """
 
 # KEYS: the bucket's hash. ARGV: rate per second, burst, cost. Returns the seconds to wait, "0" when taken.
@@ -66,17 +72,34 @@ redis.call('SET', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: counts, last-event, complete, the 0.1.0 keys. ARGV: the job-state key pattern. Atomic, so no event
+# is applied half before and half after it; the job states are few (see observatory.counting).
+_RESET = """
+redis.call('DEL', unpack(KEYS))
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = page[1]
+  if #page[2] > 0 then redis.call('DEL', unpack(page[2])) end
+until cursor == '0'
+return 1
+"""
+
 
 class RedisCounters:
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, final_ttl_s: int = FINAL_STATE_TTL_S) -> None:
         self._r = redis_lib.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True)
-        self._keys = [f"{namespace}:{k}" for k in ("seen", "jobs", "counts", "last_event_us")]
+        self._ttl = final_ttl_s
+        self._job = f"{namespace}:job:"
+        self._counts, self._last = f"{namespace}:counts", f"{namespace}:last_event_us"
+        self._old = [f"{namespace}:seen", f"{namespace}:jobs"]  # the unbounded keys of 0.1.0, dropped on reset
         self._apply = self._r.register_script(_APPLY)
         self._alerts = f"{namespace}:alerts"
         self._buckets = f"{namespace}:bucket:"
         self._take = self._r.register_script(_TAKE)
         self._generation, self._complete = f"{namespace}:generation", f"{namespace}:complete"
         self._finish = self._r.register_script(_FINISH)
+        self._reset = self._r.register_script(_RESET)
 
     @contextlib.contextmanager
     def _translate(self) -> Iterator[None]:
@@ -98,14 +121,14 @@ class RedisCounters:
             for event in events:
                 p = event.payload
                 args = [
-                    str(event.event_id),
-                    str(p.job_id),
                     p.version,
                     p.status.value,
                     p.job_type,
                     int(event.occurred_at.timestamp() * 1_000_000),
+                    self._ttl,
+                    int(p.status in FINAL),
                 ]
-                self._apply(keys=self._keys, args=args, client=pipe)
+                self._apply(keys=[f"{self._job}{p.job_id}", self._counts, self._last], args=args, client=pipe)
             return [bool(r) for r in pipe.execute()]
 
     def complete(self) -> bool:
@@ -127,14 +150,14 @@ class RedisCounters:
 
     def reset(self) -> None:
         with self._translate():
-            self._r.delete(*self._keys, self._complete)
+            self._reset(keys=[self._counts, self._last, self._complete, *self._old], args=[f"{self._job}*"])
 
     def stats(self) -> Stats | None:
         with self._translate():
             pipe = self._r.pipeline()  # MULTI: the mark and the counts of one moment
             pipe.exists(self._complete)
-            pipe.hgetall(self._keys[2])
-            pipe.get(self._keys[3])
+            pipe.hgetall(self._counts)
+            pipe.get(self._last)
             complete, raw, last_us = pipe.execute()
         if not complete or not raw:
             return None

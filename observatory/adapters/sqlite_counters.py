@@ -10,12 +10,13 @@ from pathlib import Path
 
 from contracts import Alert, EventEnvelope, JobStatus, Stats
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, to_us
+from observatory.counting import FINAL, FINAL_STATE_TTL_S
 from observatory.errors import CacheUnavailable
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS job_state (job_id TEXT PRIMARY KEY, version INTEGER NOT NULL, type TEXT NOT NULL,
-                                      status TEXT NOT NULL);
+                                      status TEXT NOT NULL, expires REAL);
+CREATE INDEX IF NOT EXISTS job_state_expires ON job_state (expires);
 CREATE TABLE IF NOT EXISTS counts (type TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
                                    PRIMARY KEY (type, status));
 CREATE TABLE IF NOT EXISTS alerts (fingerprint TEXT PRIMARY KEY, alert TEXT NOT NULL);
@@ -27,42 +28,60 @@ CREATE TABLE IF NOT EXISTS last_event (id INTEGER PRIMARY KEY CHECK (id = 1), oc
 _BUMP = "INSERT INTO counts (type, status, n) VALUES (?, ?, ?) ON CONFLICT (type, status) DO UPDATE SET n = n + ?"
 
 
+PURGE_EVERY_S = 60.0  # expired job states are deleted at most this often
+
+
 class SQLiteCounters:
-    def __init__(self, path: Path) -> None:
+    """The same count-once rule and state lifetime as the Redis counters (see observatory.counting)."""
+
+    def __init__(self, path: Path, final_ttl_s: int = FINAL_STATE_TTL_S) -> None:
         self._db = SQLiteFile(path, _SCHEMA, CacheUnavailable)
+        self._ttl = final_ttl_s
+        self._purged = time.monotonic()
 
     def setup(self) -> None:
+        with self._db.write() as conn:  # a data dir of 0.1.0: its job states lack `expires`, its `seen` goes
+            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'job_state'").fetchone()
+            columns = {r["name"] for r in conn.execute("PRAGMA table_info(job_state)")}
+            if exists and "expires" not in columns:
+                conn.execute("ALTER TABLE job_state ADD COLUMN expires REAL")
+            conn.execute("DROP TABLE IF EXISTS seen")
         self._db.setup()
 
     def apply(self, event: EventEnvelope) -> bool:
         return self.apply_many([event])[0]
 
     def apply_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
+        now = time.time()
         with self._db.write() as conn:  # one transaction for the batch
-            return [self._apply(conn, e) for e in events]
+            if time.monotonic() - self._purged > PURGE_EVERY_S:
+                conn.execute("DELETE FROM job_state WHERE expires < ?", (now,))
+                self._purged = time.monotonic()
+            return [self._apply(conn, e, now) for e in events]
 
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, event: EventEnvelope) -> bool:
+    def _apply(self, conn: sqlite3.Connection, event: EventEnvelope, now: float) -> bool:
         p = event.payload
-        if conn.execute("INSERT INTO seen VALUES (?) ON CONFLICT DO NOTHING", (str(event.event_id),)).rowcount == 0:
-            return False
-        prev = conn.execute("SELECT version, type, status FROM job_state WHERE job_id = ?", (str(p.job_id),))
+        prev = conn.execute("SELECT version, type, status, expires FROM job_state WHERE job_id = ?", (str(p.job_id),))
         row = prev.fetchone()
-        if row is None or p.version > row["version"]:
+        if row is not None and row["expires"] is not None and row["expires"] < now:
+            row = None  # expired, as a Redis key would be: not purged yet
+        counted = row is None or p.version > row["version"]
+        if counted:
             if row is not None:
                 conn.execute(_BUMP, (row["type"], row["status"], -1, -1))
             conn.execute(_BUMP, (p.job_type, p.status.value, 1, 1))
             conn.execute(
-                "INSERT INTO job_state VALUES (?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE "
-                "SET version = excluded.version, type = excluded.type, status = excluded.status",
-                (str(p.job_id), p.version, p.job_type, p.status.value),
+                "INSERT INTO job_state VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE "
+                "SET version = excluded.version, type = excluded.type, status = excluded.status, "
+                "expires = excluded.expires",
+                (str(p.job_id), p.version, p.job_type, p.status.value, now + self._ttl if p.status in FINAL else None),
             )
         conn.execute(
             "INSERT INTO last_event VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
             "SET occurred_us = max(occurred_us, excluded.occurred_us)",
             (to_us(event.occurred_at),),
         )
-        return True
+        return counted
 
     def complete(self) -> bool:
         with self._db.read() as conn:
@@ -85,7 +104,7 @@ class SQLiteCounters:
 
     def reset(self) -> None:
         with self._db.write() as conn:
-            for table in ("seen", "job_state", "counts", "last_event"):
+            for table in ("job_state", "counts", "last_event"):
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
             conn.execute("DELETE FROM meta WHERE key = 'complete'")
 
