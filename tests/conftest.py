@@ -85,9 +85,15 @@ def truth(mode) -> Iterator[backends.Backends]:
 
 
 @pytest.fixture(scope="module")
-def api(mode) -> Iterator[httpx.Client]:
+def api(request, mode) -> Iterator[httpx.Client]:
+    """The observatory on a loopback cluster; a test module may add settings in its CLUSTER_ENV."""
     name, s = mode
-    env = {"OBSERVATORY_NAMESPACE": s.namespace, "OBSERVATORY_DATA_DIR": str(s.data_dir), **FAST_RETRIES}
+    env = {
+        "OBSERVATORY_NAMESPACE": s.namespace,
+        "OBSERVATORY_DATA_DIR": str(s.data_dir),
+        **FAST_RETRIES,
+        **getattr(request.module, "CLUSTER_ENV", {}),
+    }
     drop = CONNECTIONS if name == "embedded" else ()
     with serve_cluster(env, drop) as url, httpx.Client(base_url=url, timeout=60) as client:
         assert_backends(client, real=name == "real")

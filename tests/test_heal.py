@@ -21,6 +21,8 @@ pytestmark = pytest.mark.e2e
 
 JOBS, BATCH, WIPE_AFTER = 300, 10, 100
 HEALED_WITHIN_S = 30
+STEADY_JOBS, FINAL_TTL_S = 20_000, 2
+CLUSTER_ENV = {"OBSERVATORY_FINAL_STATE_TTL_S": str(FINAL_TTL_S)}  # finished jobs are forgotten at once
 
 
 def wipe(mode: tuple[str, Any], truth) -> None:
@@ -82,6 +84,51 @@ def test_wiped_counters_heal_by_themselves_and_are_never_served_partial(api, mod
     assert not partial, f"the partial cache was served as source=cache: {partial[:5]} < {wiped['store_total']}"
     first_cache = min(t for t, a in after if a["source"] == "cache")
     assert first_cache - wiped["at"] <= HEALED_WITHIN_S, first_cache - wiped["at"]
+
+
+def remembered(mode: tuple[str, Any], truth) -> int:
+    """Jobs the stats cache holds a state for (embedded: rows not yet expired; expired ones are purged with
+    the next write within a minute)."""
+    name, settings = mode
+    if name == "real":
+        r: Redis = redis.Redis.from_url(settings.redis_url)
+        try:
+            return sum(1 for _ in r.scan_iter(f"{settings.namespace}:job:*", count=1000))
+        finally:
+            r.close()
+    with truth.counters._db.read() as conn:
+        return conn.execute(
+            "SELECT count(*) FROM job_state WHERE expires IS NULL OR expires >= ?", (time.time(),)
+        ).fetchone()[0]
+
+
+def submit_all(api: httpx.Client, jobs: list[dict[str, Any]], batch: int) -> None:
+    """Batches as fast as the rate limit lets them in (429: wait the Retry-After it gives)."""
+    for i in range(0, len(jobs), batch):
+        while True:
+            r = api.post("/api/jobs/batch", json={"jobs": jobs[i : i + batch]})
+            if r.status_code != 429:
+                break
+            time.sleep(float(r.headers["retry-after"]))
+        assert r.status_code == 202, r.text
+
+
+def test_after_20000_jobs_the_cache_holds_what_unfinished_jobs_need_and_stats_are_exact(api, mode, truth):
+    before = sum(truth.jobs.counts()[0].values())
+    submit_all(api, [{"type": "noop", "payload": {}} for _ in range(STEADY_JOBS)], 1000)
+    stats = wait_for(
+        lambda: (
+            (s := stats_match_the_store(api, truth))
+            and s["total_jobs"] == before + STEADY_JOBS
+            and not (s["pending"] or s["running"] or s["retrying"])
+            and s
+        ),
+        "20 000 jobs finished and counted exactly",
+        600,
+    )
+    keep = stats["dead_lettered"]  # a dead-lettered job may be requeued: remembered for as long
+    wait_for(lambda: remembered(mode, truth) <= keep, "finished jobs forgotten by the cache", 30)
+    assert stats_match_the_store(api, truth), "forgetting finished jobs changed the stats"
 
 
 def test_replay_verify_rebuilds_on_request_and_compares_with_the_store(api, mode, truth, tmp_path):
