@@ -266,6 +266,7 @@ def replay(
 ) -> None:
     """Rebuild the stats counters from the event store (safe while the observatory runs)."""
     from observatory.errors import BackendUnavailable
+    from observatory.replay import RebuildRunning
     from observatory.replay import replay as run_replay
 
     settings = Settings()
@@ -277,7 +278,10 @@ def replay(
         def progress(n: int) -> None:
             typer.echo(f"\r  {n} events ({n / max(time.monotonic() - began, 1e-6):.0f}/s)", nl=False, err=True)
 
-        events, done = run_replay(b.events, b.counters, progress)
+        try:  # the read model's keeper may be rebuilding right now: let it finish first
+            events, done = run_replay(b.events, b.counters, progress, wait_s=600)
+        except RebuildRunning as e:
+            fail(f"{e} for 10 minutes; try again later")
         typer.echo("", err=True)
         if not done:
             fail("the counters were wiped or rebuilt by someone else meanwhile: run `observatory replay` again")

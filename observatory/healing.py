@@ -18,7 +18,7 @@ from collections import deque
 
 from observatory.backends import Backends
 from observatory.errors import BackendUnavailable
-from observatory.replay import replay
+from observatory.replay import RebuildRunning, replay
 
 log = logging.getLogger("observatory.healing")
 
@@ -97,9 +97,12 @@ class Healer:
             self._totals.clear()
 
     def _rebuild(self, why: str) -> None:
-        log.warning("rebuilding the stats cache from the event store: %s", why)
         began = time.monotonic()
-        events, done = replay(self._b.events, self._b.counters)
+        try:
+            events, done = replay(self._b.events, self._b.counters)
+        except RebuildRunning:
+            return  # someone else (another replica, `observatory replay`) is at it
+        log.warning("rebuilding the stats cache from the event store: %s", why)
         self.rebuilds += 1
         log.warning(
             "stats cache rebuilt from %d events in %.1fs%s",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -153,9 +153,9 @@ class EventStore(Protocol):
     def append_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
         """`append` for each, in one write; in the same order."""
 
-    def scan(self, after: str | None, limit: int) -> tuple[list[EventEnvelope], str | None]:
-        """Every stored event, `limit` at a time in a fixed order: the page after the cursor `after` (None:
-        the first), and the cursor of the next page (None: this was the last)."""
+    def scan(self, batch: int) -> Iterator[list[EventEnvelope]]:
+        """Every stored event, `batch` at a time, read with one server-side cursor (events stored meanwhile
+        may or may not be included)."""
 
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         """The job's events in the order they happened."""
@@ -178,8 +178,12 @@ class Counters(Protocol):
         """Whether the counters hold every stored event: set by the last finished rebuild, and gone with
         the counters themselves (a flush, a restart without persistence, a deleted key)."""
 
-    def begin_rebuild(self) -> str:
-        """Start a rebuild: a new generation token, and `complete` cleared until `finish_rebuild(token)`."""
+    def begin_rebuild(self, lease_s: float) -> str | None:
+        """Start a rebuild: a new generation token, `complete` cleared until `finish_rebuild(token)`, and a
+        lease of `lease_s` (renewed by `renew_rebuild`). None while another rebuild holds a live lease."""
+
+    def renew_rebuild(self, token: str, lease_s: float) -> None:
+        """Extend the lease of the rebuild `token` (a rebuilder that dies lets its lease run out)."""
 
     def finish_rebuild(self, token: str) -> bool:
         """Mark the counters complete, unless they were wiped or another rebuild began since `token`."""

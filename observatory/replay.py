@@ -10,6 +10,7 @@ began) meanwhile; until then readers answer from the job store.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from observatory.ports import Counters, EventStore
@@ -17,24 +18,34 @@ from observatory.ports import Counters, EventStore
 log = logging.getLogger("observatory.replay")
 
 PAGE = 1000
+LEASE_S = 30.0  # a rebuild renews its lease with every page; one that dies frees the counters after this
+
+
+class RebuildRunning(Exception):
+    """Another rebuild holds the counters' lease."""
 
 
 def replay(
-    events: EventStore, counters: Counters, progress: Callable[[int], None] | None = None, page: int = PAGE
+    events: EventStore,
+    counters: Counters,
+    progress: Callable[[int], None] | None = None,
+    page: int = PAGE,
+    wait_s: float = 0.0,
 ) -> tuple[int, bool]:
     """Apply every stored event to the counters. Returns (events read, whether the counters are now
-    marked complete: False when they were wiped or another rebuild began meanwhile; run it again)."""
-    token = counters.begin_rebuild()
+    marked complete: False when they were wiped or another rebuild began meanwhile; run it again).
+    While another rebuild runs, waits up to `wait_s` for it, then raises RebuildRunning."""
+    deadline = time.monotonic() + wait_s
+    while (token := counters.begin_rebuild(LEASE_S)) is None:
+        if time.monotonic() >= deadline:
+            raise RebuildRunning("another rebuild of the counters is running")
+        time.sleep(1.0)
     counters.reset()  # from nothing: a finished job whose state has expired is counted once, not twice
-    after: str | None = None
     seen = 0
-    while True:
-        batch, after = events.scan(after, page)
-        if batch:
-            counters.apply_many(batch)
-            seen += len(batch)
-            if progress is not None:
-                progress(seen)
-        if after is None:
-            break
+    for batch in events.scan(page):
+        counters.apply_many(batch)
+        counters.renew_rebuild(token, LEASE_S)
+        seen += len(batch)
+        if progress is not None:
+            progress(seen)
     return seen, counters.finish_rebuild(token)

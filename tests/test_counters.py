@@ -38,7 +38,7 @@ def counters(request, settings, tmp_path) -> Counters:
     else:
         c = SQLiteCounters(tmp_path / "counters.sqlite3")
     c.setup()
-    assert c.finish_rebuild(c.begin_rebuild())  # complete, as after the read model's first rebuild
+    assert c.finish_rebuild(c.begin_rebuild(30))  # complete, as after the read model's first rebuild
     return c
 
 
@@ -228,24 +228,28 @@ def test_a_cost_above_the_burst_passes_on_a_full_bucket_and_leaves_a_debt(counte
 def test_stats_are_withheld_until_a_rebuild_completes(counters):
     counters.apply(history("hash")[0])
     assert counters.complete() and counters.stats().total_jobs == 1
-    token = counters.begin_rebuild()
+    token = counters.begin_rebuild(30)
     assert not counters.complete() and counters.stats() is None  # readers use the job store meanwhile
     assert counters.finish_rebuild(token)
     assert counters.stats().total_jobs == 1
 
 
-def test_a_rebuild_overtaken_by_another_or_by_a_wipe_does_not_mark_complete(counters):
-    first = counters.begin_rebuild()
-    second = counters.begin_rebuild()
-    assert not counters.finish_rebuild(first)
+def test_one_rebuild_at_a_time_and_an_overtaken_one_does_not_mark_complete(counters):
+    first = counters.begin_rebuild(30)
+    assert counters.begin_rebuild(30) is None  # its lease is alive: no second rebuild
+    counters.renew_rebuild(first, 30)
+    assert counters.finish_rebuild(first) and counters.complete()
+    dead = counters.begin_rebuild(0.05)  # a rebuilder that stops renewing: its lease runs out
+    second = wait_for(lambda: counters.begin_rebuild(30), "the dead rebuild's lease to run out", 5)
+    assert not counters.finish_rebuild(dead)
     assert counters.finish_rebuild(second)
-    third = counters.begin_rebuild()
+    third = counters.begin_rebuild(30)
     counters.reset()
     if isinstance(counters, RedisCounters):  # a wipe: the generation goes with the keys
         counters._r.delete(counters._generation)
     else:
         with counters._db.write() as conn:
-            conn.execute("DELETE FROM meta")
+            conn.execute("DELETE FROM meta WHERE key = 'generation'")
     assert not counters.finish_rebuild(third) and not counters.complete()
 
 
@@ -255,7 +259,7 @@ def test_reset_forgets_counts_and_seen_events(counters):
     counters.reset()
     assert not counters.complete()
     assert counters.apply(event)  # seen again: counted again, once
-    assert counters.finish_rebuild(counters.begin_rebuild())
+    assert counters.finish_rebuild(counters.begin_rebuild(30))
     assert counters.stats().total_jobs == 1
 
 
@@ -268,7 +272,7 @@ def short_lived(request, settings, tmp_path, monkeypatch) -> Counters:
     else:
         c = SQLiteCounters(tmp_path / "counters.sqlite3", final_ttl_s=1)
     c.setup()
-    assert c.finish_rebuild(c.begin_rebuild())
+    assert c.finish_rebuild(c.begin_rebuild(30))
     return c
 
 
@@ -307,6 +311,6 @@ def test_an_old_data_dir_is_upgraded_in_place(tmp_path):
         )
     c = SQLiteCounters(path)
     c.setup()
-    assert c.finish_rebuild(c.begin_rebuild())
+    assert c.finish_rebuild(c.begin_rebuild(30))
     c.apply_many(history("hash", S.RUNNING))
     assert c.stats().total_jobs == 1 and remembered(c) == 2

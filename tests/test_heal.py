@@ -37,7 +37,7 @@ def wipe(mode: tuple[str, Any], truth) -> None:
         r.close()
     else:
         with truth.counters._db.write() as conn:
-            for table in ("seen", "job_state", "counts", "last_event", "meta"):
+            for table in ("job_state", "counts", "last_event", "meta"):
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
 
 

@@ -65,13 +65,17 @@ class MongoEventStore:
                 return [i not in duplicates for i in range(len(events))]
         return [True] * len(events)
 
-    def scan(self, after: str | None, limit: int) -> tuple[list[EventEnvelope], str | None]:
-        """Pages in `_id` order (the primary key's index): `after` is the last `_id` of the previous page."""
+    def scan(self, batch: int) -> Iterator[list[EventEnvelope]]:
+        """One cursor over the collection in natural order (no sort: FerretDB would sort it all first)."""
         with self._translate():
-            query = {"_id": {"$gt": after}} if after else {}
-            docs = list(self._events.find(query, {"envelope": 1}).sort("_id", 1).limit(limit))
-        events = [EventEnvelope.model_validate(d["envelope"]) for d in docs]
-        return events, (docs[-1]["_id"] if len(docs) == limit else None)
+            page: list[EventEnvelope] = []
+            for doc in self._events.find({}, {"envelope": 1}, batch_size=batch):
+                page.append(EventEnvelope.model_validate(doc["envelope"]))
+                if len(page) == batch:
+                    yield page
+                    page = []
+            if page:
+                yield page
 
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         with self._translate():

@@ -65,10 +65,27 @@ redis.call('EXPIRE', KEYS[1], math.ceil((burst + cost) / rate) + 60)
 return tostring(wait)
 """
 
-# KEYS: generation, complete. ARGV: the rebuild's token. Complete only if no other rebuild (or wipe) came since.
+# KEYS: generation, complete, lease. ARGV: a new token, the lease in ms. Refused while another lease lives.
+_BEGIN = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: lease. ARGV: the token, the lease in ms.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# KEYS: generation, complete, lease. ARGV: the rebuild's token. Complete only if no other rebuild (or wipe)
+# came since.
 _FINISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[1])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
 return 1
 """
 
@@ -98,6 +115,9 @@ class RedisCounters:
         self._buckets = f"{namespace}:bucket:"
         self._take = self._r.register_script(_TAKE)
         self._generation, self._complete = f"{namespace}:generation", f"{namespace}:complete"
+        self._lease = f"{namespace}:rebuilding"
+        self._begin = self._r.register_script(_BEGIN)
+        self._renew = self._r.register_script(_RENEW)
         self._finish = self._r.register_script(_FINISH)
         self._reset = self._r.register_script(_RESET)
 
@@ -135,18 +155,19 @@ class RedisCounters:
         with self._translate():
             return bool(self._r.exists(self._complete))
 
-    def begin_rebuild(self) -> str:
+    def begin_rebuild(self, lease_s: float) -> str | None:
         token = uuid.uuid4().hex
+        keys = [self._generation, self._complete, self._lease]
         with self._translate():
-            pipe = self._r.pipeline()  # MULTI: no reader sees the new generation with the old mark
-            pipe.set(self._generation, token)
-            pipe.delete(self._complete)
-            pipe.execute()
-        return token
+            return token if self._begin(keys=keys, args=[token, int(lease_s * 1000)]) else None
+
+    def renew_rebuild(self, token: str, lease_s: float) -> None:
+        with self._translate():
+            self._renew(keys=[self._lease], args=[token, int(lease_s * 1000)])
 
     def finish_rebuild(self, token: str) -> bool:
         with self._translate():
-            return bool(self._finish(keys=[self._generation, self._complete], args=[token]))
+            return bool(self._finish(keys=[self._generation, self._complete, self._lease], args=[token]))
 
     def reset(self) -> None:
         with self._translate():

@@ -87,12 +87,23 @@ class SQLiteCounters:
         with self._db.read() as conn:
             return conn.execute("SELECT 1 FROM meta WHERE key = 'complete'").fetchone() is not None
 
-    def begin_rebuild(self) -> str:
+    def begin_rebuild(self, lease_s: float) -> str | None:
         token = uuid.uuid4().hex
         with self._db.write() as conn:
+            lease = conn.execute("SELECT value FROM meta WHERE key = 'lease'").fetchone()
+            if lease is not None and float(lease["value"].split("|")[1]) > time.time():
+                return None
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (token,))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('lease', ?)", (f"{token}|{time.time() + lease_s}",))
             conn.execute("DELETE FROM meta WHERE key = 'complete'")
         return token
+
+    def renew_rebuild(self, token: str, lease_s: float) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'lease' AND value LIKE ?",
+                (f"{token}|{time.time() + lease_s}", f"{token}|%"),
+            )
 
     def finish_rebuild(self, token: str) -> bool:
         with self._db.write() as conn:
@@ -100,6 +111,7 @@ class SQLiteCounters:
             if row is None or row["value"] != token:
                 return False
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('complete', ?)", (token,))
+            conn.execute("DELETE FROM meta WHERE key = 'lease' AND value LIKE ?", (f"{token}|%",))
             return True
 
     def reset(self) -> None:

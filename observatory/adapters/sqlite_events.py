@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from uuid import UUID
 
@@ -51,15 +51,12 @@ class SQLiteEventStore:
                 for e in events
             ]
 
-    def scan(self, after: str | None, limit: int) -> tuple[list[EventEnvelope], str | None]:
-        """Pages in `event_id` order (the primary key): `after` is the last id of the previous page."""
+    def scan(self, batch: int) -> Iterator[list[EventEnvelope]]:
+        """One read cursor (a WAL snapshot: writers go on meanwhile)."""
         with self._db.read() as conn:
-            rows = conn.execute(
-                "SELECT event_id, envelope FROM events WHERE event_id > ? ORDER BY event_id LIMIT ?",
-                (after or "", limit),
-            ).fetchall()
-        events = [EventEnvelope.model_validate(json.loads(r["envelope"])) for r in rows]
-        return events, (rows[-1]["event_id"] if len(rows) == limit else None)
+            cursor = conn.execute("SELECT envelope FROM events")
+            while rows := cursor.fetchmany(batch):
+                yield [EventEnvelope.model_validate(json.loads(r["envelope"])) for r in rows]
 
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         with self._db.read() as conn:

@@ -35,7 +35,7 @@ def counters(tmp_path) -> Iterator[SQLiteCounters]:
     """Counters marked complete, as after the read model's first (empty) rebuild."""
     c = SQLiteCounters(tmp_path / "counters.sqlite3")
     c.setup()
-    assert c.finish_rebuild(c.begin_rebuild())
+    assert c.finish_rebuild(c.begin_rebuild(30))
     yield c
     c.close()
 

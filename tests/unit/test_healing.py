@@ -68,3 +68,16 @@ def test_a_cache_that_lost_counts_but_kept_its_mark_is_noticed(jobs, events, cou
     keeper.check()
     keeper.check()
     assert keeper.diverged
+
+
+def test_the_keeper_leaves_a_running_rebuild_alone(jobs, events, counters):
+    pipeline(jobs, events, counters, 3)
+    token = counters.begin_rebuild(30)  # e.g. `observatory replay`, halfway
+    keeper = Healer(Backends(RecordingBus(), jobs, events, counters))
+    keeper.check()
+    assert keeper.rebuilds == 0 and not counters.complete()
+    counters.reset()
+    for batch in events.scan(2):
+        counters.apply_many(batch)
+    assert counters.finish_rebuild(token)
+    assert stats_differences(counters.stats(), jobs.counts()) == []
