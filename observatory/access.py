@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from contracts import ApiKeyInfo
 from contracts.models import Scope
 from observatory import keys as key_format
-from observatory.errors import Forbidden, Overloaded, RateLimited, Unauthorized
+from observatory.errors import CacheUnavailable, Forbidden, Overloaded, RateLimited, Unauthorized
 from observatory.ports import Counters, JobStore, KeyStore
 from observatory.settings import Settings
 
@@ -72,52 +72,44 @@ def startup(mode: str, host: str, has_key: bool) -> str | None:
 
 
 class Guard:
-    """Checks `Authorization: Bearer` keys for one app replica. Records are cached for CACHE_S, and
-    last-used times are written in one batch at most every CACHE_S, so a request costs no store round trip."""
+    """Checks `Authorization: Bearer` keys for one app replica against the whole key table, read again at
+    most every CACHE_S (keys are few): a request costs no store round trip, whatever id it makes up, and
+    last-used times are written in one batch at most every CACHE_S."""
 
     def __init__(self, settings: Settings, store: KeyStore, host: str) -> None:
         self._mode = settings.auth
         self._store = store
         self._host = host
         self._lock = threading.Lock()
-        self._records: dict[str, tuple[float, tuple[ApiKeyInfo, str] | None]] = {}
-        self._any: tuple[float, bool] = (-math.inf, False)
+        self._keys: dict[str, tuple[ApiKeyInfo, str]] = {}
+        self._loaded = -math.inf
         self._used: dict[str, datetime] = {}
         self._flushed = time.monotonic()
         if settings.admin_key is not None:
             info, stored = key_format.bootstrap(settings.admin_key.get_secret_value())
             store.add(info, stored)
 
+    def _table(self) -> dict[str, tuple[ApiKeyInfo, str]]:
+        with self._lock:  # one reader refreshes; the others wait for it rather than ask the store too
+            if time.monotonic() - self._loaded > CACHE_S:
+                self._keys = self._store.table()
+                self._loaded = time.monotonic()
+            return self._keys
+
     def start(self) -> None:
-        """Refuse an exposed start without keys; say once how the app runs."""
-        message = startup(self._mode, self._host, self._any_active())
+        """Refuse an exposed start without a usable key; say once how the app runs."""
+        now = datetime.now(UTC)
+        usable = any(info.refusal(now) is None for info, _ in self._table().values())
+        message = startup(self._mode, self._host, usable)
         if message:
             log.warning(message)
 
-    def _any_active(self) -> bool:
-        at, value = self._any
-        if time.monotonic() - at > CACHE_S:
-            value = self._store.any_active()
-            self._any = (time.monotonic(), value)
-        return value
-
     def enforced(self) -> bool:
+        """Keys are needed unless disabled, or open on loopback while no key was ever made (once one was,
+        revoking the last does not open the API again)."""
         if self._mode == "disabled":
             return False
-        return self._mode == "required" or not is_loopback(self._host) or self._any_active()
-
-    def _record(self, key_id: str) -> tuple[ApiKeyInfo, str] | None:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._records.get(key_id)
-        if cached is None or now - cached[0] > CACHE_S:
-            found = self._store.get(key_id)
-            with self._lock:
-                if len(self._records) > 10_000:  # unknown ids from a scan must not grow the cache for ever
-                    self._records.clear()
-                self._records[key_id] = (now, found)
-            return found
-        return cached[1]
+        return self._mode == "required" or not is_loopback(self._host) or bool(self._table())
 
     def identify(self, token: str | None) -> Principal:
         """Who `token` is: OPEN while keys are not needed, else the key's principal; Unauthorized when the
@@ -127,7 +119,7 @@ class Guard:
         if not token:
             raise Unauthorized("this endpoint needs an API key: send Authorization: Bearer <key>")
         kid = key_format.key_id(token)
-        found = self._record(kid) if kid else None
+        found = self._table().get(kid) if kid else None
         if kid is None or found is None or not key_format.matches(token, found[1]):
             raise Unauthorized("unknown API key")
         info = found[0]
@@ -178,15 +170,25 @@ class Admission:
         return self._unfinished
 
     def admit(self, principal: Principal, n: int) -> None:
-        """Raises RateLimited (429) or Overloaded (503), each with the seconds to wait."""
+        """Raises Overloaded (503) or RateLimited (429), each with the seconds to wait. The backlog comes
+        first, so a refused submission costs no tokens. With the counters backend down, submissions are not
+        rate limited (logged): the job store, not the cache, decides whether a job can be taken."""
+        if self._bound > 0:
+            self._check_backlog(n)
         if self._rate > 0:
-            wait = self._counters.take(principal.bucket, self._rate, self._burst, n)
+            try:
+                wait = self._counters.take(principal.bucket, self._rate, self._burst, n)
+            except CacheUnavailable as e:
+                log.warning("rate limit not applied: %s", e)
+                return
             if wait > 0:
                 raise RateLimited(f"over the rate limit of {self._rate:g} jobs/s; retry later", wait)
-        if self._bound <= 0:
-            return
         with self._lock:
-            # Re-count once a second, and for every submission near the bound, where replicas must not
+            self._unfinished += n  # until the next count, this replica's own submissions count too
+
+    def _check_backlog(self, n: int) -> None:
+        with self._lock:
+            # Re-count once a second, and for every submission past half the bound, where replicas must not
             # each add their own share on top of an old count.
             near = self._unfinished + n > self._bound * NEAR_BOUND
             if near or time.monotonic() - self._counted_at > BACKLOG_EVERY_S:
@@ -198,4 +200,3 @@ class Admission:
                     "retry when they drain",
                     BACKLOG_RETRY_S,
                 )
-            self._unfinished += n  # until the next count, this replica's own submissions count too

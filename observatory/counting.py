@@ -23,3 +23,12 @@ from contracts import JobStatus
 
 FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 FINAL_STATE_TTL_S = 3_600
+
+MIN_TTL_S = 300  # a replay applies old events: keep their states at least this long, so a job's events meet
+
+
+def final_state_ttl(ttl_s: int, occurred_at: float, now: float) -> int:
+    """Seconds left to remember a job that finished at `occurred_at`: `ttl_s` from when it finished, not
+    from when the event was applied (a replay of old events must not fill the cache for a whole `ttl_s`),
+    but at least min(ttl_s, MIN_TTL_S)."""
+    return max(min(ttl_s, MIN_TTL_S), int(ttl_s - (now - occurred_at)))

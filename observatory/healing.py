@@ -6,7 +6,8 @@ Two signals, checked by one background thread per read-model replica:
 - the cache's total disagrees with the job store's for longer than events take to arrive (the cache can
   never count more jobs than the store holds now, nor fewer than it held LAG_S ago): `diverged` is set,
   readers use the job store, StatsCacheDiverged fires, and after DIVERGED_FOR_S the counters are rebuilt
-  (a replay starts from nothing).
+  once (a replay starts from nothing); if they still disagree (events late, not lost), the store answers
+  until they agree again.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Healer:
         self._totals: deque[tuple[float, int]] = deque()  # (when, store total) over the last LAG_S and more
         self._diverged_since: float | None = None
         self._compared = -COMPARE_EVERY_S
+        self._rebuilt = False  # a rebuild was tried in the current divergence
         self.rebuilds = 0
         self._stop = threading.Event()
 
@@ -61,9 +63,11 @@ class Healer:
             self._stop.wait(self._every)
 
     def check(self) -> None:
-        """One round: rebuild when the mark is gone; compare totals; reset and rebuild a long divergence."""
+        """One round: rebuild when the mark is gone; compare the totals; rebuild once per divergence."""
         counters = self._b.counters
         if not counters.complete():
+            self._diverged_since, self._rebuilt = None, False
+            self._totals.clear()
             self._rebuild("the counters are incomplete (lost, flushed or new)")
             return
         if time.monotonic() - self._compared < COMPARE_EVERY_S:
@@ -72,15 +76,15 @@ class Healer:
         counts, _ = self._b.jobs.counts()
         now, store_total = time.monotonic(), sum(counts.values())
         self._compared = now
+        cache_total = cached.total_jobs if cached else 0  # complete and empty: a new install, or counts lost
         self._totals.append((now, store_total))
         while len(self._totals) > 1 and self._totals[1][0] <= now - LAG_S:
             self._totals.popleft()
         settled = self._totals[0][1] if self._totals[0][0] <= now - LAG_S else 0
-        cache_total = cached.total_jobs if cached else 0
         if settled <= cache_total <= store_total:
             if self._diverged_since is not None:
                 log.warning("the stats cache agrees with the job store again")
-            self._diverged_since = None
+            self._diverged_since, self._rebuilt = None, False
             return
         if self._diverged_since is None:
             self._diverged_since = now
@@ -91,10 +95,11 @@ class Healer:
                 settled,
                 LAG_S,
             )
-        elif now - self._diverged_since >= DIVERGED_FOR_S:
+        elif now - self._diverged_since >= DIVERGED_FOR_S and not self._rebuilt:
+            # Once per divergence: when events are only late (the broker or the aggregators behind), a
+            # rebuild cannot catch up, and the store answers until they do.
+            self._rebuilt = True
             self._rebuild(f"the stats cache disagreed with the job store for {DIVERGED_FOR_S:g}s")
-            self._diverged_since = None
-            self._totals.clear()
 
     def _rebuild(self, why: str) -> None:
         began = time.monotonic()

@@ -25,7 +25,7 @@ def digest(key: str) -> str:
 
 def key_id(key: str) -> str | None:
     """The id part of a well-formed key, else None."""
-    return key[4:16] if KEY_RE.match(key) else None
+    return key[4:16] if KEY_RE.fullmatch(key) else None
 
 
 def matches(key: str, stored_digest: str) -> bool:

@@ -60,7 +60,8 @@ def create(
     created, stored = api_keys.issue(request)
     store = _store()
     try:
-        store.add(ApiKeyInfo.model_validate(created.model_dump(exclude={"key"})), stored)
+        if not store.add(ApiKeyInfo.model_validate(created.model_dump(exclude={"key"})), stored):
+            _fail(f"key id {created.id} is taken (vanishingly rare): run the command again")
     except BackendUnavailable as e:
         _fail(str(e))
     typer.echo(created.key)

@@ -179,8 +179,9 @@ class Counters(Protocol):
         the counters themselves (a flush, a restart without persistence, a deleted key)."""
 
     def begin_rebuild(self, lease_s: float) -> str | None:
-        """Start a rebuild: a new generation token, `complete` cleared until `finish_rebuild(token)`, and a
-        lease of `lease_s` (renewed by `renew_rebuild`). None while another rebuild holds a live lease."""
+        """Start a rebuild: in one atomic step, every count and job state forgotten, a new generation token,
+        `complete` cleared until `finish_rebuild(token)`, and a lease of `lease_s` (renewed by
+        `renew_rebuild`). None (and nothing changed) while another rebuild holds a live lease."""
 
     def renew_rebuild(self, token: str, lease_s: float) -> None:
         """Extend the lease of the rebuild `token` (a rebuilder that dies lets its lease run out)."""
@@ -222,6 +223,9 @@ class KeyStore(Protocol):
 
     def list(self) -> list[ApiKeyInfo]:
         """Every key, revoked and expired included, oldest first."""
+
+    def table(self) -> dict[str, tuple[ApiKeyInfo, str]]:
+        """Every key by id, with its digest (what a replica checks requests against)."""
 
     def revoke(self, key_id: str) -> ApiKeyInfo | None:
         """Revoke a key (again is fine); None when there is no such key."""

@@ -1,6 +1,6 @@
 """Rebuild the counters from the event store, which is the read model's source of truth.
 
-Safe at any time, also while the pipeline runs: the counters start again from nothing (one atomic reset)
+Safe at any time, also while the pipeline runs: the counters start again from nothing (begin_rebuild)
 and count each job under its highest-version event, so an event that the aggregators apply during the
 replay, or that the replay applies too, counts once. A rebuild takes a
 generation token first and marks the counters complete only if nothing wiped them (and no other rebuild
@@ -40,7 +40,6 @@ def replay(
         if time.monotonic() >= deadline:
             raise RebuildRunning("another rebuild of the counters is running")
         time.sleep(1.0)
-    counters.reset()  # from nothing: a finished job whose state has expired is counted once, not twice
     seen = 0
     for batch in events.scan(page):
         counters.apply_many(batch)

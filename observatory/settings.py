@@ -10,11 +10,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-KEY_RE = re.compile(r"^obs_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$")  # an API key (observatory.keys)
+KEY_RE = re.compile(r"obs_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")  # an API key (observatory.keys); use fullmatch
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     amqp_url: str | None = Field(default=None, validation_alias="AMQP_URL")
     postgres_dsn: str | None = Field(default=None, validation_alias="POSTGRES_DSN")
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         default=1000.0,
         ge=0,
         validation_alias="OBSERVATORY_RATE_LIMIT",
-        description="Jobs per second each key (or each client address, without keys) may submit; 0: no limit.",
+        description="Jobs per second each key (all keyless clients together, while open) may submit; 0: no limit.",
     )
     rate_burst: float = Field(
         default=2000.0, gt=0, validation_alias="OBSERVATORY_RATE_BURST", description="Jobs a key may submit at once."
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     @field_validator("admin_key")
     @classmethod
     def _key_form(cls, key: SecretStr | None) -> SecretStr | None:
-        if key is not None and not KEY_RE.match(key.get_secret_value()):
+        if key is not None and not KEY_RE.fullmatch(key.get_secret_value()):
             raise ValueError("must have the form obs_<12 hex digits>_<43 characters of URL-safe base64>")
         return key
 

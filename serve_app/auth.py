@@ -22,7 +22,7 @@ from starlette.types import Scope as Scope_
 from contracts.models import Scope
 from observatory import backends
 from observatory.access import Guard, Principal
-from observatory.errors import Unauthorized
+from observatory.errors import BackendUnavailable, Unauthorized
 from observatory.ports import KeyStore
 from observatory.settings import Settings, get_settings
 from serve_app.http import REALM, error_response
@@ -124,6 +124,9 @@ class KeyFirst:
         except Unauthorized as e:
             detail = [(["header", "Authorization"], str(e))]
             await error_response(401, str(e), detail, {"WWW-Authenticate": REALM})(scope, receive, send)
+            return
+        except BackendUnavailable as e:  # the key store: no key can be checked right now
+            await error_response(503, str(e), headers={"Retry-After": "5"})(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -27,7 +27,7 @@ from contracts import (
 from observatory import __version__, backends, logs
 from observatory import keys as api_keys
 from observatory.access import Admission, Principal
-from observatory.errors import InvalidSubmission, RateLimited
+from observatory.errors import InvalidSubmission, JobConflict, RateLimited
 from observatory.events import producer
 from observatory.grouping import GroupCommit
 from observatory.jobs import default_registry
@@ -187,7 +187,9 @@ class Gateway:
     async def create_key(self, request: ApiKeyCreate, _: Admin) -> ApiKeyCreated:
         """A new API key, shown only in this answer (scope admin)."""
         created, stored = api_keys.issue(request)
-        await self._call(self._keys.add, ApiKeyInfo.model_validate(created.model_dump(exclude={"key"})), stored)
+        info = ApiKeyInfo.model_validate(created.model_dump(exclude={"key"}))
+        if not await self._call(self._keys.add, info, stored):  # a 48-bit id taken: vanishingly rare
+            raise JobConflict(f"key id {info.id} is taken; ask again for a new key")
         return created
 
     @api.get("/keys", response_model=list[ApiKeyInfo])

@@ -53,6 +53,14 @@ class PostgresKeyStore(PostgresSchema):
             rows = conn.execute(self._q(f"SELECT {_INFO} FROM {{ns}}.api_keys ORDER BY created_at, id")).fetchall()
         return [ApiKeyInfo.model_validate(r) for r in rows]
 
+    def table(self) -> dict[str, tuple[ApiKeyInfo, str]]:
+        with self._conn() as conn:
+            rows = conn.execute(self._q(f"SELECT {_INFO}, digest FROM {{ns}}.api_keys")).fetchall()
+        return {
+            r["id"]: (ApiKeyInfo.model_validate({k: v for k, v in r.items() if k != "digest"}), r["digest"])
+            for r in rows
+        }
+
     def revoke(self, key_id: str) -> ApiKeyInfo | None:
         q = self._q(
             "UPDATE {ns}.api_keys SET revoked_at = coalesce(revoked_at, clock_timestamp()) WHERE id = %s "

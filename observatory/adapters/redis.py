@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 import redis as redis_lib
 
 from contracts import Alert, EventEnvelope, JobStatus, Stats
-from observatory.counting import FINAL, FINAL_STATE_TTL_S
+from observatory.counting import FINAL, FINAL_STATE_TTL_S, final_state_ttl
 from observatory.errors import CacheUnavailable
 
 SEP = "\x1f"  # between job type and status in a counter's field name
@@ -61,16 +62,25 @@ local need = math.min(cost, burst)
 local wait = 0
 if tokens >= need then tokens = tokens - cost else wait = (need - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil((burst + cost) / rate) + 60)
+redis.call('EXPIRE', KEYS[1], math.ceil(math.max(0, burst - tokens) / rate) + 60)  -- full again by then
 return tostring(wait)
 """
 
-# KEYS: generation, complete, lease. ARGV: a new token, the lease in ms. Refused while another lease lives.
+# KEYS: generation, complete, lease, counts, last-event, the 0.1.0 keys. ARGV: a new token, the lease in ms,
+# the job-state key pattern. Refused while another lease lives; else the counters start again from nothing,
+# in the same atomic step (so a rebuild whose lease ran out can never wipe a newer one's work).
 _BEGIN = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[3], 'COUNT', 1000)
+  cursor = page[1]
+  if #page[2] > 0 then redis.call('DEL', unpack(page[2])) end
+until cursor == '0'
 return 1
 """
 
@@ -138,6 +148,7 @@ class RedisCounters:
         """One pipeline (one round trip) of script calls; each call is atomic on its own."""
         with self._translate():
             pipe = self._r.pipeline(transaction=False)
+            now = time.time()
             for event in events:
                 p = event.payload
                 args = [
@@ -145,7 +156,7 @@ class RedisCounters:
                     p.status.value,
                     p.job_type,
                     int(event.occurred_at.timestamp() * 1_000_000),
-                    self._ttl,
+                    final_state_ttl(self._ttl, event.occurred_at.timestamp(), now),
                     int(p.status in FINAL),
                 ]
                 self._apply(keys=[f"{self._job}{p.job_id}", self._counts, self._last], args=args, client=pipe)
@@ -157,9 +168,9 @@ class RedisCounters:
 
     def begin_rebuild(self, lease_s: float) -> str | None:
         token = uuid.uuid4().hex
-        keys = [self._generation, self._complete, self._lease]
+        keys = [self._generation, self._complete, self._lease, self._counts, self._last, *self._old]
         with self._translate():
-            return token if self._begin(keys=keys, args=[token, int(lease_s * 1000)]) else None
+            return token if self._begin(keys=keys, args=[token, int(lease_s * 1000), f"{self._job}*"]) else None
 
     def renew_rebuild(self, token: str, lease_s: float) -> None:
         with self._translate():

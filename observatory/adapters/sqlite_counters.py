@@ -10,7 +10,7 @@ from pathlib import Path
 
 from contracts import Alert, EventEnvelope, JobStatus, Stats
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, to_us
-from observatory.counting import FINAL, FINAL_STATE_TTL_S
+from observatory.counting import FINAL, FINAL_STATE_TTL_S, final_state_ttl
 from observatory.errors import CacheUnavailable
 
 _SCHEMA = """
@@ -74,7 +74,13 @@ class SQLiteCounters:
                 "INSERT INTO job_state VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE "
                 "SET version = excluded.version, type = excluded.type, status = excluded.status, "
                 "expires = excluded.expires",
-                (str(p.job_id), p.version, p.job_type, p.status.value, now + self._ttl if p.status in FINAL else None),
+                (
+                    str(p.job_id),
+                    p.version,
+                    p.job_type,
+                    p.status.value,
+                    now + final_state_ttl(self._ttl, event.occurred_at.timestamp(), now) if p.status in FINAL else None,
+                ),
             )
         conn.execute(
             "INSERT INTO last_event VALUES (1, ?) ON CONFLICT (id) DO UPDATE "
@@ -96,6 +102,7 @@ class SQLiteCounters:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (token,))
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('lease', ?)", (f"{token}|{time.time() + lease_s}",))
             conn.execute("DELETE FROM meta WHERE key = 'complete'")
+            self._wipe(conn)
         return token
 
     def renew_rebuild(self, token: str, lease_s: float) -> None:
@@ -116,9 +123,13 @@ class SQLiteCounters:
 
     def reset(self) -> None:
         with self._db.write() as conn:
-            for table in ("job_state", "counts", "last_event"):
-                conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            self._wipe(conn)
             conn.execute("DELETE FROM meta WHERE key = 'complete'")
+
+    @staticmethod
+    def _wipe(conn: sqlite3.Connection) -> None:
+        for table in ("job_state", "counts", "last_event"):
+            conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
 
     def stats(self) -> Stats | None:
         with self._db.read() as conn:

@@ -64,6 +64,11 @@ class SQLiteKeyStore:
         with self._db.read() as conn:
             return [_info(r) for r in conn.execute(f"SELECT {_INFO} FROM api_keys ORDER BY created_us, id")]
 
+    def table(self) -> dict[str, tuple[ApiKeyInfo, str]]:
+        with self._db.read() as conn:
+            rows = conn.execute(f"SELECT {_INFO}, digest FROM api_keys").fetchall()
+        return {r["id"]: (_info(r), r["digest"]) for r in rows}
+
     def revoke(self, key_id: str) -> ApiKeyInfo | None:
         with self._db.write() as conn:
             conn.execute("UPDATE api_keys SET revoked_us = coalesce(revoked_us, ?) WHERE id = ?", (now_us(), key_id))

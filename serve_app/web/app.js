@@ -187,6 +187,8 @@ async function connect() {
     return;
   }
   if (r.status === 401 || r.status === 403) {
+    clearTimeout(lost);
+    setDown(false);  // the API answers: it wants a key, which the form asks for
     const body = await r.json().catch(() => null);
     askForKey(body && body.error ? body.error.message : "");
     return;  // connect() runs again once a key is entered
@@ -200,18 +202,22 @@ async function connect() {
   setDown(false);
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
+  let events = 0;
   try {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
       buffer += value;
       for (let i = buffer.indexOf("\n\n"); i >= 0; i = buffer.indexOf("\n\n")) {
+        events += 1;
         dispatch(buffer.slice(0, i));
         buffer = buffer.slice(i + 2);
       }
     }
   } catch { /* the connection dropped */ }
-  if (state.stream === ctl) { streamLost(); setTimeout(connect, 200); }
+  // A stream that ran its course reconnects at once; one that ended before any event waits the 2 s its
+  // `retry:` asks for, so a server that closes at once is not asked five times a second.
+  if (state.stream === ctl) { streamLost(); setTimeout(connect, events > 1 ? 200 : 2000); }
 }
 
 function countsChanged(snap, previous) {
