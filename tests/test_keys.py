@@ -76,3 +76,15 @@ def test_an_expired_key_is_not_active(store):
     _, info, digest = stored()
     store.add(info.model_copy(update={"expires_at": datetime.now(UTC) - timedelta(seconds=1)}), digest)
     assert not store.any_active()
+
+
+def test_the_table_holds_every_key_with_its_digest(store):
+    _, a, da = stored("a")
+    _, b, db = stored("b")
+    store.add(a, da)
+    store.add(b, db)
+    store.revoke(b.id)
+    table = store.table()
+    assert set(table) == {a.id, b.id}
+    assert table[a.id][1] == da and table[b.id][1] == db
+    assert table[b.id][0].revoked_at is not None and table[a.id][0].name == "a"
