@@ -76,13 +76,13 @@ class Settings(BaseSettings):
         description="A key with every scope that the apps store at start (the KubeRay Secret's admin key).",
     )
     rate_limit_per_s: float = Field(
-        default=1000.0,
+        default=5000.0,
         ge=0,
         validation_alias="OBSERVATORY_RATE_LIMIT",
         description="Jobs per second each key (all keyless clients together, while open) may submit; 0: no limit.",
     )
     rate_burst: float = Field(
-        default=2000.0, gt=0, validation_alias="OBSERVATORY_RATE_BURST", description="Jobs a key may submit at once."
+        default=20000.0, gt=0, validation_alias="OBSERVATORY_RATE_BURST", description="Jobs a key may submit at once."
     )
     max_unfinished: int = Field(
         default=100_000,
