@@ -148,3 +148,18 @@ def test_the_backlog_bound_refuses_with_503_until_jobs_drain(tmp_path, monkeypat
         admission.admit(access.OPEN, 1)
     jobs.start_many([(made[0].id, False)], "w")
     admission.admit(access.OPEN, 1)
+
+
+def test_a_new_key_works_at_once_and_made_up_ids_cost_a_bounded_few_queries(keys, monkeypatch):
+    monkeypatch.setattr(access, "CACHE_S", 60.0)
+    guard = Guard(Settings(OBSERVATORY_AUTH="required"), keys, "127.0.0.1")
+    guard.check(add(keys, ["read"]), ("read",))  # loads the table
+    fresh = add(keys, ["read"])
+    assert guard.check(fresh, ("read",)).key_id == api_keys.key_id(fresh)  # made after the table was read
+    lookups = []
+    real = keys.get
+    monkeypatch.setattr(keys, "get", lambda kid: lookups.append(kid) or real(kid))
+    for _ in range(100):
+        with pytest.raises(Unauthorized):
+            guard.check(api_keys.new_key(), ("read",))
+    assert len(lookups) <= access.MISS_LOOKUPS_PER_S
