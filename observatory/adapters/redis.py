@@ -66,6 +66,17 @@ redis.call('EXPIRE', KEYS[1], math.ceil(math.max(0, burst - tokens) / rate) + 60
 return tostring(wait)
 """
 
+# Lua: delete every job-state key matching PATTERN (replaced by the argument that holds it), then return 1.
+_WIPE_STATES = """
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', PATTERN, 'COUNT', 1000)
+  cursor = page[1]
+  if #page[2] > 0 then redis.call('DEL', unpack(page[2])) end
+until cursor == '0'
+return 1
+"""
+
 # KEYS: generation, complete, lease, counts, last-event, the 0.1.0 keys. ARGV: a new token, the lease in ms,
 # the job-state key pattern. Refused while another lease lives; else the counters start again from nothing,
 # in the same atomic step (so a rebuild whose lease ran out can never wipe a newer one's work).
@@ -75,14 +86,7 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
-local cursor = '0'
-repeat
-  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[3], 'COUNT', 1000)
-  cursor = page[1]
-  if #page[2] > 0 then redis.call('DEL', unpack(page[2])) end
-until cursor == '0'
-return 1
-"""
+""" + _WIPE_STATES.replace("PATTERN", "ARGV[3]")
 
 # KEYS: lease. ARGV: the token, the lease in ms.
 _RENEW = """
@@ -103,14 +107,7 @@ return 1
 # is applied half before and half after it; the job states are few (see observatory.counting).
 _RESET = """
 redis.call('DEL', unpack(KEYS))
-local cursor = '0'
-repeat
-  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
-  cursor = page[1]
-  if #page[2] > 0 then redis.call('DEL', unpack(page[2])) end
-until cursor == '0'
-return 1
-"""
+""" + _WIPE_STATES.replace("PATTERN", "ARGV[1]")
 
 
 class RedisCounters:
