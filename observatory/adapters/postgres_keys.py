@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from contracts import ApiKeyInfo
 from observatory.adapters.pg_base import PostgresSchema
@@ -21,6 +22,11 @@ CREATE TABLE IF NOT EXISTS {ns}.api_keys (
 );
 """
 _INFO = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"
+
+
+def _with_digest(row: dict[str, Any]) -> tuple[ApiKeyInfo, str]:
+    """A row of the key table as (its record, its digest)."""
+    return ApiKeyInfo.model_validate({k: v for k, v in row.items() if k != "digest"}), row["digest"]
 
 
 class PostgresKeyStore(PostgresSchema):
@@ -43,10 +49,7 @@ class PostgresKeyStore(PostgresSchema):
         with self._conn() as conn:
             row = conn.execute(self._q(f"SELECT {_INFO}, digest FROM {{ns}}.api_keys WHERE id = %s"), (key_id,))
             found = row.fetchone()
-        if found is None:
-            return None
-        stored = found.pop("digest")
-        return ApiKeyInfo.model_validate(found), stored
+        return None if found is None else _with_digest(found)
 
     def list(self) -> list[ApiKeyInfo]:
         with self._conn() as conn:
@@ -56,10 +59,7 @@ class PostgresKeyStore(PostgresSchema):
     def table(self) -> dict[str, tuple[ApiKeyInfo, str]]:
         with self._conn() as conn:
             rows = conn.execute(self._q(f"SELECT {_INFO}, digest FROM {{ns}}.api_keys")).fetchall()
-        return {
-            r["id"]: (ApiKeyInfo.model_validate({k: v for k, v in r.items() if k != "digest"}), r["digest"])
-            for r in rows
-        }
+        return {r["id"]: _with_digest(r) for r in rows}
 
     def revoke(self, key_id: str) -> ApiKeyInfo | None:
         q = self._q(
