@@ -83,16 +83,19 @@ def test_the_pipeline_and_the_handlers_run_on_the_worker_node(stack):
     )
     assert handlers and {t.node_id for t in handlers if t.node_id} == {worker.node_id}
 
-    # A proxy on every node: KubeRay probes each worker's proxy (localhost:8000/-/healthz) for readiness.
-    # Serve replaces a proxy that fails its health check (a busy 2-core machine can make one miss it), so
-    # this waits for one alive on each node rather than reading a single moment.
-    def proxy_nodes() -> set[str]:
-        proxies = list_actors(address=DASHBOARD, filters=[("class_name", "=", "ProxyActor")], detail=True)
-        seen.append(sorted((a.node_id, a.state) for a in proxies))
-        return {a.node_id for a in proxies if a.state == "ALIVE"}
+    # Serve runs a proxy on the controller's node and on every node that hosts a replica (a proxy on a node
+    # without replicas is drained; KubeRay then leaves that pod out of the Serve service). Serve replaces a
+    # proxy that fails its health check (a busy 2-core machine can make one miss it), so this waits for the
+    # condition rather than reading a single moment.
+    def proxies_where_serve_needs_them() -> bool:
+        alive = list_actors(address=DASHBOARD, filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
+        proxies = {a.node_id for a in alive if a.class_name == "ProxyActor"}
+        replicas = {a.node_id for a in alive if a.class_name.startswith("ServeReplica:")}
+        seen.append((sorted(proxies), sorted(replicas)))
+        return bool(replicas) and proxies == replicas | {head.node_id}
 
-    seen: list[list[tuple[str, str]]] = []
+    seen: list[tuple[list[str], list[str]]] = []
     try:
-        wait_for(lambda: proxy_nodes() == {head.node_id, worker.node_id}, "a proxy alive on each node", 90)
+        wait_for(proxies_where_serve_needs_them, "a proxy on the head and on each node with replicas", 90)
     except AssertionError as e:
-        raise AssertionError(f"{e}; proxies (node, state) last seen: {seen[-1]}") from None
+        raise AssertionError(f"{e}; (proxy nodes, replica nodes) last seen: {seen[-1]}") from None
