@@ -32,6 +32,10 @@ class CacheUnavailable(BackendUnavailable):
     backend = "cache"
 
 
+class SchemaTooNew(ObservatoryError):
+    """A database holds a schema revision this code does not know: it was migrated by a newer release."""
+
+
 class InvalidSubmission(ObservatoryError):
     """A submission failed validation; `details` are (loc, msg) pairs relative to the request body."""
 

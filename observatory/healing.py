@@ -104,7 +104,7 @@ class Healer:
     def _rebuild(self, why: str) -> None:
         began = time.monotonic()
         try:
-            events, done = replay(self._b.events, self._b.counters)
+            events, done = replay(self._b.events, self._b.counters, self._b.jobs)
         except RebuildRunning:
             return  # someone else (another replica, `observatory replay`) is at it
         log.warning("rebuilding the stats cache from the event store: %s", why)

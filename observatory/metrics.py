@@ -78,6 +78,11 @@ class Metrics:
         self.unfinished = Gauge(
             "observatory_unfinished_jobs", "PENDING plus RETRYING jobs, as the gateway last counted them."
         )
+        self.retention_removed = Counter(
+            "observatory_retention_removed",
+            "Rows retention removed, by kind (jobs, events).",
+            tag_keys=("kind",),
+        )
 
     def job_type(self, name: str) -> str:
         return name if name in self._types else OTHER
@@ -108,6 +113,12 @@ class Metrics:
             self.dead_lettered.inc(1, tags=t)
         if timed_out:
             self.timeouts.inc(1, tags=t)
+
+    def retained(self, jobs: int, events: int) -> None:
+        """One batch of retention (a Ray counter takes only positive increments)."""
+        for kind, n in (("jobs", jobs), ("events", events)):
+            if n > 0:
+                self.retention_removed.inc(n, tags={"kind": kind})
 
     def event(self, event_type: str, duplicate: bool, lag_s: float) -> None:
         t = {"event_type": event_type}

@@ -42,6 +42,18 @@ class Finish:
     dead_letter: bool = False  # straight to the dead letters, attempts left or not
 
 
+@dataclass(frozen=True)
+class Expired:
+    """A job that retention may remove, with its sort key (jobs are taken oldest first)."""
+
+    finished_at: datetime
+    job_id: UUID
+
+
+# Jobs by (type, status): what the stats count.
+Counts = dict[tuple[str, JobStatus], int]
+
+
 class Delivery(Protocol):
     """One message handed to a consumer. `ack`/`reject` may be called from any thread, once."""
 
@@ -137,7 +149,20 @@ class JobStore(Protocol):
     def recent_outcomes(self, window_s: float) -> dict[JobStatus, int]:
         """Final jobs by status whose last change is younger than `window_s`."""
 
-    def counts(self) -> tuple[dict[tuple[str, JobStatus], int], datetime | None]: ...
+    def counts(self) -> tuple[Counts, datetime | None]:
+        """Every job ever stored by (type, status): the rows there now plus those retention removed (the
+        purged tally, read in the same snapshot), and when a job last changed."""
+
+    def expired(self, cutoff: datetime, limit: int, dead_letters: bool, after: Expired | None) -> list[Expired]:
+        """Up to `limit` jobs retention may remove, oldest first, after `after`: COMPLETED, FAILED or
+        CANCELLED (and DEAD_LETTERED when `dead_letters`) that finished before `cutoff`."""
+
+    def purge(self, job_ids: Sequence[UUID], cutoff: datetime, dead_letters: bool) -> int:
+        """Delete those of `job_ids` that `expired` would still return, with their attempts and dead letters,
+        and add them to the purged tally, in one transaction. Returns how many were deleted."""
+
+    def purged_counts(self) -> Counts:
+        """The purged tally: jobs removed by retention, by (type, status) at removal."""
 
     def ping(self) -> None: ...
 
@@ -160,6 +185,12 @@ class EventStore(Protocol):
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         """The job's events in the order they happened."""
 
+    def remove_jobs(self, job_ids: Sequence[UUID]) -> int:
+        """Delete every event of these jobs (a small batch: retention's); returns how many were deleted."""
+
+    def count_jobs(self, job_ids: Sequence[UUID]) -> int:
+        """How many events these jobs have (what `remove_jobs` would delete)."""
+
     def ping(self) -> None: ...
 
     def close(self) -> None: ...
@@ -178,16 +209,24 @@ class Counters(Protocol):
         """Whether the counters hold every stored event: set by the last finished rebuild, and gone with
         the counters themselves (a flush, a restart without persistence, a deleted key)."""
 
-    def begin_rebuild(self, lease_s: float) -> str | None:
-        """Start a rebuild: in one atomic step, every count and job state forgotten, a new generation token,
-        `complete` cleared until `finish_rebuild(token)`, and a lease of `lease_s` (renewed by
-        `renew_rebuild`). None (and nothing changed) while another rebuild holds a live lease."""
+    def begin_rebuild(self, lease_s: float, baseline: Counts | None = None) -> str | None:
+        """Start a rebuild: in one atomic step, every count and job state forgotten, the counts set to
+        `baseline` (the jobs retention removed, whose events are gone), a new generation token, `complete`
+        cleared until `finish_rebuild(token)`, and a lease of `lease_s` (renewed by `renew_rebuild`). None
+        (and nothing changed) while another rebuild holds a live lease."""
 
     def renew_rebuild(self, token: str, lease_s: float) -> None:
         """Extend the lease of the rebuild `token` (a rebuilder that dies lets its lease run out)."""
 
     def finish_rebuild(self, token: str) -> bool:
         """Mark the counters complete, unless they were wiped or another rebuild began since `token`."""
+
+    def abandon_rebuild(self, token: str) -> None:
+        """Free the lease of the rebuild `token` without marking the counters complete (its counts are known
+        to be off), so the next rebuild can start at once."""
+
+    def rebuilding(self) -> bool:
+        """Whether a rebuild holds a live lease (retention waits for it: see observatory.retention)."""
 
     def reset(self) -> None:
         """Forget every count and every event seen (alerts and rate buckets are kept)."""

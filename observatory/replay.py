@@ -5,6 +5,13 @@ and count each job under its highest-version event, so an event that the aggrega
 replay, or that the replay applies too, counts once. A rebuild takes a
 generation token first and marks the counters complete only if nothing wiped them (and no other rebuild
 began) meanwhile; until then readers answer from the job store.
+
+Jobs that retention removed (observatory.retention) have no events left: the rebuild starts from the job
+store's tally of them (its baseline) instead of from nothing. When retention removes jobs during the scan,
+the scan may have read some of their events and not others, so the counts cannot be trusted: the rebuild
+gives up (the caller runs it again; retention pauses while a rebuild holds the lease). A whole rebuild that
+fits between one batch's event delete and its tally bump (milliseconds) would miss that batch unnoticed
+here; the keeper's totals check (observatory.healing) catches that.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from observatory.ports import Counters, EventStore
+from observatory.ports import Counters, EventStore, JobStore
 
 log = logging.getLogger("observatory.replay")
 
@@ -28,15 +35,20 @@ class RebuildRunning(Exception):
 def replay(
     events: EventStore,
     counters: Counters,
+    jobs: JobStore,
     progress: Callable[[int], None] | None = None,
     page: int = PAGE,
     wait_s: float = 0.0,
 ) -> tuple[int, bool]:
-    """Apply every stored event to the counters. Returns (events read, whether the counters are now
-    marked complete: False when they were wiped or another rebuild began meanwhile; run it again).
+    """Apply every stored event to the counters, on top of the jobs retention removed. Returns (events
+    read, whether the counters are now marked complete: False when they were wiped, another rebuild began
+    or retention removed jobs meanwhile; run it again).
     While another rebuild runs, waits up to `wait_s` for it, then raises RebuildRunning."""
     deadline = time.monotonic() + wait_s
-    while (token := counters.begin_rebuild(LEASE_S)) is None:
+    while True:
+        baseline = jobs.purged_counts()
+        if (token := counters.begin_rebuild(LEASE_S, baseline)) is not None:
+            break
         if time.monotonic() >= deadline:
             raise RebuildRunning("another rebuild of the counters is running")
         time.sleep(1.0)
@@ -47,4 +59,8 @@ def replay(
         seen += len(batch)
         if progress is not None:
             progress(seen)
+    if jobs.purged_counts() != baseline:
+        log.warning("retention removed jobs during the rebuild: its counts are off, it must run again")
+        counters.abandon_rebuild(token)
+        return seen, False
     return seen, counters.finish_rebuild(token)

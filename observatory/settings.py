@@ -102,6 +102,19 @@ class Settings(BaseSettings):
         description="How long the stats cache remembers a COMPLETED, FAILED or CANCELLED job (see "
         "observatory/counting.py).",
     )
+    retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias="OBSERVATORY_RETENTION_DAYS",
+        description="COMPLETED, FAILED and CANCELLED jobs, their attempts and events, are removed this many days "
+        "after they finished (the stats keep counting them); 0: kept forever (see observatory/retention.py).",
+    )
+    retention_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="OBSERVATORY_RETENTION_INTERVAL_S",
+        description="How often the workers app looks for jobs past OBSERVATORY_RETENTION_DAYS.",
+    )
     retry_base_s: float = Field(
         default=1.0,
         gt=0,

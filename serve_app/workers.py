@@ -1,7 +1,8 @@
 """The workers application: a Serve deployment that owns the processor and aggregator actors.
 
 It has no HTTP route. Its supervisor thread re-creates dead actors and publishes jobs whose
-`job.created` was never confirmed (the sweeper), so the whole system is one Serve config.
+`job.created` was never confirmed (the sweeper), so the whole system is one Serve config. A second thread
+removes old finished jobs (observatory.retention), which may take long after an outage or a first start.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ray.serve import Application
 from actors.aggregator import AggregatorActor
 from actors.processor import ProcessorActor
 from actors.supervisor import ActorSpec, Supervisor
-from observatory import backends, logs
+from observatory import backends, logs, retention
 from observatory.errors import BackendUnavailable
 from observatory.events import producer
 from observatory.metrics import metrics
@@ -74,6 +75,10 @@ class Workers:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._thread.start()
+        self._retention: threading.Thread | None = None
+        if settings.retention_days > 0:  # 0: kept forever
+            self._retention = threading.Thread(target=self._retain, name="retention", daemon=True)
+            self._retention.start()
 
     def _watch(self) -> None:
         while not self._stop.wait(self._args.check_interval_s):
@@ -86,9 +91,15 @@ class Workers:
             except Exception:
                 log.exception("supervisor pass failed")
 
+    def _retain(self) -> None:
+        s = self._settings
+        retention.keep(self._backends, s.retention_days, s.retention_interval_s, self._stop, metrics().retained)
+
     def check_health(self) -> None:
         if not self._thread.is_alive():
             raise RuntimeError("supervisor thread stopped")
+        if self._retention is not None and not self._retention.is_alive():
+            raise RuntimeError("retention thread stopped")
 
     def __del__(self) -> None:
         self._stop.set()

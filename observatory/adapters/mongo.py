@@ -82,6 +82,19 @@ class MongoEventStore:
             docs = self._events.find({"job_id": str(job_id)}).sort([("version", 1), ("occurred_us", 1)])
             return [EventEnvelope.model_validate(d["envelope"]) for d in docs]
 
+    def remove_jobs(self, job_ids: Sequence[UUID]) -> int:
+        """One delete_many on the job_order index. No TTL index instead: see observatory.retention."""
+        if not job_ids:
+            return 0
+        with self._translate():
+            return self._events.delete_many({"job_id": {"$in": [str(i) for i in job_ids]}}).deleted_count
+
+    def count_jobs(self, job_ids: Sequence[UUID]) -> int:
+        if not job_ids:
+            return 0
+        with self._translate():
+            return self._events.count_documents({"job_id": {"$in": [str(i) for i in job_ids]}})
+
     def ping(self) -> None:
         with self._translate():
             self._client.admin.command("ping")

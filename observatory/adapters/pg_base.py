@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+import sqlalchemy.exc
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -19,7 +20,7 @@ class PostgresSchema:
 
     def __init__(self, dsn: str, namespace: str, max_size: int) -> None:
         self._ns = sql.Identifier(namespace)
-        self._lock_key = f"observatory:{namespace}"
+        self._dsn, self._namespace = dsn, namespace
         self._pool = psycopg_pool.ConnectionPool(
             dsn,
             min_size=1,
@@ -45,12 +46,14 @@ class PostgresSchema:
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as e:
             raise StoreUnavailable(f"PostgreSQL: {e}; check POSTGRES_DSN and that the server is up") from e
 
-    def _create(self, schema: str) -> None:
-        """Run `schema` (CREATE ... IF NOT EXISTS); several replicas start at once, so an advisory lock
-        serialises them."""
-        with self._conn() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
-            conn.execute(self._q(schema))
+    def _migrate(self) -> None:
+        """Bring the namespace's schema to the newest migration (see observatory.schema)."""
+        from observatory.schema import migrate_postgres  # Alembic only where a store is set up
+
+        try:
+            migrate_postgres(self._dsn, self._namespace)
+        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as e:
+            raise StoreUnavailable(f"PostgreSQL: {e}; check POSTGRES_DSN and that the server is up") from e
 
     def ping(self) -> None:
         with self._conn() as conn:

@@ -21,57 +21,14 @@ from observatory.adapters.sql_common import (
     find_clause,
     first_only,
     job_filters,
+    removable,
 )
 from observatory.errors import InvalidSubmission
 from observatory.paging import decode_cursor, next_cursor
-from observatory.ports import Created, Finish, NewJob
+from observatory.ports import Counts, Created, Expired, Finish, NewJob
 
-_SCHEMA = """
-CREATE SCHEMA IF NOT EXISTS {ns};
-CREATE TABLE IF NOT EXISTS {ns}.jobs (
-    id              uuid PRIMARY KEY,
-    type            text NOT NULL,
-    status          text NOT NULL,
-    payload         jsonb NOT NULL,
-    result          jsonb,
-    error           text,
-    attempts        integer NOT NULL DEFAULT 0,
-    max_attempts    integer NOT NULL,
-    attempt_limit   integer NOT NULL,  -- dead-letter when attempts reach this; a requeue raises it
-    timeout_s       double precision NOT NULL,
-    version         integer NOT NULL DEFAULT 0,
-    worker          text,
-    correlation_id  text NOT NULL,
-    idempotency_key text UNIQUE,
-    published       boolean NOT NULL DEFAULT false,
-    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
-    started_at      timestamptz,
-    finished_at     timestamptz,
-    updated_at      timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS jobs_created_idx ON {ns}.jobs (created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_status_idx ON {ns}.jobs (status, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_unpublished_idx ON {ns}.jobs (created_at) WHERE NOT published;
-CREATE INDEX IF NOT EXISTS jobs_correlation_idx ON {ns}.jobs (correlation_id);
-CREATE TABLE IF NOT EXISTS {ns}.job_attempts (
-    job_id      uuid NOT NULL REFERENCES {ns}.jobs (id) ON DELETE CASCADE,
-    number      integer NOT NULL,
-    worker      text NOT NULL,
-    started_at  timestamptz NOT NULL,
-    finished_at timestamptz,
-    error       text,
-    PRIMARY KEY (job_id, number)
-);
-CREATE TABLE IF NOT EXISTS {ns}.dead_letters (
-    id         uuid PRIMARY KEY,
-    job_id     uuid UNIQUE REFERENCES {ns}.jobs (id) ON DELETE CASCADE,
-    job_type   text,
-    reason     text NOT NULL,
-    message    text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS dead_letters_created_idx ON {ns}.dead_letters (created_at DESC, id DESC);
-"""
+# Retention (observatory.retention): the tally of removed jobs, which the stats keep counting, and the index
+# that finds the oldest finished jobs. Standalone, run after the main schema (to become migration 0002).
 
 _COLUMNS = (
     "id, type, status, payload, result, error, attempts, max_attempts, timeout_s, created_at, started_at, "
@@ -98,7 +55,7 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
             raise InvalidSubmission("a value cannot be stored", [(["request"], str(e).splitlines()[0])]) from e
 
     def setup(self) -> None:
-        self._create(_SCHEMA)
+        self._migrate()
 
     def create(self, jobs: Sequence[NewJob]) -> list[Created]:
         """One INSERT for the whole batch; jobs whose idempotency key is taken come back as the older job."""
@@ -368,10 +325,42 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
             rows = conn.execute(q, ([s.value for s in FINAL_STATUSES], window_s)).fetchall()
         return {JobStatus(r["status"]): r["n"] for r in rows}
 
-    def counts(self) -> tuple[dict[tuple[str, JobStatus], int], datetime | None]:
+    def counts(self) -> tuple[Counts, datetime | None]:
+        """The rows and the purged tally in one statement (one snapshot: a purge is in one or the other)."""
+        q = self._q(
+            "SELECT type, status, sum(n)::bigint AS n FROM (SELECT type, status, count(*) AS n FROM {ns}.jobs "
+            "GROUP BY type, status UNION ALL SELECT type, status, n FROM {ns}.purged_counts) AS c GROUP BY type, status"
+        )
         with self._conn() as conn:
-            rows = conn.execute(
-                self._q("SELECT type, status, count(*) AS n FROM {ns}.jobs GROUP BY type, status")
-            ).fetchall()
+            rows = conn.execute(q).fetchall()
             last = conn.execute(self._q("SELECT max(updated_at) AS t FROM {ns}.jobs")).fetchone()
         return {(r["type"], JobStatus(r["status"])): r["n"] for r in rows}, (last or {}).get("t")
+
+    def expired(self, cutoff: datetime, limit: int, dead_letters: bool, after: Expired | None) -> list[Expired]:
+        keyset, args = ("(finished_at, id) > (%s, %s)", [after.finished_at, after.job_id]) if after else ("true", [])
+        q = self._q(
+            "SELECT finished_at, id FROM {ns}.jobs WHERE finished_at < %s AND status = ANY(%s) "
+            f"AND {keyset} ORDER BY finished_at, id LIMIT %s"
+        )
+        with self._conn() as conn:
+            rows = conn.execute(q, (cutoff, removable(dead_letters), *args, limit)).fetchall()
+        return [Expired(r["finished_at"], r["id"]) for r in rows]
+
+    def purge(self, job_ids: Sequence[UUID], cutoff: datetime, dead_letters: bool) -> int:
+        """One statement: the delete (attempts and dead letters go by cascade) and the tally's bump."""
+        if not job_ids:
+            return 0
+        q = self._q(
+            "WITH gone AS (DELETE FROM {ns}.jobs WHERE id = ANY(%s) AND finished_at < %s AND status = ANY(%s) "
+            "RETURNING type, status), bumped AS (INSERT INTO {ns}.purged_counts (type, status, n) "
+            "SELECT type, status, count(*) FROM gone GROUP BY type, status "
+            "ON CONFLICT (type, status) DO UPDATE SET n = purged_counts.n + excluded.n) "
+            "SELECT count(*) AS n FROM gone"
+        )
+        with self._conn() as conn, conn.transaction():
+            return int(conn.execute(q, (list(job_ids), cutoff, removable(dead_letters))).fetchone()["n"])
+
+    def purged_counts(self) -> Counts:
+        with self._conn() as conn:
+            rows = conn.execute(self._q("SELECT type, status, n FROM {ns}.purged_counts")).fetchall()
+        return {(r["type"], JobStatus(r["status"])): r["n"] for r in rows}

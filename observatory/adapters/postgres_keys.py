@@ -8,19 +8,6 @@ from typing import Any
 from contracts import ApiKeyInfo
 from observatory.adapters.pg_base import PostgresSchema
 
-_SCHEMA = """
-CREATE SCHEMA IF NOT EXISTS {ns};
-CREATE TABLE IF NOT EXISTS {ns}.api_keys (
-    id           text PRIMARY KEY,
-    name         text NOT NULL,
-    scopes       text[] NOT NULL,
-    digest       text NOT NULL,
-    created_at   timestamptz NOT NULL,
-    expires_at   timestamptz,
-    last_used_at timestamptz,
-    revoked_at   timestamptz
-);
-"""
 _INFO = "id, name, scopes, created_at, expires_at, last_used_at, revoked_at"
 
 
@@ -34,7 +21,7 @@ class PostgresKeyStore(PostgresSchema):
         super().__init__(dsn, namespace, max_size=2)
 
     def setup(self) -> None:
-        self._create(_SCHEMA)
+        self._migrate()
 
     def add(self, info: ApiKeyInfo, digest: str) -> bool:
         q = self._q(

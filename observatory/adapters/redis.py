@@ -13,6 +13,7 @@ import redis as redis_lib
 from contracts import Alert, EventEnvelope, JobStatus, Stats
 from observatory.counting import FINAL, FINAL_STATE_TTL_S, final_state_ttl
 from observatory.errors import CacheUnavailable
+from observatory.ports import Counts
 
 SEP = "\x1f"  # between job type and status in a counter's field name
 
@@ -78,19 +79,27 @@ return 1
 """
 
 # KEYS: generation, complete, lease, counts, last-event, the 0.1.0 keys. ARGV: a new token, the lease in ms,
-# the job-state key pattern. Refused while another lease lives; else the counters start again from nothing,
-# in the same atomic step (so a rebuild whose lease ran out can never wipe a newer one's work).
+# the job-state key pattern, then (counter field, n) pairs of the baseline. Refused while another lease lives;
+# else the counters start again from the baseline (the jobs retention removed), in the same atomic step (so a
+# rebuild whose lease ran out can never wipe a newer one's work).
 _BEGIN = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1]) end
 """ + _WIPE_STATES.replace("PATTERN", "ARGV[3]")
 
 # KEYS: lease. ARGV: the token, the lease in ms.
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# KEYS: lease. ARGV: the token. Frees the lease if it is still this rebuild's.
+_ABANDON = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
@@ -126,6 +135,7 @@ class RedisCounters:
         self._begin = self._r.register_script(_BEGIN)
         self._renew = self._r.register_script(_RENEW)
         self._finish = self._r.register_script(_FINISH)
+        self._abandon = self._r.register_script(_ABANDON)
         self._reset = self._r.register_script(_RESET)
 
     @contextlib.contextmanager
@@ -163,11 +173,14 @@ class RedisCounters:
         with self._translate():
             return bool(self._r.exists(self._complete))
 
-    def begin_rebuild(self, lease_s: float) -> str | None:
+    def begin_rebuild(self, lease_s: float, baseline: Counts | None = None) -> str | None:
         token = uuid.uuid4().hex
         keys = [self._generation, self._complete, self._lease, self._counts, self._last, *self._old]
+        args: list[str | int] = [token, int(lease_s * 1000), f"{self._job}*"]
+        for (job_type, status), n in (baseline or {}).items():
+            args += [f"{job_type}{SEP}{status.value}", n]
         with self._translate():
-            return token if self._begin(keys=keys, args=[token, int(lease_s * 1000), f"{self._job}*"]) else None
+            return token if self._begin(keys=keys, args=args) else None
 
     def renew_rebuild(self, token: str, lease_s: float) -> None:
         with self._translate():
@@ -176,6 +189,14 @@ class RedisCounters:
     def finish_rebuild(self, token: str) -> bool:
         with self._translate():
             return bool(self._finish(keys=[self._generation, self._complete, self._lease], args=[token]))
+
+    def abandon_rebuild(self, token: str) -> None:
+        with self._translate():
+            self._abandon(keys=[self._lease], args=[token])
+
+    def rebuilding(self) -> bool:
+        with self._translate():
+            return bool(self._r.exists(self._lease))
 
     def reset(self) -> None:
         with self._translate():

@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from contracts import Job, JobStatus
+from observatory.counting import FINAL
 from observatory.ports import Finish
 
 
@@ -21,6 +22,13 @@ def fail_status(ph: str) -> str:
 # A failed attempt is two events (job.failed, then job.retrying/job.dead_lettered), so the version moves
 # by 2; a permanent failure is one. Takes (retry, dead_letter).
 FAIL_BUMP = "CASE WHEN {ph} OR {ph} THEN 2 ELSE 1 END"
+
+
+def removable(dead_letters: bool) -> list[str]:
+    """The statuses retention removes: those no event can change any more, and DEAD_LETTERED (which a requeue
+    can still change) only when asked explicitly."""
+    statuses = sorted(FINAL | ({JobStatus.DEAD_LETTERED} if dead_letters else set()))
+    return [s.value for s in statuses]
 
 
 def find_clause(key: str, ph: str) -> tuple[str, list[Any]]:

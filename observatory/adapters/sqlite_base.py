@@ -9,8 +9,12 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from observatory.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from observatory.schema import Target
 
 BUSY_TIMEOUT_MS = 30_000  # writers from other processes queue for at most this long
 
@@ -30,9 +34,9 @@ def now_us() -> int:
 class SQLiteFile:
     """A SQLite database file used from many threads and processes."""
 
-    def __init__(self, path: Path, schema: str, unavailable: type[BackendUnavailable]) -> None:
+    def __init__(self, path: Path, target: Target, unavailable: type[BackendUnavailable]) -> None:
         self.path = path
-        self._schema = schema
+        self._target = target
         self._unavailable = unavailable
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -77,8 +81,15 @@ class SQLiteFile:
             raise self._unavailable(f"SQLite {self.path}: {e}") from e
 
     def setup(self) -> None:
-        with self.read() as conn:
-            conn.executescript(self._schema)
+        """Bring the file's schema to the newest migration (see observatory.schema)."""
+        import sqlalchemy.exc  # with Alembic: only where a store is set up
+
+        from observatory.schema import migrate_sqlite
+
+        try:
+            migrate_sqlite(self.path, self._target)
+        except (sqlite3.Error, sqlalchemy.exc.DBAPIError, OSError) as e:
+            raise self._unavailable(f"SQLite {self.path}: {e}") from e
 
     def ping(self) -> None:
         with self.read() as conn:

@@ -26,20 +26,6 @@ from observatory.topology import QUEUES, routes, routing_key
 LEASE_S = 15.0  # a consumer that stops renewing (its process died) loses its messages after this long
 POLL_MIN_S, POLL_MAX_S = 0.02, 0.25  # idle consumers back off between these
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue          TEXT NOT NULL,
-    body           BLOB NOT NULL,
-    available_us   INTEGER NOT NULL,
-    lease_owner    TEXT,
-    lease_until_us INTEGER,
-    deliveries     INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, id);
-CREATE INDEX IF NOT EXISTS messages_owner ON messages (lease_owner);
-CREATE TABLE IF NOT EXISTS consumers (owner TEXT PRIMARY KEY, queue TEXT NOT NULL, seen_us INTEGER NOT NULL);
-"""
 
 _READY = "queue = ? AND available_us <= ? AND (lease_owner IS NULL OR lease_until_us < ?)"
 
@@ -63,7 +49,7 @@ class _SQLiteDelivery:
 
 class SQLiteBus:
     def __init__(self, path: Path, lease_s: float = LEASE_S, inline_types: Collection[str] = ()) -> None:
-        self._db = SQLiteFile(path, _SCHEMA, BusUnavailable)
+        self._db = SQLiteFile(path, "sqlite_bus", BusUnavailable)
         self._inline = frozenset(inline_types)
         self._lease_us = int(lease_s * 1_000_000)
 

@@ -12,18 +12,7 @@ from contracts import Alert, EventEnvelope, JobStatus, Stats
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, to_us
 from observatory.counting import FINAL, FINAL_STATE_TTL_S, final_state_ttl
 from observatory.errors import CacheUnavailable
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS job_state (job_id TEXT PRIMARY KEY, version INTEGER NOT NULL, type TEXT NOT NULL,
-                                      status TEXT NOT NULL, expires REAL);
-CREATE INDEX IF NOT EXISTS job_state_expires ON job_state (expires);
-CREATE TABLE IF NOT EXISTS counts (type TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
-                                   PRIMARY KEY (type, status));
-CREATE TABLE IF NOT EXISTS alerts (fingerprint TEXT PRIMARY KEY, alert TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, tokens REAL NOT NULL, at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS last_event (id INTEGER PRIMARY KEY CHECK (id = 1), occurred_us INTEGER NOT NULL);
-"""
+from observatory.ports import Counts
 
 _BUMP = "INSERT INTO counts (type, status, n) VALUES (?, ?, ?) ON CONFLICT (type, status) DO UPDATE SET n = n + ?"
 
@@ -35,17 +24,11 @@ class SQLiteCounters:
     """The same count-once rule and state lifetime as the Redis counters (see observatory.counting)."""
 
     def __init__(self, path: Path, final_ttl_s: int = FINAL_STATE_TTL_S) -> None:
-        self._db = SQLiteFile(path, _SCHEMA, CacheUnavailable)
+        self._db = SQLiteFile(path, "sqlite_counters", CacheUnavailable)
         self._ttl = final_ttl_s
         self._purged = time.monotonic()
 
     def setup(self) -> None:
-        with self._db.write() as conn:  # a data dir of 0.1.0: its job states lack `expires`, its `seen` goes
-            exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'job_state'").fetchone()
-            columns = {r["name"] for r in conn.execute("PRAGMA table_info(job_state)")}
-            if exists and "expires" not in columns:
-                conn.execute("ALTER TABLE job_state ADD COLUMN expires REAL")
-            conn.execute("DROP TABLE IF EXISTS seen")
         self._db.setup()
 
     def apply(self, event: EventEnvelope) -> bool:
@@ -93,17 +76,22 @@ class SQLiteCounters:
         with self._db.read() as conn:
             return conn.execute("SELECT 1 FROM meta WHERE key = 'complete'").fetchone() is not None
 
-    def begin_rebuild(self, lease_s: float) -> str | None:
+    def begin_rebuild(self, lease_s: float, baseline: Counts | None = None) -> str | None:
         token = uuid.uuid4().hex
         with self._db.write() as conn:
-            lease = conn.execute("SELECT value FROM meta WHERE key = 'lease'").fetchone()
-            if lease is not None and float(lease["value"].split("|")[1]) > time.time():
+            if self._leased(conn):
                 return None
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (token,))
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('lease', ?)", (f"{token}|{time.time() + lease_s}",))
             conn.execute("DELETE FROM meta WHERE key = 'complete'")
             self._wipe(conn)
+            conn.executemany(_BUMP, [(t, s.value, n, n) for (t, s), n in (baseline or {}).items()])
         return token
+
+    @staticmethod
+    def _leased(conn: sqlite3.Connection) -> bool:
+        lease = conn.execute("SELECT value FROM meta WHERE key = 'lease'").fetchone()
+        return lease is not None and float(lease["value"].split("|")[1]) > time.time()
 
     def renew_rebuild(self, token: str, lease_s: float) -> None:
         with self._db.write() as conn:
@@ -120,6 +108,14 @@ class SQLiteCounters:
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('complete', ?)", (token,))
             conn.execute("DELETE FROM meta WHERE key = 'lease' AND value LIKE ?", (f"{token}|%",))
             return True
+
+    def abandon_rebuild(self, token: str) -> None:
+        with self._db.write() as conn:
+            conn.execute("DELETE FROM meta WHERE key = 'lease' AND value LIKE ?", (f"{token}|%",))
+
+    def rebuilding(self) -> bool:
+        with self._db.read() as conn:
+            return self._leased(conn)
 
     def reset(self) -> None:
         with self._db.write() as conn:

@@ -11,21 +11,16 @@ from contracts import EventEnvelope
 from observatory.adapters.sqlite_base import SQLiteFile, to_us
 from observatory.errors import EventStoreUnavailable
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    event_id    TEXT PRIMARY KEY,
-    job_id      TEXT NOT NULL,
-    version     INTEGER NOT NULL,
-    occurred_us INTEGER NOT NULL,
-    envelope    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_job_order ON events (job_id, version, occurred_us);
-"""
+_OF_JOBS = "job_id IN (SELECT value FROM json_each(?))"  # the job ids as one JSON array
+
+
+def _ids(job_ids: Sequence[UUID]) -> str:
+    return json.dumps([str(i) for i in job_ids])
 
 
 class SQLiteEventStore:
     def __init__(self, path: Path) -> None:
-        self._db = SQLiteFile(path, _SCHEMA, EventStoreUnavailable)
+        self._db = SQLiteFile(path, "sqlite_events", EventStoreUnavailable)
 
     def setup(self) -> None:
         self._db.setup()
@@ -64,6 +59,15 @@ class SQLiteEventStore:
                 "SELECT envelope FROM events WHERE job_id = ? ORDER BY version, occurred_us", (str(job_id),)
             ).fetchall()
         return [EventEnvelope.model_validate(json.loads(r["envelope"])) for r in rows]
+
+    def remove_jobs(self, job_ids: Sequence[UUID]) -> int:
+        """One DELETE on the (job_id, …) index."""
+        with self._db.write() as conn:
+            return conn.execute(f"DELETE FROM events WHERE {_OF_JOBS}", (_ids(job_ids),)).rowcount
+
+    def count_jobs(self, job_ids: Sequence[UUID]) -> int:
+        with self._db.read() as conn:
+            return int(conn.execute(f"SELECT count(*) FROM events WHERE {_OF_JOBS}", (_ids(job_ids),)).fetchone()[0])
 
     def ping(self) -> None:
         self._db.ping()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,57 +20,15 @@ from observatory.adapters.sql_common import (
     find_clause,
     first_only,
     job_filters,
+    removable,
 )
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, now_us, to_us
 from observatory.errors import StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
-from observatory.ports import Created, Finish, NewJob
+from observatory.ports import Counts, Created, Expired, Finish, NewJob
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id              TEXT PRIMARY KEY,
-    type            TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    payload         TEXT NOT NULL,
-    result          TEXT,
-    error           TEXT,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    max_attempts    INTEGER NOT NULL,
-    attempt_limit   INTEGER NOT NULL,
-    timeout_s       REAL NOT NULL,
-    version         INTEGER NOT NULL DEFAULT 0,
-    worker          TEXT,
-    correlation_id  TEXT NOT NULL,
-    idempotency_key TEXT UNIQUE,
-    published       INTEGER NOT NULL DEFAULT 0,
-    created_us      INTEGER NOT NULL,
-    started_us      INTEGER,
-    finished_us     INTEGER,
-    updated_us      INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_created_idx ON jobs (created_us DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_status_idx ON jobs (status, created_us DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_unpublished_idx ON jobs (published, created_us);
-CREATE INDEX IF NOT EXISTS jobs_correlation_idx ON jobs (correlation_id);
-CREATE TABLE IF NOT EXISTS job_attempts (
-    job_id      TEXT NOT NULL,
-    number      INTEGER NOT NULL,
-    worker      TEXT NOT NULL,
-    started_us  INTEGER NOT NULL,
-    finished_us INTEGER,
-    error       TEXT,
-    PRIMARY KEY (job_id, number)
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id         TEXT PRIMARY KEY,
-    job_id     TEXT UNIQUE,
-    job_type   TEXT,
-    reason     TEXT NOT NULL,
-    message    TEXT NOT NULL,
-    created_us INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dead_letters_created_idx ON dead_letters (created_us DESC, id DESC);
-"""
+# Retention (observatory.retention): the tally of removed jobs, which the stats keep counting, and the index
+# that finds the oldest finished jobs. Standalone, run after the main schema (to become migration 0002).
 
 _COLUMNS = (
     "id, type, status, payload, result, error, attempts, max_attempts, timeout_s, created_us, started_us, "
@@ -77,6 +36,10 @@ _COLUMNS = (
 )
 _RETURNING = f"RETURNING {_COLUMNS}"
 MAX_TEXT = 65536
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -102,7 +65,7 @@ def _job(row: sqlite3.Row) -> Job:
 
 class SQLiteJobStore(SingleJobCalls):
     def __init__(self, path: Path) -> None:
-        self._db = SQLiteFile(path, _SCHEMA, StoreUnavailable)
+        self._db = SQLiteFile(path, "sqlite_jobs", StoreUnavailable)
 
     def setup(self) -> None:
         self._db.setup()
@@ -363,11 +326,54 @@ class SQLiteJobStore(SingleJobCalls):
             ).fetchall()
         return {JobStatus(r["status"]): r["n"] for r in rows}
 
-    def counts(self) -> tuple[dict[tuple[str, JobStatus], int], datetime | None]:
+    def counts(self) -> tuple[Counts, datetime | None]:
+        """The rows and the purged tally in one statement (one snapshot: a purge is in one or the other)."""
         with self._db.read() as conn:
-            rows = conn.execute("SELECT type, status, count(*) AS n FROM jobs GROUP BY type, status").fetchall()
+            rows = conn.execute(
+                "SELECT type, status, sum(n) AS n FROM (SELECT type, status, count(*) AS n FROM jobs "
+                "GROUP BY type, status UNION ALL SELECT type, status, n FROM purged_counts) GROUP BY type, status"
+            ).fetchall()
             last = conn.execute("SELECT max(updated_us) FROM jobs").fetchone()[0]
         return {(r["type"], JobStatus(r["status"])): r["n"] for r in rows}, from_us(last)
+
+    def expired(self, cutoff: datetime, limit: int, dead_letters: bool, after: Expired | None) -> list[Expired]:
+        statuses = removable(dead_letters)  # `+status`: not by the status index, which lists every finished job
+        keyset, args = "1", []
+        if after is not None:
+            keyset, args = "(finished_us, id) > (?, ?)", [to_us(after.finished_at), str(after.job_id)]
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT finished_us, id FROM jobs WHERE finished_us < ? AND +status IN ({_marks(statuses)}) "
+                f"AND {keyset} ORDER BY finished_us, id LIMIT ?",
+                (to_us(cutoff), *statuses, *args, limit),
+            ).fetchall()
+        return [Expired(from_us(r["finished_us"]), UUID(r["id"])) for r in rows]
+
+    def purge(self, job_ids: Sequence[UUID], cutoff: datetime, dead_letters: bool) -> int:
+        """One write transaction: the jobs, their attempts and dead letters (no foreign keys here), the tally."""
+        statuses = removable(dead_letters)
+        ids = json.dumps([str(i) for i in job_ids])
+        with self._db.write() as conn:
+            gone = conn.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND finished_us < ? "
+                f"AND +status IN ({_marks(statuses)}) RETURNING id, type, status",
+                (ids, to_us(cutoff), *statuses),
+            ).fetchall()
+            removed = json.dumps([r["id"] for r in gone])
+            for table in ("job_attempts", "dead_letters"):
+                conn.execute(f"DELETE FROM {table} WHERE job_id IN (SELECT value FROM json_each(?))", (removed,))  # noqa: S608 - fixed table names
+            tally = Counter((r["type"], r["status"]) for r in gone)
+            conn.executemany(
+                "INSERT INTO purged_counts (type, status, n) VALUES (?, ?, ?) "
+                "ON CONFLICT (type, status) DO UPDATE SET n = n + excluded.n",
+                [(t, s, n) for (t, s), n in tally.items()],
+            )
+        return len(gone)
+
+    def purged_counts(self) -> Counts:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT type, status, n FROM purged_counts").fetchall()
+        return {(r["type"], JobStatus(r["status"])): r["n"] for r in rows}
 
     def ping(self) -> None:
         self._db.ping()

@@ -11,12 +11,6 @@ from contracts import ApiKeyInfo
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, now_us, to_us
 from observatory.errors import StoreUnavailable
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, scopes TEXT NOT NULL, digest TEXT NOT NULL,
-    created_us INTEGER NOT NULL, expires_us INTEGER, last_used_us INTEGER, revoked_us INTEGER
-);
-"""
 _INFO = "id, name, scopes, created_us, expires_us, last_used_us, revoked_us"
 
 
@@ -34,7 +28,7 @@ def _info(row: sqlite3.Row) -> ApiKeyInfo:
 
 class SQLiteKeyStore:
     def __init__(self, path: Path) -> None:
-        self._db = SQLiteFile(path, _SCHEMA, StoreUnavailable)
+        self._db = SQLiteFile(path, "sqlite_keys", StoreUnavailable)
 
     def setup(self) -> None:
         self._db.setup()

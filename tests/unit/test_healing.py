@@ -27,10 +27,10 @@ def test_replay_after_a_wipe_restores_stats_equal_to_the_store(jobs, events, cou
     pipeline(jobs, events, counters, 12)
     counters.reset()
     assert counters.stats() is None
-    seen, done = replay(events, counters, page=5)
+    seen, done = replay(events, counters, jobs, page=5)
     assert done and seen == 36
     assert stats_differences(counters.stats(), jobs.counts()) == []
-    assert replay(events, counters, page=5)[1]  # again: the same numbers
+    assert replay(events, counters, jobs, page=5)[1]  # again: the same numbers
     assert counters.stats().completed == 12
 
 
