@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -21,6 +23,7 @@ from contracts import JobStatus
 from kuberay.cli import app as cluster_app
 from observatory import backends, views
 from observatory.keys_cli import app as keys_app
+from observatory.migrate_cli import migrate
 from observatory.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +43,7 @@ services_app = typer.Typer(help="Local RabbitMQ, PostgreSQL, Redis and FerretDB 
 app.add_typer(services_app, name="services")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(keys_app, name="keys")
+app.command("migrate")(migrate)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -279,12 +283,15 @@ def replay(
             typer.echo(f"\r  {n} events ({n / max(time.monotonic() - began, 1e-6):.0f}/s)", nl=False, err=True)
 
         try:  # the read model's keeper may be rebuilding right now: let it finish first
-            events, done = run_replay(b.events, b.counters, progress, wait_s=600)
+            events, done = run_replay(b.events, b.counters, b.jobs, progress, wait_s=600)
         except RebuildRunning as e:
             fail(f"{e} for 10 minutes; try again later")
         typer.echo("", err=True)
         if not done:
-            fail("the counters were wiped or rebuilt by someone else meanwhile: run `observatory replay` again")
+            fail(
+                "the counters were wiped or rebuilt by someone else, or retention removed jobs, meanwhile: "
+                "run `observatory replay` again"
+            )
         typer.echo(f"rebuilt the stats from {events} events in {time.monotonic() - began:.1f}s")
         if verify:
             differences = views.stats_differences(b.counters.stats(), b.jobs.counts())
@@ -297,6 +304,85 @@ def replay(
         fail(str(e))
     finally:
         b.close()
+
+
+@app.command()
+def backup(path: Annotated[Path, typer.Argument(help="A new (or empty) directory for the copy")]) -> None:
+    """Copy the embedded data dir, one instant across its files, while the observatory runs (writers pause)."""
+    from observatory import backup as backups
+
+    try:
+        done = backups.backup(Settings(), path)
+    except backups.BackupError as e:
+        fail(str(e), e.code)
+    for f in done.manifest.files:
+        typer.echo(f"  {f.name:<17} {f.bytes:>12,} bytes  " + ", ".join(f"{t} {n}" for t, n in f.rows.items()))
+    for note in done.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"backed up to {path} (writers paused {done.paused_s * 1000:.0f} ms)")
+
+
+@app.command()
+def restore(
+    path: Annotated[Path, typer.Argument(help="A directory written by `observatory backup`")],
+    force: Annotated[bool, typer.Option(help="Replace a data dir that holds data")] = False,
+) -> None:
+    """Replace the embedded data dir with a backup, after checking it; the observatory must be stopped."""
+    from observatory import backup as backups
+
+    settings = Settings()
+    try:
+        manifest, notes = backups.restore(settings, path, force)
+    except backups.BackupError as e:
+        fail(str(e), e.code)
+    for f in manifest.files:
+        typer.echo(f"  {f.name:<17} " + ", ".join(f"{t} {n}" for t, n in f.rows.items()))
+    for note in notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"restored the backup of {manifest.created_at:%Y-%m-%d %H:%M:%S} UTC into {settings.embedded_dir}")
+
+
+DURATION = re.compile(r"([0-9]{1,5}(?:\.[0-9]{1,6})?)([dhms])")  # at most 99999 days: a date stays in range
+SECONDS_PER = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """`7d`, `12h`, `30m`, `90s` (a number and one unit); None when it is not one."""
+    match = DURATION.fullmatch(text.strip())
+    return timedelta(seconds=float(match[1]) * SECONDS_PER[match[2]]) if match else None
+
+
+@app.command()
+def purge(
+    older_than: Annotated[str, typer.Option(help="How long ago the jobs finished: 7d, 12h, 30m or 90s")],
+    dry_run: Annotated[bool, typer.Option(help="Only count what would be removed")] = False,
+    dead_letters: Annotated[bool, typer.Option(help="Also remove dead-lettered jobs and their dead letters")] = False,
+) -> None:
+    """Remove COMPLETED, FAILED and CANCELLED jobs that finished before then, their attempts and their events
+    (the stats keep counting them); the workers app does the same by itself (OBSERVATORY_RETENTION_DAYS)."""
+    from observatory.errors import BackendUnavailable
+    from observatory.retention import purge_once
+
+    age = parse_duration(older_than)
+    if age is None:
+        fail("--older-than: expected a duration like 7d or 12h", code=2)
+    b = backends.build(Settings())
+    cutoff = datetime.now(UTC) - age
+    try:
+        for store in (b.jobs, b.events, b.counters):
+            store.setup()
+        removed = purge_once(b, cutoff, dead_letters=dead_letters, dry_run=dry_run)
+    except BackendUnavailable as e:
+        fail(str(e))
+    finally:
+        b.close()
+    kinds = "finished and dead-lettered" if dead_letters else "finished"
+    typer.echo(
+        f"{'would remove' if dry_run else 'removed'} {removed.jobs} {kinds} jobs and {removed.events} events "
+        f"(finished before {cutoff:%Y-%m-%d %H:%M:%S} UTC)"
+    )
+    if removed.paused:
+        fail("stopped early: the stats counters are being rebuilt; run `observatory purge` again when that is done")
 
 
 @app.command()
