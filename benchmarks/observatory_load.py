@@ -193,3 +193,24 @@ class OpenPages:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._http.aclose()
+
+
+DASHBOARD_READS = ("/", "/read/stats", "/read/jobs?limit=50", "/read/jobs?status=completed&limit=50", "/read/dlq")
+
+
+async def dashboard_reads(obs: Observatory, rounds: int = 20) -> dict[str, tuple[float, float]]:
+    """What the web dashboard's pages ask for, each path `rounds` times in turn (one page at a time, as a
+    person clicks): p50 and p99 in ms per path, and under "first snapshot" a new stream's wait for its first."""
+    timings: dict[str, list[float]] = {path: [] for path in (*DASHBOARD_READS, "first snapshot")}
+    for _ in range(rounds):
+        for path in DASHBOARD_READS:
+            started = time.perf_counter()
+            (await obs._http.get(path)).raise_for_status()
+            timings[path].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        async with obs._http.stream("GET", "/read/stream") as r:
+            async for line in r.aiter_lines():
+                if line.startswith("event: snapshot"):
+                    break
+        timings["first snapshot"].append(time.perf_counter() - started)
+    return {path: latency_stats(samples) for path, samples in timings.items()}

@@ -128,6 +128,11 @@ async def _observatory_phases(cluster: Cluster, opts: Options, result: SystemRes
             result.throughput = await observatory_load.throughput(obs, job, opts.jobs, opts.batch, opts.clients)
         memory.peak_mib, memory.peak_processes = sampler.peak_mib, sampler.peak_processes
         result.memory = memory
+        reads = await observatory_load.dashboard_reads(obs)
+        result.notes.append(
+            f"the web dashboard's reads with {obs.accepted:,} jobs stored (p50/p99 ms): "
+            + ", ".join(f"`{path}` {p50:.0f}/{p99:.0f}" for path, (p50, p99) in reads.items())
+        )
         log(f"{result.name}: {result.throughput.rate:,.0f} jobs/s; single submit, {opts.submit_clients} clients")
         result.submit = await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
         log(f"{result.name}: {result.submit.rate:,.0f} req/s; the same with {OPEN_PAGES} dashboards open")
