@@ -284,7 +284,8 @@ def restore(settings: Settings, path: Path, force: bool = False) -> tuple[Manife
             copy_database(path / f.name, staging / f.name)
             if rows(staging / f.name) != f.rows:
                 raise BackupError(f"{path / f.name}: the rows copied differ from {MANIFEST}")
-        _swap(staging, target)
+        _check_target(target, force)  # again: an observatory may have started during the copy
+        kept = _swap(staging, target)
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, sqlite3.Error | OSError):
@@ -296,14 +297,17 @@ def restore(settings: Settings, path: Path, force: bool = False) -> tuple[Manife
         for f in manifest.files
         if f.name in unused
     ]
+    if kept is not None:
+        notes.append(f"the data dir it replaced is kept in {kept}: delete it once the restored one serves")
     return manifest, notes
 
 
-def _swap(staging: Path, target: Path) -> None:
-    """Put `staging` in the place of `target`: two renames on one file system; the old files go last."""
+def _swap(staging: Path, target: Path) -> Path | None:
+    """Put `staging` in the place of `target`: two renames on one file system. The replaced data dir is kept
+    beside it (nothing is deleted: it may hold files the backup has not); its path, or None."""
     if not target.exists():
         staging.rename(target)
-        return
+        return None
     old = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
     target.rename(old)
     try:
@@ -311,4 +315,4 @@ def _swap(staging: Path, target: Path) -> None:
     except OSError:
         old.rename(target)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    return old

@@ -22,9 +22,10 @@ import yaml
 from contracts import JobStatus
 from kuberay.cli import app as cluster_app
 from observatory import backends, views
+from observatory.errors import ObservatoryError
 from observatory.keys_cli import app as keys_app
 from observatory.migrate_cli import migrate
-from observatory.settings import Settings
+from observatory.settings import MIN_RETENTION_S, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve_app" / "config.yaml"
@@ -360,17 +361,32 @@ def purge(
 ) -> None:
     """Remove COMPLETED, FAILED and CANCELLED jobs that finished before then, their attempts and their events
     (the stats keep counting them); the workers app does the same by itself (OBSERVATORY_RETENTION_DAYS)."""
+    import sqlalchemy.exc
+
     from observatory.errors import BackendUnavailable
     from observatory.retention import purge_once
+    from observatory.schema import migrate_all
 
     age = parse_duration(older_than)
     if age is None:
         fail("--older-than: expected a duration like 7d or 12h", code=2)
-    b = backends.build(Settings())
+    if age.total_seconds() < MIN_RETENTION_S:
+        fail("--older-than: at least 1h (an event redelivered after its job was removed would count twice)", code=2)
+    settings = Settings()
+    if dry_run:
+        try:
+            used = {"postgres", "sqlite_jobs", "sqlite_events", "sqlite_counters"}  # the stores a purge reads
+            behind = [s.where for s in migrate_all(settings, check=True) if s.pending and s.target in used]
+        except sqlalchemy.exc.DBAPIError as e:
+            fail(f"cannot reach a database: {e.orig}")
+        if behind:
+            fail(f"{', '.join(behind)}: schema behind this release (a dry run changes nothing): `observatory migrate`")
+    b = backends.build(settings)
     cutoff = datetime.now(UTC) - age
     try:
-        for store in (b.jobs, b.events, b.counters):
-            store.setup()
+        if not dry_run:
+            for store in (b.jobs, b.events, b.counters):
+                store.setup()
         removed = purge_once(b, cutoff, dead_letters=dead_letters, dry_run=dry_run)
     except BackendUnavailable as e:
         fail(str(e))
@@ -427,7 +443,11 @@ def services_env() -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ObservatoryError as e:  # e.g. a schema newer than this release, met by a command's setup
+        typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

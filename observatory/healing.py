@@ -6,8 +6,10 @@ Two signals, checked by one background thread per read-model replica:
 - the cache's total disagrees with the job store's for longer than events take to arrive (the cache can
   never count more jobs than the store holds now, nor fewer than it held LAG_S ago): `diverged` is set,
   readers use the job store, StatsCacheDiverged fires, and after DIVERGED_FOR_S the counters are rebuilt
-  once (a replay starts from nothing); if they still disagree (events late, not lost), the store answers
-  until they agree again.
+  once (a replay starts from the job store's tally of the jobs retention removed); if they still disagree
+  (events late, not lost), the store answers until they agree again — or until retention's tally moves,
+  which may be the very jobs a rebuild missed (a retention batch that removed their events and was
+  interrupted before removing the jobs): then one more rebuild.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Healer:
         self._diverged_since: float | None = None
         self._compared = -COMPARE_EVERY_S
         self._rebuilt = False  # a rebuild was tried in the current divergence
+        self._rebuilt_tally: object = None  # retention's tally when it was
         self.rebuilds = 0
         self._stop = threading.Event()
 
@@ -95,11 +98,13 @@ class Healer:
                 settled,
                 LAG_S,
             )
-        elif now - self._diverged_since >= DIVERGED_FOR_S and not self._rebuilt:
+        elif now - self._diverged_since >= DIVERGED_FOR_S:
             # Once per divergence: when events are only late (the broker or the aggregators behind), a
-            # rebuild cannot catch up, and the store answers until they do.
-            self._rebuilt = True
-            self._rebuild(f"the stats cache disagreed with the job store for {DIVERGED_FOR_S:g}s")
+            # rebuild cannot catch up, and the store answers until they do. Again if retention's tally moved.
+            tally = self._b.jobs.purged_counts()
+            if not self._rebuilt or tally != self._rebuilt_tally:
+                self._rebuilt, self._rebuilt_tally = True, tally
+                self._rebuild(f"the stats cache disagreed with the job store for {DIVERGED_FOR_S:g}s")
 
     def _rebuild(self, why: str) -> None:
         began = time.monotonic()

@@ -57,7 +57,7 @@ class SchemaState:
 
 def _config(target: Target, connection: Connection, namespace: str | None) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(SCRIPTS))
+    cfg.set_main_option("script_location", str(SCRIPTS).replace("%", "%%"))  # ConfigParser syntax
     cfg.attributes.update(connection=connection, target=target, namespace=namespace)
     return cfg
 
@@ -65,7 +65,7 @@ def _config(target: Target, connection: Connection, namespace: str | None) -> Co
 def _head(target: Target) -> str:
     """The newest revision of `target`'s branch that this code knows."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(SCRIPTS))
+    cfg.set_main_option("script_location", str(SCRIPTS).replace("%", "%%"))  # ConfigParser syntax
     head = ScriptDirectory.from_config(cfg).get_revision(f"{target}@head")
     assert head is not None
     return head.revision
@@ -101,7 +101,9 @@ def _migrate(cfg: Config, target: Target, where: str, check: bool) -> SchemaStat
 
 def migrate_postgres(dsn: str, namespace: str, check: bool = False) -> SchemaState:
     """Upgrade (or with `check`, only inspect) the namespace's PostgreSQL schema; the state before."""
-    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool)
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn, connect_timeout=5), poolclass=NullPool
+    )
     try:
         with engine.connect() as conn, conn.begin():
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"observatory:{namespace}",))
@@ -117,7 +119,11 @@ def migrate_sqlite(path: Path, target: Target, check: bool = False) -> SchemaSta
     if check and not path.exists():
         return SchemaState(target, f"SQLite file {path}", None, _head(target))
     path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool, connect_args={"timeout": BUSY_TIMEOUT_S})
+    engine = create_engine(  # the path as it is: no URL parsing of `?`, `#` or `%` in it
+        "sqlite://",
+        creator=lambda: sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False),
+        poolclass=NullPool,
+    )
 
     @event.listens_for(engine, "connect")
     def _autocommit_driver(dbapi_conn: sqlite3.Connection, _record: Any) -> None:

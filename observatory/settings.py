@@ -133,6 +133,16 @@ class Settings(BaseSettings):
             raise ValueError("must have the form obs_<12 hex digits>_<43 characters of URL-safe base64>")
         return key
 
+    @field_validator("retention_days")
+    @classmethod
+    def _retention_floor(cls, days: float) -> float:
+        if 0 < days < MIN_RETENTION_S / 86400:
+            raise ValueError(
+                "must be 0 (off) or at least 1 hour (0.0417 days): an event the broker redelivers after its job "
+                "was removed would be counted twice by a rebuild"
+            )
+        return days
+
     @property
     def cors_allow_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
@@ -141,6 +151,9 @@ class Settings(BaseSettings):
     def embedded_dir(self) -> Path:
         """Where the embedded backends keep their files (one folder per namespace)."""
         return self.data_dir.expanduser() / self.namespace
+
+
+MIN_RETENTION_S = 3600.0  # longer than any redelivery: the broker's consumer timeout is 30 minutes
 
 
 @lru_cache(maxsize=1)

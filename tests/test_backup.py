@@ -429,7 +429,7 @@ def test_restore_refuses_a_data_dir_with_data_without_force(backup_of_two_jobs: 
     assert digests(embedded(tmp_path / "live").embedded_dir) == before
 
 
-def test_restore_with_force_replaces_the_data_dir(backup_of_two_jobs: Path, tmp_path: Path):
+def test_restore_with_force_replaces_the_data_dir_and_keeps_the_old_one(backup_of_two_jobs: Path, tmp_path: Path):
     # Given a data dir with other data (one job, and a stray file)
     _with_jobs(live := embedded(tmp_path / "live"), 1)
     (live.embedded_dir / "stray.txt").write_text("old")
@@ -437,13 +437,15 @@ def test_restore_with_force_replaces_the_data_dir(backup_of_two_jobs: Path, tmp_
     # When the backup is restored over it with --force
     r = cli(tmp_path / "live", "restore", str(backup_of_two_jobs), "--force")
 
-    # Then the data dir holds exactly the backup's files and rows, and nothing is left beside it
+    # Then the data dir holds exactly the backup's files and rows, and the replaced one is kept beside it
     assert r.exit_code == 0, r.output
     assert f"into {live.embedded_dir}" in r.stdout and "jobs 2" in r.stdout
     manifest = backups.load(backup_of_two_jobs)
     assert sorted(p.name for p in live.embedded_dir.iterdir()) == sorted(f.name for f in manifest.files)
     assert live_rows(live) == manifest_rows(manifest)
-    assert [p.name for p in (tmp_path / "live").iterdir()] == [NS]
+    (kept,) = [p for p in (tmp_path / "live").iterdir() if p.name != NS]
+    assert kept.name.startswith(f".{NS}.replaced-") and f"kept in {kept}" in r.stdout
+    assert (kept / "stray.txt").read_text() == "old" and "jobs.sqlite3" in {p.name for p in kept.iterdir()}
 
 
 def test_a_restore_that_fails_midway_leaves_the_data_dir_as_it_was(

@@ -24,12 +24,12 @@ from observatory.keys import new_key
 from observatory.ports import NewJob
 from observatory.schema import SQLITE_FILES, SchemaState, migrate_postgres, migrate_sqlite
 from observatory.settings import Settings
-from tests.cluster import serve_cluster
+from tests.cluster import BIN, serve_cluster
 from tests.helpers import CONNECTIONS, FAST_RETRIES, final_jobs, scratch, stats_match_the_store, wait_for
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 LEGACY_NAMESPACE = "legacy_fixture"  # the namespace build.py wrote the data dir under
-OBSERVATORY = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "observatory"
+OBSERVATORY = BIN / "observatory"
 PG_TABLES = ("jobs", "job_attempts", "dead_letters", "api_keys")
 
 
@@ -200,16 +200,18 @@ def test_a_schema_newer_than_the_code_refuses_to_start(legacy_pg, legacy_dir):
     jobs.close()
     assert pg_rows(dsn, ns)["jobs"]  # nothing dropped or changed
 
-    path = legacy_dir.embedded_dir / "jobs.sqlite3"
-    migrate_sqlite(path, "sqlite_jobs")
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = 'sqlite_jobs_9999'")
+    for name in ("jobs", "keys"):
+        path = legacy_dir.embedded_dir / f"{name}.sqlite3"
+        migrate_sqlite(path, SQLITE_FILES[path.name])
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"UPDATE alembic_version SET version_num = 'sqlite_{name}_9999'")
     with pytest.raises(SchemaTooNew, match="sqlite_jobs_9999"):
         backends.build(legacy_dir).jobs.setup()
 
     env = {"OBSERVATORY_NAMESPACE": LEGACY_NAMESPACE, "OBSERVATORY_DATA_DIR": str(legacy_dir.data_dir)}
-    out = subprocess.run([OBSERVATORY, "migrate"], capture_output=True, text=True, env=env, timeout=60)
-    assert out.returncode == 1 and "sqlite_jobs_9999" in out.stderr and "Traceback" not in out.stderr, out
+    for command in (["migrate"], ["replay"], ["keys", "list"], ["purge", "--older-than", "7d"]):
+        out = subprocess.run([OBSERVATORY, *command], capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 1 and "_9999, which this version" in out.stderr and "Traceback" not in out.stderr, out
 
 
 def test_migrate_check_reports_without_changing_anything_then_migrate_applies(tmp_path):

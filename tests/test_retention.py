@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from pydantic import ValidationError
 
 from contracts import Job, JobStatus
 from observatory import backends, retention
@@ -274,6 +275,20 @@ def test_purge_refuses_a_bad_duration_with_exit_2(bad):
 
     assert r.returncode == 2
     assert r.stderr == "error: --older-than: expected a duration like 7d or 12h\n"
+
+
+@pytest.mark.parametrize("short", ["59m", "3599s", "0.5h"])
+def test_purge_refuses_an_age_under_an_hour_with_exit_2(short):
+    r = observatory("purge", "--older-than", short)
+
+    assert r.returncode == 2 and r.stderr.startswith("error: --older-than: at least 1h"), r
+
+
+def test_a_retention_age_under_an_hour_is_refused_by_the_settings():
+    with pytest.raises(ValidationError, match="at least 1 hour"):
+        Settings(OBSERVATORY_RETENTION_DAYS=0.04)
+    assert Settings(OBSERVATORY_RETENTION_DAYS=0).retention_days == 0  # off
+    assert Settings(OBSERVATORY_RETENTION_DAYS=1 / 24).retention_days == 1 / 24
 
 
 def test_purge_from_the_command_line_in_embedded_mode(tmp_path):

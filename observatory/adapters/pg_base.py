@@ -52,8 +52,8 @@ class PostgresSchema:
 
         try:
             migrate_postgres(self._dsn, self._namespace)
-        except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as e:
-            raise StoreUnavailable(f"PostgreSQL: {e}; check POSTGRES_DSN and that the server is up") from e
+        except (psycopg.Error, sqlalchemy.exc.DBAPIError) as e:
+            raise StoreUnavailable(f"PostgreSQL: {e}; check POSTGRES_DSN, the server and the user's rights") from e
 
     def ping(self) -> None:
         with self._conn() as conn:

@@ -3,6 +3,8 @@ cache that disagrees with the job store is noticed, bypassed and rebuilt."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from observatory import healing
 from observatory.backends import Backends
 from observatory.events import job_events, producer
@@ -97,3 +99,30 @@ def test_late_events_are_not_rebuilt_over_and_over(jobs, events, counters, monke
     for _ in range(5):
         keeper.check()
     assert keeper.diverged and keeper.rebuilds == 1  # one try; then the store answers until they agree
+
+
+def test_a_retention_batch_interrupted_between_its_two_steps_is_healed_by_its_next_pass(
+    jobs, events, counters, monkeypatch
+):
+    """Events of two jobs removed, the jobs not (the process died in between): a rebuild then misses them,
+    and only retention's next pass, which moves them into the tally, lets a rebuild count them again."""
+    pipeline(jobs, events, counters, 4)
+    old = [j.id for j in jobs.list(None, None, 2, None).items]
+    events.remove_jobs(old)
+    counters.reset()
+    monkeypatch.setattr(healing, "LAG_S", 0.0)
+    monkeypatch.setattr(healing, "DIVERGED_FOR_S", 0.0)
+    monkeypatch.setattr(healing, "COMPARE_EVERY_S", 0.0)
+    keeper = Healer(Backends(RecordingBus(), jobs, events, counters))
+    keeper.check()  # the mark is gone: rebuilt, from the events that are left
+    keeper.check()
+    keeper.check()
+    assert keeper.diverged and keeper.rebuilds == 2  # the lost mark's rebuild, then one for the divergence
+    keeper.check()
+    assert keeper.rebuilds == 2  # the same numbers again: no rebuild over and over
+    assert jobs.purge(old, datetime.now(UTC) + timedelta(seconds=1), False) == 2  # the next pass
+    keeper.check()
+    assert keeper.rebuilds == 3
+    keeper.check()
+    assert not keeper.diverged
+    assert stats_differences(counters.stats(), jobs.counts()) == []
