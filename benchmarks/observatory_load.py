@@ -195,7 +195,7 @@ class OpenPages:
         await self._http.aclose()
 
 
-DASHBOARD_READS = ("/", "/read/stats", "/read/jobs?limit=50", "/read/jobs?status=completed&limit=50", "/read/dlq")
+DASHBOARD_READS = ("/", "/read/stats", "/read/jobs?limit=50", "/read/jobs?status=COMPLETED&limit=50", "/read/dlq")
 
 
 async def dashboard_reads(obs: Observatory, rounds: int = 20) -> dict[str, tuple[float, float]]:
