@@ -32,8 +32,8 @@ from tests.helpers import final_jobs, stats_match_the_store, wait_for
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES_PER_OPERATION = 25
-JOB_EXAMPLES = 40
+EXAMPLES_PER_OPERATION = 15  # with every phase (coverage, stateful) this is well over 15 requests per operation
+JOB_EXAMPLES = 25
 
 FUZZ = settings(
     max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck), database=None
