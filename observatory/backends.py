@@ -14,6 +14,31 @@ from observatory.ports import Bus, Counters, EventStore, JobStore, KeyStore
 from observatory.settings import Settings
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """One embedded backend's file, the setting that replaces it with a real server, and how to back that up."""
+
+    file: str
+    server: str  # the Settings field (and its variable) that selects the real server
+    variable: str
+    instead: str
+
+
+# Every file of the embedded data dir, in the order backups take their write locks.
+EMBEDDED_FILES = (
+    Embedded("bus.sqlite3", "amqp_url", "AMQP_URL", "RabbitMQ's definitions export"),
+    Embedded("jobs.sqlite3", "postgres_dsn", "POSTGRES_DSN", "pg_dump"),
+    Embedded("events.sqlite3", "mongo_url", "MONGO_URL", "mongodump"),
+    Embedded("counters.sqlite3", "redis_url", "REDIS_URL", "Redis persistence (RDB/AOF), or `observatory replay`"),
+    Embedded("keys.sqlite3", "postgres_dsn", "POSTGRES_DSN", "pg_dump"),
+)
+
+
+def embedded_files(settings: Settings) -> list[Embedded]:
+    """The embedded files the settings use: those whose real server is not configured."""
+    return [f for f in EMBEDDED_FILES if not getattr(settings, f.server)]
+
+
 @dataclass
 class Backends:
     bus: Bus

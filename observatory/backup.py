@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 import observatory
 from observatory.adapters.sqlite_base import BUSY_TIMEOUT_MS
+from observatory.backends import EMBEDDED_FILES, embedded_files
 from observatory.errors import ObservatoryError
 from observatory.settings import Settings
 
@@ -32,24 +33,7 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 
 
-@dataclass(frozen=True)
-class Embedded:
-    """One embedded backend's file, the setting that replaces it with a real server, and how to back that up."""
-
-    file: str
-    server: str  # the Settings field (and its variable) that selects the real server
-    variable: str
-    instead: str
-
-
-# The lock order: every backup takes the write locks in this order.
-FILES = (
-    Embedded("bus.sqlite3", "amqp_url", "AMQP_URL", "RabbitMQ's definitions export"),
-    Embedded("jobs.sqlite3", "postgres_dsn", "POSTGRES_DSN", "pg_dump"),
-    Embedded("events.sqlite3", "mongo_url", "MONGO_URL", "mongodump"),
-    Embedded("counters.sqlite3", "redis_url", "REDIS_URL", "Redis persistence (RDB/AOF), or `observatory replay`"),
-    Embedded("keys.sqlite3", "postgres_dsn", "POSTGRES_DSN", "pg_dump"),
-)
+FILES = EMBEDDED_FILES  # the lock order: every backup takes the write locks in this order
 KNOWN = {f.file for f in FILES}
 
 
@@ -131,7 +115,7 @@ def _sha256(path: Path) -> str:
 
 def plan(settings: Settings) -> tuple[list[Path], list[str]]:
     """The embedded files that exist, in lock order, and a note for each backend that uses a real server."""
-    embedded = [f for f in FILES if not getattr(settings, f.server)]
+    embedded = embedded_files(settings)
     notes = [
         f"{f.file[: -len('.sqlite3')]} uses a real server ({f.variable}): not in this backup; use {f.instead}"
         for f in FILES

@@ -9,6 +9,7 @@ the database: refuse to run rather than guess.
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import threading
@@ -55,18 +56,22 @@ class SchemaState:
         return self.current != self.head
 
 
-def _config(target: Target, connection: Connection, namespace: str | None) -> Config:
+def _config(connection: Connection | None = None, namespace: str | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(SCRIPTS).replace("%", "%%"))  # ConfigParser syntax
-    cfg.attributes.update(connection=connection, target=target, namespace=namespace)
+    cfg.attributes.update(connection=connection, namespace=namespace)
     return cfg
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    """The migration scripts, read once per process (every store's setup asks)."""
+    return ScriptDirectory.from_config(_config())
 
 
 def _head(target: Target) -> str:
     """The newest revision of `target`'s branch that this code knows."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(SCRIPTS).replace("%", "%%"))  # ConfigParser syntax
-    head = ScriptDirectory.from_config(cfg).get_revision(f"{target}@head")
+    head = _scripts().get_revision(f"{target}@head")
     assert head is not None
     return head.revision
 
@@ -75,11 +80,10 @@ def _state(cfg: Config, target: Target, where: str) -> SchemaState:
     connection: Connection = cfg.attributes["connection"]
     opts = {"version_table_schema": cfg.attributes["namespace"]}
     current = MigrationContext.configure(connection, opts=opts).get_current_heads()
-    script = ScriptDirectory.from_config(cfg)
     head = _head(target)
     for rev in current:
         try:
-            script.get_revision(rev)
+            _scripts().get_revision(rev)
         except CommandError:
             raise SchemaTooNew(
                 f"{where} is at schema revision {rev}, which this version of the observatory does not know (its "
@@ -109,7 +113,7 @@ def migrate_postgres(dsn: str, namespace: str, check: bool = False) -> SchemaSta
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"observatory:{namespace}",))
             if not check:
                 conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{namespace}"')
-            return _migrate(_config("postgres", conn, namespace), "postgres", f"PostgreSQL schema {namespace}", check)
+            return _migrate(_config(conn, namespace), "postgres", f"PostgreSQL schema {namespace}", check)
     finally:
         engine.dispose()
 
@@ -135,7 +139,7 @@ def migrate_sqlite(path: Path, target: Target, check: bool = False) -> SchemaSta
 
     try:
         with engine.connect() as conn, conn.begin():
-            return _migrate(_config(target, conn, None), target, f"SQLite file {path}", check)
+            return _migrate(_config(conn), target, f"SQLite file {path}", check)
     finally:
         engine.dispose()
 
@@ -154,17 +158,11 @@ def execute_script(script: str) -> None:
 
 def migrate_all(settings: Settings, check: bool = False) -> list[SchemaState]:
     """Every database the settings select: PostgreSQL (jobs and keys) or the embedded files in use."""
+    from observatory.backends import embedded_files
+
     states = []
     if settings.postgres_dsn:
         states.append(migrate_postgres(settings.postgres_dsn, settings.namespace, check))
-    embedded = {
-        "jobs.sqlite3": not settings.postgres_dsn,
-        "keys.sqlite3": not settings.postgres_dsn,
-        "events.sqlite3": not settings.mongo_url,
-        "counters.sqlite3": not settings.redis_url,
-        "bus.sqlite3": not settings.amqp_url,
-    }
-    for name, target in SQLITE_FILES.items():
-        if embedded[name]:
-            states.append(migrate_sqlite(settings.embedded_dir / name, target, check))
+    for f in embedded_files(settings):
+        states.append(migrate_sqlite(settings.embedded_dir / f.file, SQLITE_FILES[f.file], check))
     return states

@@ -27,9 +27,6 @@ from observatory.errors import InvalidSubmission
 from observatory.paging import decode_cursor, next_cursor
 from observatory.ports import Counts, Created, Expired, Finish, NewJob
 
-# Retention (observatory.retention): the tally of removed jobs, which the stats keep counting, and the index
-# that finds the oldest finished jobs. Standalone, run after the main schema (to become migration 0002).
-
 _COLUMNS = (
     "id, type, status, payload, result, error, attempts, max_attempts, timeout_s, created_at, started_at, "
     "finished_at, updated_at, correlation_id, idempotency_key, version"

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 from observatory.errors import BackendUnavailable
 
@@ -29,6 +31,16 @@ def from_us(us: int | None) -> datetime | None:
 
 def now_us() -> int:
     return to_us(datetime.now(UTC))
+
+
+def marks(values: Sequence[object]) -> str:
+    """One `?` per value, for `IN (...)`."""
+    return ",".join("?" * len(values))
+
+
+def json_ids(ids: Sequence[UUID | str]) -> str:
+    """Ids as one JSON array: a single parameter for `IN (SELECT value FROM json_each(?))`."""
+    return json.dumps([str(i) for i in ids])
 
 
 class SQLiteFile:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from contracts import EventEnvelope
-from observatory.adapters.sqlite_base import SQLiteFile, now_us
+from observatory.adapters.sqlite_base import SQLiteFile, marks, now_us
 from observatory.errors import BusUnavailable
 from observatory.ports import Delivery
 from observatory.topology import QUEUES, routes, routing_key
@@ -99,11 +99,10 @@ class SQLiteBus:
 
     def _heartbeat(self, queue: str, owner: str, ids: list[int]) -> None:
         """Renew the leases of the messages still in flight, and say this consumer is alive."""
-        marks = ",".join("?" * len(ids))
         with self._db.write() as conn:
             if ids:
                 conn.execute(
-                    f"UPDATE messages SET lease_until_us = ? WHERE lease_owner = ? AND id IN ({marks})",
+                    f"UPDATE messages SET lease_until_us = ? WHERE lease_owner = ? AND id IN ({marks(ids)})",
                     (now_us() + self._lease_us, owner, *ids),
                 )
             conn.execute(

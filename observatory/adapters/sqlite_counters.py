@@ -106,12 +106,17 @@ class SQLiteCounters:
             if row is None or row["value"] != token:
                 return False
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('complete', ?)", (token,))
-            conn.execute("DELETE FROM meta WHERE key = 'lease' AND value LIKE ?", (f"{token}|%",))
+            self._free_lease(conn, token)
             return True
 
     def abandon_rebuild(self, token: str) -> None:
         with self._db.write() as conn:
-            conn.execute("DELETE FROM meta WHERE key = 'lease' AND value LIKE ?", (f"{token}|%",))
+            self._free_lease(conn, token)
+
+    @staticmethod
+    def _free_lease(conn: sqlite3.Connection, token: str) -> None:
+        """Delete the lease if it is still the rebuild `token`'s."""
+        conn.execute("DELETE FROM meta WHERE key = 'lease' AND value LIKE ?", (f"{token}|%",))
 
     def rebuilding(self) -> bool:
         with self._db.read() as conn:

@@ -8,14 +8,10 @@ from pathlib import Path
 from uuid import UUID
 
 from contracts import EventEnvelope
-from observatory.adapters.sqlite_base import SQLiteFile, to_us
+from observatory.adapters.sqlite_base import SQLiteFile, json_ids, to_us
 from observatory.errors import EventStoreUnavailable
 
 _OF_JOBS = "job_id IN (SELECT value FROM json_each(?))"  # the job ids as one JSON array
-
-
-def _ids(job_ids: Sequence[UUID]) -> str:
-    return json.dumps([str(i) for i in job_ids])
 
 
 class SQLiteEventStore:
@@ -63,11 +59,12 @@ class SQLiteEventStore:
     def remove_jobs(self, job_ids: Sequence[UUID]) -> int:
         """One DELETE on the (job_id, …) index."""
         with self._db.write() as conn:
-            return conn.execute(f"DELETE FROM events WHERE {_OF_JOBS}", (_ids(job_ids),)).rowcount
+            return conn.execute(f"DELETE FROM events WHERE {_OF_JOBS}", (json_ids(job_ids),)).rowcount
 
     def count_jobs(self, job_ids: Sequence[UUID]) -> int:
         with self._db.read() as conn:
-            return int(conn.execute(f"SELECT count(*) FROM events WHERE {_OF_JOBS}", (_ids(job_ids),)).fetchone()[0])
+            row = conn.execute(f"SELECT count(*) FROM events WHERE {_OF_JOBS}", (json_ids(job_ids),)).fetchone()
+        return int(row[0])
 
     def ping(self) -> None:
         self._db.ping()

@@ -22,13 +22,10 @@ from observatory.adapters.sql_common import (
     job_filters,
     removable,
 )
-from observatory.adapters.sqlite_base import SQLiteFile, from_us, now_us, to_us
+from observatory.adapters.sqlite_base import SQLiteFile, from_us, json_ids, marks, now_us, to_us
 from observatory.errors import StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
 from observatory.ports import Counts, Created, Expired, Finish, NewJob
-
-# Retention (observatory.retention): the tally of removed jobs, which the stats keep counting, and the index
-# that finds the oldest finished jobs. Standalone, run after the main schema (to become migration 0002).
 
 _COLUMNS = (
     "id, type, status, payload, result, error, attempts, max_attempts, timeout_s, created_us, started_us, "
@@ -36,10 +33,6 @@ _COLUMNS = (
 )
 _RETURNING = f"RETURNING {_COLUMNS}"
 MAX_TEXT = 65536
-
-
-def _marks(values: Sequence[Any]) -> str:
-    return ",".join("?" * len(values))
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -147,10 +140,9 @@ class SQLiteJobStore(SingleJobCalls):
         conn: sqlite3.Connection, sets: str, job_id: UUID, allowed: tuple[str, ...], *args: Any, bump: str = "1"
     ) -> Job | None:
         """One conditional state change; `sets` and `bump` (the version increment) take `args` in order."""
-        marks = ",".join("?" * len(allowed))
         row = conn.execute(
             f"UPDATE jobs SET {sets}, version = version + {bump}, updated_us = ? "
-            f"WHERE id = ? AND status IN ({marks}) {_RETURNING}",
+            f"WHERE id = ? AND status IN ({marks(allowed)}) {_RETURNING}",
             (*args, now_us(), str(job_id), *allowed),
         ).fetchone()
         return _job(row) if row else None
@@ -343,7 +335,7 @@ class SQLiteJobStore(SingleJobCalls):
             keyset, args = "(finished_us, id) > (?, ?)", [to_us(after.finished_at), str(after.job_id)]
         with self._db.read() as conn:
             rows = conn.execute(
-                f"SELECT finished_us, id FROM jobs WHERE finished_us < ? AND +status IN ({_marks(statuses)}) "
+                f"SELECT finished_us, id FROM jobs WHERE finished_us < ? AND +status IN ({marks(statuses)}) "
                 f"AND {keyset} ORDER BY finished_us, id LIMIT ?",
                 (to_us(cutoff), *statuses, *args, limit),
             ).fetchall()
@@ -352,14 +344,13 @@ class SQLiteJobStore(SingleJobCalls):
     def purge(self, job_ids: Sequence[UUID], cutoff: datetime, dead_letters: bool) -> int:
         """One write transaction: the jobs, their attempts and dead letters (no foreign keys here), the tally."""
         statuses = removable(dead_letters)
-        ids = json.dumps([str(i) for i in job_ids])
         with self._db.write() as conn:
             gone = conn.execute(
                 "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND finished_us < ? "
-                f"AND +status IN ({_marks(statuses)}) RETURNING id, type, status",
-                (ids, to_us(cutoff), *statuses),
+                f"AND +status IN ({marks(statuses)}) RETURNING id, type, status",
+                (json_ids(job_ids), to_us(cutoff), *statuses),
             ).fetchall()
-            removed = json.dumps([r["id"] for r in gone])
+            removed = json_ids([r["id"] for r in gone])
             for table in ("job_attempts", "dead_letters"):
                 conn.execute(f"DELETE FROM {table} WHERE job_id IN (SELECT value FROM json_each(?))", (removed,))  # noqa: S608 - fixed table names
             tally = Counter((r["type"], r["status"]) for r in gone)
