@@ -282,7 +282,7 @@ def test_a_processor_killed_mid_micro_batch_repeats_and_loses_nothing(api, truth
         ids += [a["job_id"] for a in r.json()["accepted"]]
 
     victims: list[int] = []
-    for _ in range(3):  # a kill can land between two batches; then try again on the next processor
+    for _ in range(8):  # a kill can land between two batches; then try again on the next processor
         victim, held = wait_for(lambda: _running_on(truth, actor_pids("ProcessorActor")), "a batch in flight", 60)
         os.kill(victim, signal.SIGKILL)
         victims.append(victim)
