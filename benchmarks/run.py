@@ -10,6 +10,7 @@ import asyncio
 import os
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -17,12 +18,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 import psutil
 
 from benchmarks import cleanup, machine, observatory_load, report
-from benchmarks.measure import BenchError, Memory, SystemResult, Throughput
+from benchmarks.measure import BenchError, Memory, SubmitRate, SystemResult, Throughput
 from benchmarks.memory import PeakSampler, ray_processes, rss_mib
 from benchmarks.ray_cluster import CONNECTIONS, ROOT, Cluster, configured_processors, serve_cluster
 
@@ -31,7 +33,8 @@ IDLE_SETTLE_S = 3.0  # after the warm-up, before the idle memory sample
 CORES = os.cpu_count() or 1
 
 
-OPEN_PAGES = 50  # web dashboards held open during the second single-submit phase
+OPEN_PAGES = 50  # web dashboards held open during every other single-submit phase
+PAGE_ROUNDS = 3  # pairs of single-submit phases without and with them
 
 
 @dataclass
@@ -116,6 +119,31 @@ def _drop(namespace: str, opts: Options, result: SystemResult) -> None:
         result.notes += cleanup.drop_namespace(namespace)
 
 
+async def _open_pages(
+    cluster: Cluster, obs: observatory_load.Observatory, job: dict[str, Any], opts: Options, first: SubmitRate
+) -> str:
+    """Single submits with 50 dashboards streaming `/read/stream` and without, alternated `PAGE_ROUNDS` times
+    (the store grows and the machine drifts during a run: one pair in a fixed order measures that, not the
+    pages); the note gives both means and every pair."""
+    pairs: list[tuple[SubmitRate, SubmitRate, float]] = []
+    for i in range(PAGE_ROUNDS):
+        without = first if i == 0 else await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
+        async with observatory_load.OpenPages(cluster.api, OPEN_PAGES) as pages:
+            before = pages.snapshots
+            streamed = await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
+            per_page = (pages.snapshots - before) / OPEN_PAGES / streamed.seconds
+        pairs.append((without, streamed, per_page))
+    mean = statistics.fmean
+    return (
+        f"single submit with {OPEN_PAGES} dashboards streaming /read/stream, alternated with none {PAGE_ROUNDS} times: "
+        f"{mean(w.rate for _, w, _ in pairs):,.0f} req/s, p99 {mean(w.p99_ms for _, w, _ in pairs):.0f} ms "
+        f"(without: {mean(n.rate for n, _, _ in pairs):,.0f} req/s, p99 {mean(n.p99_ms for n, _, _ in pairs):.0f} ms; "
+        "pairs without/with: "
+        + ", ".join(f"{n.rate:,.0f}/{w.rate:,.0f}" for n, w, _ in pairs)
+        + f"); each page got {mean(p for _, _, p in pairs):.2f} snapshots/s"
+    )
+
+
 async def _observatory_phases(cluster: Cluster, opts: Options, result: SystemResult) -> str:
     async with observatory_load.Observatory(cluster.api) as obs:
         job, label = await obs.job()
@@ -135,17 +163,9 @@ async def _observatory_phases(cluster: Cluster, opts: Options, result: SystemRes
         )
         log(f"{result.name}: {result.throughput.rate:,.0f} jobs/s; single submit, {opts.submit_clients} clients")
         result.submit = await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
-        log(f"{result.name}: {result.submit.rate:,.0f} req/s; the same with {OPEN_PAGES} dashboards open")
-        async with observatory_load.OpenPages(cluster.api, OPEN_PAGES) as pages:
-            before = pages.snapshots
-            streamed = await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
-            per_page = (pages.snapshots - before) / OPEN_PAGES / streamed.seconds
-        result.notes.append(
-            f"single submit with {OPEN_PAGES} dashboards streaming /read/stream: {streamed.rate:,.0f} req/s, "
-            f"p50 {streamed.p50_ms:.0f} ms, p99 {streamed.p99_ms:.0f} ms (without: {result.submit.rate:,.0f} req/s, "
-            f"p99 {result.submit.p99_ms:.0f} ms); each page got {per_page:.2f} snapshots/s"
-        )
-        log(f"{result.name}: {streamed.rate:,.0f} req/s with pages open; submit→completed at {opts.rate:g}/s")
+        log(f"{result.name}: {result.submit.rate:,.0f} req/s; the same with {OPEN_PAGES} dashboards open, alternated")
+        result.notes.append(await _open_pages(cluster, obs, job, opts, result.submit))
+        log(f"{result.name}: submit→completed at {opts.rate:g}/s")
         result.latency = await observatory_load.paced_latency(obs, job, opts.rate, opts.phase_s)
         if result.latency.not_completed:
             result.notes.append(f"{result.latency.not_completed} latency-run jobs did not complete")
