@@ -35,12 +35,16 @@ class AggregatorActor:
         self._loop.start()
 
     def info(self) -> dict[str, Any]:
+        stored, duplicates = self._aggregator.stored, self._aggregator.duplicates
         return {
             "name": self._name,
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
             "connected": self._loop.connected,
-            "stored": self._aggregator.stored,
-            "duplicates": self._aggregator.duplicates,
+            "stored": stored,
+            "duplicates": duplicates,
+            "handled": stored + duplicates,  # events folded in (unreadable ones, dead-lettered, are not counted)
         }
 
     def stop(self) -> None:

@@ -14,24 +14,33 @@ import ray
 
 from actors.batching import MicroBatcher, Once, handle_or_requeue
 from actors.consumer import ConsumerLoop
-from actors.runner import RayTaskRunner
+from actors.runner import RayTaskRunner, here
+from contracts import Job
 from observatory import backends, logs
+from observatory.errors import BackendUnavailable
 from observatory.events import producer
 from observatory.jobs import default_registry
 from observatory.metrics import metrics
-from observatory.ports import Delivery
+from observatory.ports import AttemptNote, Delivery
 from observatory.processing import JobProcessor, RetryPolicy
 from observatory.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 BATCH_THREADS = 2  # two micro-batches in flight: one runs while the other waits on the database or broker
+DRAIN_S = 300.0  # how long a draining processor waits for the jobs in its hands (see `drain`)
+DRAIN_GRACE_S = 5.0  # and a little more for its consumer threads to close
 
 
 @ray.remote(num_cpus=0)
 class ProcessorActor:
     def __init__(
-        self, name: str, prefetch: int, batch_size: int = 64, placement: dict[str, float] | None = None
+        self,
+        name: str,
+        prefetch: int,
+        batch_size: int = 64,
+        placement: dict[str, float] | None = None,
+        drain_s: float = DRAIN_S,
     ) -> None:
         settings = get_settings()
         logs.configure(settings.log_level)
@@ -45,11 +54,12 @@ class ProcessorActor:
             self._backends.jobs,
             self._backends.bus,
             self._registry,
-            RayTaskRunner(placement),
+            RayTaskRunner(placement, self._note),
             producer("processor", worker),
             worker=worker,
             retry=RetryPolicy(settings.retry_base_s, settings.retry_max_s),
             hooks=metrics(),
+            here=here(),
         )
         self._slots = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=f"{name}-slot")
         self._batches = MicroBatcher(self._processor.handle_batch, batch_size, BATCH_THREADS, name, self._done)
@@ -58,11 +68,19 @@ class ProcessorActor:
         self._handled = 0
         bus = self._backends.bus
         self._loops = [
-            ConsumerLoop(bus, "jobs", self._to_slot, prefetch, name),  # never more than the free slots
-            ConsumerLoop(bus, "inline", self._to_batch, 2 * batch_size, f"{name}-inline"),  # two batches in hand
+            ConsumerLoop(bus, "jobs", self._to_slot, prefetch, name, drain_s),  # never more than the free slots
+            ConsumerLoop(bus, "inline", self._to_batch, 2 * batch_size, f"{name}-inline", drain_s),  # two batches
         ]
+        self._drain_s = drain_s
         for loop in self._loops:
             loop.start()
+
+    def _note(self, job: Job, note: AttemptNote) -> None:
+        """Record where a job's handler started, or why it waits (best effort: the run goes on regardless)."""
+        try:
+            self._backends.jobs.note_attempt(job.id, job.attempts, note)
+        except BackendUnavailable as e:
+            log.warning("could not record attempt %s of job %s: %s", job.attempts, job.id, e)
 
     def _to_slot(self, delivery: Delivery) -> None:
         self._count(+1)
@@ -89,10 +107,26 @@ class ProcessorActor:
         return {
             "name": self._name,
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
             "connected": all(loop.connected for loop in self._loops),
             "in_flight": self._in_flight,
             "handled": self._handled,
         }
+
+    def drain(self) -> int:
+        """Scale-down: take no more jobs, finish those in hand (commit, publish, ack), then let go of the
+        backends; the supervisor removes the actor after this returns. Jobs still unsettled after `drain_s`
+        (e.g. waiting for resources) go back to the queue when the connections close, for another processor.
+        Returns how many jobs this processor handled in its life."""
+        for loop in self._loops:
+            loop.request_stop()
+        for loop in self._loops:
+            loop.join(self._drain_s + DRAIN_GRACE_S)
+        self._batches.stop()
+        self._slots.shutdown(wait=False, cancel_futures=True)
+        self._backends.close()
+        return self._handled
 
     def stop(self) -> None:
         for loop in self._loops:

@@ -29,11 +29,13 @@ from contracts.models import (
     Producer,
     QueueInfo,
     RatePoint,
+    Resources,
     Severity,
     Stats,
     StreamSnapshot,
     TypeStats,
 )
+from contracts.workers import NodeInfo, WorkerActor, WorkerKind, WorkersStatus, WorkerState, WorkersView
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -61,11 +63,18 @@ __all__ = [
     "JobStatus",
     "JobSubmission",
     "JobTypeInfo",
+    "NodeInfo",
     "Producer",
     "QueueInfo",
     "RatePoint",
+    "Resources",
     "Severity",
     "Stats",
     "StreamSnapshot",
     "TypeStats",
+    "WorkerActor",
+    "WorkerKind",
+    "WorkerState",
+    "WorkersStatus",
+    "WorkersView",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -79,6 +80,45 @@ class _Input(BaseModel):
         return data
 
 
+RESOURCE_NAME = r"^[A-Za-z][A-Za-z0-9_.:/-]{0,63}$"
+RESERVED_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+
+
+class Resources(_Input):
+    """What one run of a job's handler asks Ray for; Ray starts it on a node that has this much free."""
+
+    cpus: float = Field(default=0, ge=0, le=1024, description="CPU cores (fractions allowed).")
+    memory_mib: int = Field(default=0, ge=0, le=4_194_304, description="Memory Ray reserves for the run, MiB.")
+    gpus: float = Field(default=0, ge=0, le=64)
+    custom: dict[str, float] = Field(
+        default_factory=dict, max_length=16, description='Custom Ray resources a node offers, e.g. `{"ssd": 1}`.'
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_names(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if name in RESERVED_RESOURCES or not re.fullmatch(RESOURCE_NAME, name):
+                raise ValueError(f"custom resource {name!r}: a name like `ssd` (not CPU, GPU or memory)")
+            if not 0 <= amount <= 1_000_000:
+                raise ValueError(f"custom resource {name!r}: an amount from 0 to 1000000")
+        return v
+
+    def exceeds(self, limit: Resources) -> list[tuple[str, str]]:
+        """(field, message) for each amount above `limit`'s."""
+        over = [
+            (name, f"at most {getattr(limit, name):g} for this job type")
+            for name in ("cpus", "memory_mib", "gpus")
+            if getattr(self, name) > getattr(limit, name)
+        ]
+        for name, amount in self.custom.items():
+            if name not in limit.custom:
+                over.append((f"custom.{name}", f"not a resource this job type may ask for ({name!r})"))
+            elif amount > limit.custom[name]:
+                over.append((f"custom.{name}", f"at most {limit.custom[name]:g} for this job type"))
+        return over
+
+
 class JobSubmission(_Input):
     """What a client sends to `POST /api/jobs`; the payload is checked against the type's own model."""
 
@@ -88,6 +128,11 @@ class JobSubmission(_Input):
     max_attempts: int = Field(default=3, ge=1, le=20, description="Attempts before the job is dead-lettered.")
     timeout_s: float | None = Field(
         default=None, gt=0, le=3600, description="Per-attempt time limit; default: the job type's."
+    )
+    resources: Resources | None = Field(
+        default=None,
+        description="What each run asks Ray for, where the job type allows it (see GET /api/job-types): the fields "
+        "given replace the type's defaults, up to its limits. Not for types that run inside the processor.",
     )
 
 
@@ -108,10 +153,18 @@ class BatchAccepted(_Strict):
 
 class Attempt(_Strict):
     number: int
-    worker: str
+    worker: str = Field(description="The processor that took the job: `processor-N:<pid>`.")
     started_at: datetime
     finished_at: datetime | None = None
     error: str | None = None
+    node: str | None = Field(default=None, description="The Ray node (its id) where the handler ran.")
+    executor: str | None = Field(
+        default=None,
+        description="The process that ran the handler: `<pid>@<node ip>` (a Ray worker, or the processor).",
+    )
+    waiting: str | None = Field(
+        default=None, description="Why the handler has not started yet (resources no node has free, or offers)."
+    )
 
 
 class Job(_Strict):
@@ -124,6 +177,9 @@ class Job(_Strict):
     attempts: int = 0
     max_attempts: int = 3
     timeout_s: float = 300.0
+    resources: Resources | None = Field(
+        default=None, description="What each run asks Ray for; none for types that run inside the processor."
+    )
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -330,6 +386,12 @@ class JobTypeInfo(_Strict):
     type: str
     description: str
     payload_schema: dict[str, Any]
+    resources: Resources | None = Field(
+        default=None, description="What a run asks Ray for by default; none: it runs inside the processor."
+    )
+    max_resources: Resources | None = Field(
+        default=None, description="The most a submission's `resources` may ask for."
+    )
 
 
 class ErrorDetail(_Strict):

@@ -6,23 +6,24 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from contracts import models
+from contracts import models, workers
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 FIXTURE_DIR = Path(__file__).parent / "fixtures"
 
 # name -> (model, version). Bump the version on any incompatible change and re-export.
 REGISTRY: dict[str, tuple[type[BaseModel], str]] = {
-    "job_submission": (models.JobSubmission, "2.0"),
-    "batch_submission": (models.BatchSubmission, "2.0"),
+    "job_submission": (models.JobSubmission, "2.1"),
+    "batch_submission": (models.BatchSubmission, "2.1"),
     "job_accepted": (models.JobAccepted, "1.0"),
-    "job": (models.Job, "1.1"),
+    "job": (models.Job, "1.2"),
     "dead_letter": (models.DeadLetter, "1.0"),
     "event_envelope": (models.EventEnvelope, models.CONTRACT_VERSION),
     "stats": (models.Stats, "1.1"),
     "error_response": (models.ErrorResponse, "1.0"),
     "alert_list": (models.AlertList, "1.0"),
-    "stream_snapshot": (models.StreamSnapshot, "1.0"),
+    "stream_snapshot": (models.StreamSnapshot, "1.1"),
+    "workers_view": (workers.WorkersView, "1.0"),
 }
 
 

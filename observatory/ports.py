@@ -9,7 +9,18 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from contracts import Alert, ApiKeyInfo, Attempt, DeadLetterPage, EventEnvelope, Job, JobPage, JobStatus, Stats
+from contracts import (
+    Alert,
+    ApiKeyInfo,
+    Attempt,
+    DeadLetterPage,
+    EventEnvelope,
+    Job,
+    JobPage,
+    JobStatus,
+    Resources,
+    Stats,
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,24 @@ class NewJob:
     idempotency_key: str | None = None
     max_attempts: int = 3
     timeout_s: float = 300.0
+    resources: Resources | None = None  # what each run asks Ray for (None: an inline type)
+
+
+@dataclass(frozen=True)
+class RanOn:
+    """Where a handler runs: the Ray node's id, and the process (`<pid>@<node ip>`)."""
+
+    node: str
+    executor: str
+
+
+@dataclass(frozen=True)
+class AttemptNote:
+    """What a runner learns about an open attempt: where its handler started (which clears any wait), or
+    why it has not started yet."""
+
+    ran_on: RanOn | None = None
+    waiting: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,8 +108,17 @@ class Bus(Protocol):
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:
         """Put `event` on the jobs queue after `delay_s` (retries): durable, never by sleeping."""
 
-    def consume(self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event) -> None:
-        """Block in the calling thread, handing messages to `on_message`, until `stop` is set."""
+    def consume(
+        self,
+        queue: str,
+        on_message: Callable[[Delivery], None],
+        prefetch: int,
+        stop: threading.Event,
+        drain_s: float = 0.0,
+    ) -> None:
+        """Block in the calling thread, handing messages to `on_message`, until `stop` is set; then take no
+        more, and wait up to `drain_s` for those handed over to be acked or rejected (unsettled ones go back
+        to the queue when it returns)."""
 
     def depth(self, queue: str) -> int:
         """Messages ready for delivery: not those a consumer holds, nor scheduled ones not yet due."""
@@ -115,8 +153,11 @@ class JobStore(Protocol):
         """PENDING/RETRYING -> RUNNING (also RUNNING -> RUNNING when `rerun`), recording a new attempt;
         None when the job may not start."""
 
-    def start_many(self, starts: Sequence[tuple[UUID, bool]], worker: str) -> list[Job | None]:
-        """`start` for each (job id, rerun), all in one transaction; in the same order."""
+    def start_many(
+        self, starts: Sequence[tuple[UUID, bool]], worker: str, here: RanOn | None = None
+    ) -> list[Job | None]:
+        """`start` for each (job id, rerun), all in one transaction; in the same order. `here`: where their
+        handlers run, when the caller runs them itself (inline types)."""
 
     def finish_many(self, finishes: Sequence[Finish]) -> list[Job | None]:
         """`complete` (no error) or `fail` for each, all in one transaction; in the same order."""
@@ -136,6 +177,9 @@ class JobStore(Protocol):
 
     def attempts(self, job_id: UUID) -> list[Attempt]: ...
 
+    def note_attempt(self, job_id: UUID, number: int, note: AttemptNote) -> None:
+        """Record where attempt `number` started running, or why it waits."""
+
     def dead_letter(self, job_id: UUID | None, job_type: str | None, reason: str, message: str) -> None:
         """Record an unprocessable message (no job, or a job it cannot run)."""
 
@@ -145,6 +189,9 @@ class JobStore(Protocol):
 
     def unfinished(self) -> int:
         """Jobs waiting to run: PENDING plus RETRYING (the backlog the gateway bounds)."""
+
+    def oldest_pending(self) -> datetime | None:
+        """When the job that has waited longest in PENDING became so (the autoscaler's wait), or None."""
 
     def recent_outcomes(self, window_s: float) -> dict[JobStatus, int]:
         """Final jobs by status whose last change is younger than `window_s`."""

@@ -13,16 +13,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from uuid import UUID
 
 from pydantic import ValidationError
 
-from contracts import EventEnvelope, Job, JobStatus, Producer
+from contracts import EventEnvelope, Job, JobEventPayload, JobStatus, Producer
 from observatory import unreadable
 from observatory.errors import JobFailed
 from observatory.events import publish_job_events, work_message
 from observatory.jobs import Registry
-from observatory.ports import Bus, Delivery, Finish, JobStore
+from observatory.ports import Bus, Delivery, Finish, JobStore, RanOn
 from observatory.retry import backoff_s
 
 log = logging.getLogger(__name__)
@@ -101,12 +100,14 @@ class JobProcessor:
         worker: str,
         retry: RetryPolicy | None = None,
         hooks: ProcessingHooks | None = None,
+        here: RanOn | None = None,
     ) -> None:
         self._jobs, self._bus, self._registry, self._runner = jobs, bus, registry, runner
         self._source, self._worker = source, worker
         self._retry = retry or RetryPolicy()
         self._hooks = hooks or NoHooks()
         self._inline = InlineRunner(registry)
+        self._here = here  # where inline handlers run: in this process
 
     def handle(self, delivery: Delivery) -> Outcome | None:
         return self.handle_batch([delivery])[0]
@@ -116,10 +117,13 @@ class JobProcessor:
         handlers, one commit for the outcomes, one publish for theirs, then the acks. Each delivery's
         outcome, or None for a message that ran nothing (unreadable, a duplicate)."""
         outcomes: list[Outcome | None] = [None] * len(deliveries)
-        readable = [(i, d, job_id) for i, d in enumerate(deliveries) if (job_id := self._job_id(d)) is not None]
+        read = [(i, d, work) for i, d in enumerate(deliveries) if (work := self._work(d)) is not None]
+        readable = [(i, d, work.job_id) for i, d, work in read]
         # A redelivered message means its previous consumer died mid-job, so a RUNNING job may run again;
         # a plain duplicate (e.g. re-published by the sweeper) must not start a second run.
-        started = self._jobs.start_many([(job_id, d.redelivered) for _, d, job_id in readable], self._worker)
+        starts = [(job_id, d.redelivered) for _, d, job_id in readable]
+        here = self._here if all(self._runs_here(work.job_type) for _, _, work in read) else None
+        started = self._jobs.start_many(starts, self._worker, here)
         runs: list[tuple[int, Delivery, Job]] = []
         for (i, d, job_id), job in zip(readable, started, strict=True):
             if job is not None:
@@ -140,9 +144,13 @@ class JobProcessor:
             outcomes[i] = outcome
         return outcomes
 
-    def _job_id(self, delivery: Delivery) -> UUID | None:
+    def _runs_here(self, job_type: str) -> bool:
+        jt = self._registry.get(job_type)
+        return jt is not None and not jt.isolated
+
+    def _work(self, delivery: Delivery) -> JobEventPayload | None:
         try:
-            return EventEnvelope.model_validate_json(delivery.body).payload.job_id
+            return EventEnvelope.model_validate_json(delivery.body).payload
         except ValidationError as e:
             # Requeueing a message that can never be read would loop forever: dead-letter it with the reason.
             self._jobs.dead_letter(None, None, unreadable.reason(e), delivery.body.decode("utf-8", "replace"))

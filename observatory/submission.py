@@ -36,7 +36,10 @@ class SubmissionService:
             payload = self._registry.validate(sub.type, sub.payload, where)
             job_type = self._registry.get(sub.type)
             timeout = sub.timeout_s if sub.timeout_s is not None else job_type.default_timeout_s  # type: ignore[union-attr]
-            new.append(NewJob(uuid.uuid4(), sub.type, payload, "", sub.idempotency_key, sub.max_attempts, timeout))
+            resources = self._registry.resources(sub.type, sub.resources, where)
+            new.append(
+                NewJob(uuid.uuid4(), sub.type, payload, "", sub.idempotency_key, sub.max_attempts, timeout, resources)
+            )
         return new
 
     def submit(self, new: Sequence[NewJob], correlation_id: str | None) -> list[Accepted]:

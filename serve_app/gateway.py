@@ -179,7 +179,13 @@ class Gateway:
     @api.get("/job-types", response_model=list[JobTypeInfo], dependencies=[auth.require("submit", "read")])
     async def job_types(self) -> list[JobTypeInfo]:
         return [
-            JobTypeInfo(type=t.name, description=t.description, payload_schema=t.payload_model.model_json_schema())
+            JobTypeInfo(
+                type=t.name,
+                description=t.description,
+                payload_schema=t.payload_model.model_json_schema(),
+                resources=t.resources,
+                max_resources=t.max_resources,
+            )
             for t in self._registry
         ]
 

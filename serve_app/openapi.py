@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from contracts import JobSubmission
+from contracts import JobSubmission, Resources
 from contracts.models import NO_NUL
 from observatory.jobs.registry import JobType, Registry
 
@@ -34,7 +34,32 @@ def variant(jt: JobType) -> type[BaseModel]:
         __doc__=f"A `{jt.name}` job: {jt.description}" if jt.description else f"A `{jt.name}` job.",
         type=(Literal[jt.name], Field(description="The job type.")),  # type: ignore[valid-type]
         payload=payload,
+        resources=_resources(jt),
     )
+
+
+def _resources(jt: JobType) -> Any:
+    """The variant's `resources`: bounded by the type's limits, or only null for an inline type."""
+    field = JobSubmission.model_fields["resources"]
+    most = jt.max_resources
+    if most is None:
+        return (None, Field(default=None, description="This type runs inside the processor: no resources."))
+    own = jt.resources.model_dump_json() if jt.resources is not None else "{}"
+    custom = create_model(  # type: ignore[call-overload]
+        f"{_camel(jt.name)}CustomResources",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        **{name: (float, Field(default=0, ge=0, le=amount)) for name, amount in most.custom.items()},
+    )
+    bounded = create_model(  # type: ignore[call-overload]
+        f"{_camel(jt.name)}Resources",
+        __base__=Resources,
+        __doc__=f"What a `{jt.name}` run may ask Ray for (the type's default: {own}).",
+        cpus=(float, Field(default=0, ge=0, le=most.cpus)),
+        memory_mib=(int, Field(default=0, ge=0, le=most.memory_mib)),
+        gpus=(float, Field(default=0, ge=0, le=most.gpus)),
+        custom=(custom, Field(default_factory=custom)),
+    )
+    return (bounded | None, Field(default=None, description=field.description))
 
 
 def submission_schemas(registry: Registry) -> dict[str, Any]:

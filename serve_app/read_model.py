@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
+import ray
 from fastapi import Depends, FastAPI, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 from ray import serve
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,6 +32,8 @@ from contracts import (
     Severity,
     Stats,
     StreamSnapshot,
+    WorkersStatus,
+    WorkersView,
 )
 from contracts.models import NO_NUL
 from observatory import __version__, backends, logs
@@ -44,7 +48,15 @@ from serve_app import stream as live
 from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
 
 RECENT = 20
+WORKERS_APP, WORKERS_DEPLOYMENT = "workers", "Workers"
+WORKERS_TIMEOUT_S = 2.0  # the workers app answers from memory: longer than this means it is not there
 log = logging.getLogger(__name__)
+
+
+class WorkersUnavailable(BackendUnavailable):
+    """The workers app (Serve application `workers`) cannot tell its status: 503 like any backend down."""
+
+    backend = "workers app"
 
 
 async def _closing(stream: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -211,6 +223,33 @@ class ReadModel:
         if await run_in_threadpool(self._b.jobs.get, job_id) is None:
             raise JobNotFound(job_id)
         return await run_in_threadpool(self._b.events.for_job, job_id)
+
+    def _workers(self) -> WorkersView:
+        try:
+            handle = serve.get_deployment_handle(WORKERS_DEPLOYMENT, app_name=WORKERS_APP)
+        except KeyError:
+            raise WorkersUnavailable(f"the Serve application `{WORKERS_APP}` is not deployed") from None
+        response = handle.status.remote()
+        try:
+            answer = response.result(timeout_s=WORKERS_TIMEOUT_S)
+        except TimeoutError:
+            response.cancel()
+            raise WorkersUnavailable(f"no answer within {WORKERS_TIMEOUT_S:g} s (starting, or down)") from None
+        except Exception as e:  # the replica died under the call, or Serve refused it
+            raise WorkersUnavailable(f"{type(e).__name__}: {e}") from None
+        try:
+            status = WorkersStatus.model_validate(answer)
+        except ValidationError as e:  # another release of the workers app, in the middle of an upgrade
+            raise WorkersUnavailable(f"its status is not a WorkersStatus ({e.error_count()} errors)") from None
+        return WorkersView.from_ray(ray.nodes(), status)
+
+    @api.get("/workers", dependencies=READ, response_model=WorkersView)
+    async def workers(self) -> WorkersView:
+        """Ray's nodes (address, alive, head, total resources, the actors on each) and the workers app's
+        processors and aggregators (node, pid, state, jobs in flight, handled, restarts, last seen), desired
+        and alive processor counts, as of the workers app's last check (every `check_interval_s`). 503 when
+        the workers app cannot answer within 2 s (not deployed, starting or down)."""
+        return await run_in_threadpool(self._workers)
 
     def _alerts(self) -> AlertList:
         try:

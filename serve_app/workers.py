@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +19,7 @@ from ray.serve import Application
 from actors.aggregator import AggregatorActor
 from actors.processor import ProcessorActor
 from actors.supervisor import ActorSpec, Supervisor
+from contracts.workers import WorkerActor, WorkerKind, WorkersStatus, WorkerState
 from observatory import backends, logs, retention
 from observatory.errors import BackendUnavailable
 from observatory.events import producer
@@ -49,15 +51,52 @@ class WorkersArgs(BaseModel):
 
 
 def _specs(args: WorkersArgs) -> list[ActorSpec]:
-    def make(cls: Any, name: str, *actor_args: Any) -> ActorSpec:
+    def make(cls: Any, kind: WorkerKind, name: str, *actor_args: Any) -> ActorSpec:
         options = {"name": name, "namespace": ACTOR_NAMESPACE, "resources": args.placement}
-        return ActorSpec(name, lambda: cls.options(**options).remote(name, *actor_args))
+        return ActorSpec(name, lambda: cls.options(**options).remote(name, *actor_args), kind.value)
 
     processors = [
-        make(ProcessorActor, f"processor-{i}", args.prefetch, args.batch_size, args.placement)
+        make(ProcessorActor, WorkerKind.PROCESSOR, f"processor-{i}", args.prefetch, args.batch_size, args.placement)
         for i in range(args.processors)
     ]
-    return processors + [make(AggregatorActor, f"aggregator-{i}", args.event_prefetch) for i in range(args.aggregators)]
+    aggregators = [
+        make(AggregatorActor, WorkerKind.AGGREGATOR, f"aggregator-{i}", args.event_prefetch)
+        for i in range(args.aggregators)
+    ]
+    return processors + aggregators
+
+
+def worker_actor(info: dict[str, Any]) -> WorkerActor:
+    """One entry of the supervisor's pass as the contract has it (an actor's `info` carries more)."""
+    return WorkerActor(
+        name=info["name"],
+        kind=WorkerKind(info["kind"]),
+        state=WorkerState(info["state"]),
+        node_id=info.get("node_id"),
+        node_ip=info.get("node_ip"),
+        pid=info.get("pid"),
+        connected=info.get("connected"),
+        in_flight=info.get("in_flight"),
+        handled=info.get("handled"),
+        restarts=info["restarts"],
+        last_seen=info.get("last_seen"),
+    )
+
+
+def workers_status(
+    checked_at: datetime | None, infos: dict[str, dict[str, Any]], desired: int, bounds: tuple[int, int]
+) -> WorkersStatus:
+    actors = [worker_actor(info) for info in infos.values()]
+    alive = [a for a in actors if a.kind is WorkerKind.PROCESSOR and a.state is WorkerState.ALIVE]
+    return WorkersStatus(
+        desired=desired,
+        actual=len(alive),
+        min=bounds[0],
+        max=bounds[1],
+        aggregators=sum(a.kind is WorkerKind.AGGREGATOR for a in actors),
+        checked_at=checked_at,
+        actors=actors,
+    )
 
 
 @serve.deployment(name="Workers", num_replicas=1)
@@ -70,6 +109,9 @@ class Workers:
         self._backends = backends.build(settings, pool_size=2)
         self._backends.setup()
         self._source = producer("sweeper", settings.instance_id)
+        # The processors wanted now: the one number an autoscaler would change (within min..max).
+        self._desired = args.processors
+        self._bounds = (args.processors, args.processors)
         self._supervisor = Supervisor(_specs(args))
         self._supervisor.reconcile()  # create the actors before the replica reports healthy
         self._stop = threading.Event()
@@ -94,6 +136,12 @@ class Workers:
     def _retain(self) -> None:
         s = self._settings
         retention.keep(self._backends, s.retention_days, s.retention_interval_s, self._stop, metrics().retained)
+
+    def status(self) -> dict[str, Any]:
+        """The processors and aggregators as of the supervisor's last pass (a WorkersStatus as JSON). Called
+        through a DeploymentHandle (`GET /read/workers`); it never waits on an actor."""
+        checked_at, infos = self._supervisor.snapshot()
+        return workers_status(checked_at, infos, self._desired, self._bounds).model_dump(mode="json")
 
     def check_health(self) -> None:
         if not self._thread.is_alive():

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from contracts import JobStatus, Stats
 from observatory.backends import Backends
+from tests.cluster import CONFIG
 
 SETTLE_TIMEOUT_S = 240
 CONNECTIONS = ("AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL")
@@ -23,6 +25,12 @@ def scratch(namespace: str) -> str:
     """Note a namespace the tests use on the real broker, for the clean-up at the end of the session."""
     SCRATCH_NAMESPACES.add(namespace)
     return namespace
+
+
+def workers_arg(name: str) -> int:
+    """A size from the workers app's `args` in serve_app/config.yaml (e.g. `processors`)."""
+    apps = {a["name"]: a for a in yaml.safe_load(CONFIG.read_text())["applications"]}
+    return int(apps["workers"]["args"][name])
 
 
 def wait_for(predicate: Any, what: str, timeout_s: float = SETTLE_TIMEOUT_S) -> Any:

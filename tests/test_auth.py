@@ -27,7 +27,7 @@ from observatory import backends
 from observatory import keys as api_keys
 from observatory.settings import Settings
 from tests.cluster import API, BIN, CONFIG, DASHBOARD, _env, _head, _run, _stop, wait_ready
-from tests.helpers import FAST_RETRIES, final_jobs, scratch, wait_for
+from tests.helpers import FAST_RETRIES, final_jobs, scratch, wait_for, workers_arg
 from tests.test_web import browser, card, until  # noqa: F401 - browser is a fixture
 
 pytestmark = pytest.mark.e2e
@@ -60,6 +60,7 @@ MATRIX: dict[tuple[str, str], tuple[str, ...] | str] = {
     ("GET", "/read/dlq"): ("read",),
     ("GET", "/read/jobs/{job_id}/events"): ("read",),
     ("GET", "/read/alerts"): ("read",),
+    ("GET", "/read/workers"): ("read",),
     ("POST", "/read/alerts/webhook"): "webhook",
     ("GET", "/read/healthz"): "public",
     ("GET", "/read/readyz"): "public",
@@ -67,6 +68,8 @@ MATRIX: dict[tuple[str, str], tuple[str, ...] | str] = {
     ("GET", "/"): "public",
     ("GET", "/static/app.js"): "public",
 }
+# Answered 503 with the scope while the matrix runs: the workers app is deployed only later in this module.
+WITHOUT_WORKERS = {"/read/workers": "workers app unavailable: the Serve application `workers` is not deployed"}
 BODIES: dict[str, Any] = {
     "/api/jobs": SLEEP,
     "/api/jobs/batch": {"jobs": [SLEEP]},
@@ -228,6 +231,8 @@ def test_the_authorization_matrix(cluster):
                 elif caller in callers:
                     ok = r.status_code == 401 and r.headers.get("www-authenticate", "").startswith("Bearer")
                     ok = ok and r.json()["error"]["code"] == "unauthorized"
+                elif caller in need and template in WITHOUT_WORKERS:
+                    ok = r.status_code == 503 and r.json()["error"]["message"] == WITHOUT_WORKERS[template]
                 elif caller in need:
                     ok = r.status_code < 500 and r.status_code not in (401, 403)
                 else:
@@ -306,6 +311,9 @@ def test_the_backlog_bound_answers_503_until_the_processors_drain_it(cluster):
         client.headers.update(reader)
         jobs = wait_for(lambda: final_jobs(client, accepted), "every accepted job to finish", 240)
         assert {j["status"] for j in jobs.values()} == {"COMPLETED"}
+        workers = client.get("/read/workers", headers=bearer(cluster.key("read")))  # deployed now: it answers
+        assert workers.status_code == 200, workers.text
+        assert workers.json()["workers"]["desired"] == workers_arg("processors")
 
 
 def test_the_cli_uses_the_key_from_the_environment(cluster):

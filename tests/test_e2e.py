@@ -17,7 +17,7 @@ import redis
 from contracts import JobStatus
 from observatory.jobs.builtin.primes import count_primes_below
 from observatory.settings import Settings
-from tests.helpers import actor_pids, final_jobs, settled, stats_match_the_store, wait_for
+from tests.helpers import actor_pids, final_jobs, settled, stats_match_the_store, wait_for, workers_arg
 
 pytestmark = pytest.mark.e2e
 
@@ -185,6 +185,54 @@ def test_job_types_list_each_type_with_its_schema(api):
     assert "limit" in types["primes"]["payload_schema"]["properties"]
 
 
+def accepted(api: httpx.Client, job: dict[str, Any]) -> str:
+    r = api.post("/api/jobs", json=job)
+    assert r.status_code == 202, r.text
+    return str(r.json()["job_id"])
+
+
+def test_a_job_asks_for_resources_within_its_types_limits_and_its_attempts_say_where_they_ran(api):
+    types = {t["type"]: t for t in api.get("/api/job-types").json()}
+    assert types["primes"]["resources"]["cpus"] == 1 and types["primes"]["max_resources"]["cpus"] == 4
+    assert types["noop"]["resources"] is None and types["sleep"]["resources"]["cpus"] < 1
+
+    heavy = accepted(api, {"type": "primes", "payload": {"limit": 5000}, "resources": {"cpus": 2}})
+    light = accepted(api, {"type": "noop", "payload": {}})
+    jobs = wait_for(lambda: final_jobs(api, [heavy, light]), "both jobs final", 120)
+
+    assert jobs[heavy]["resources"] == {"cpus": 2, "memory_mib": 0, "gpus": 0, "custom": {}}
+    assert jobs[light]["resources"] is None
+    processors = actor_pids("ProcessorActor")
+    [ran] = jobs[heavy]["attempt_history"]  # in a Ray task: another process than the processor that took it
+    assert ran["node"] and ran["waiting"] is None and int(ran["executor"].split("@")[0]) not in processors
+    [here] = jobs[light]["attempt_history"]  # inline: in the processor itself
+    assert here["node"] == ran["node"] and here["executor"].split("@")[0] == here["worker"].rsplit(":", 1)[1]
+
+
+RESOURCES = ["body", "resources"]
+
+
+@pytest.mark.parametrize(
+    ("job", "loc"),
+    [
+        ({"type": "primes", "resources": {"cpus": 5}}, [*RESOURCES, "cpus"]),
+        ({"type": "sleep", "resources": {"memory_mib": 2048}}, [*RESOURCES, "memory_mib"]),
+        ({"type": "primes", "resources": {"custom": {"ssd": 1}}}, [*RESOURCES, "custom", "ssd"]),
+        ({"type": "noop", "payload": {}, "resources": {"cpus": 1}}, RESOURCES),
+        ({"type": "primes", "resources": {"cpus": -1}}, [*RESOURCES, "cpus"]),
+        ({"type": "primes", "resources": {"custom": {"GPU": 1}}}, [*RESOURCES, "custom"]),
+    ],
+)
+def test_resources_beyond_a_types_limits_are_422_naming_the_field(api, truth, job, loc):
+    before = sum(truth.jobs.counts()[0].values())
+
+    r = api.post("/api/jobs", json={"payload": {"limit": 10}, **job})
+
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["details"][0]["loc"] == loc
+    assert sum(truth.jobs.counts()[0].values()) == before
+
+
 def test_list_filters_and_pages(api, submitted):
     first = api.get("/read/jobs", params={"type": "primes", "limit": 25}).json()
     second = api.get("/read/jobs", params={"type": "primes", "limit": 25, "cursor": first["next_cursor"]}).json()
@@ -223,6 +271,48 @@ def test_stats_stay_right_when_the_cache_is_emptied_and_come_back_from_it(api, m
     # From the store until the read model's keeper has rebuilt the cache (within seconds): right either way.
     assert stats["source"] in ("store", "cache") and stats["total_jobs"] == sum(counts.values()), stats
     wait_for(lambda: stats_match_the_store(api, truth), "the cache rebuilt by itself", 60)
+
+
+def all_alive(api: httpx.Client, processors: int, aggregators: int) -> dict[str, Any] | None:
+    r = api.get("/read/workers")
+    assert r.status_code == 200, r.text
+    view = r.json()
+    actors = view["workers"]["actors"]
+    counted = len(actors) == processors + aggregators and view["workers"]["actual"] == processors
+    return view if counted and all(a["state"] == "alive" for a in actors) else None
+
+
+def handled(api: httpx.Client, kind: str) -> int:
+    return sum(a["handled"] for a in api.get("/read/workers").json()["workers"]["actors"] if a["kind"] == kind)
+
+
+def test_workers_lists_the_configured_actors_alive_on_listed_nodes_and_counts_their_work(api, submitted):
+    processors, aggregators = workers_arg("processors"), workers_arg("aggregators")
+    wait_for(lambda: final_jobs(api, [i for _, i in submitted]), "the workload done")
+
+    view = wait_for(lambda: all_alive(api, processors, aggregators), "every actor alive", 60)
+
+    w, nodes = view["workers"], {n["node_id"]: n for n in view["nodes"]}
+    assert (w["desired"], w["actual"], w["min"], w["max"], w["aggregators"]) == (processors,) * 4 + (aggregators,)
+    assert sorted(a["kind"] for a in w["actors"]) == ["aggregator"] * aggregators + ["processor"] * processors
+    assert {a["pid"] for a in w["actors"] if a["kind"] == "processor"} == actor_pids("ProcessorActor")
+    assert {a["pid"] for a in w["actors"] if a["kind"] == "aggregator"} == actor_pids("AggregatorActor")
+    for a in w["actors"]:
+        node = nodes[a["node_id"]]  # on a node Ray lists, alive, which names it
+        assert node["alive"] and a["name"] in node["actors"] and a["node_ip"] == node["address"], (a, node)
+        assert a["last_seen"] is not None and a["restarts"] == 0 and a["handled"] is not None
+    assert handled(api, "processor") >= len(submitted)  # each job handled at least once
+    head = next(n for n in view["nodes"] if n["is_head"])
+    assert head["resources"]["CPU"] == 4 and head["resources"]["memory"] > 0  # the loopback head: --num-cpus 4
+
+    jobs, events = handled(api, "processor"), handled(api, "aggregator")
+    r = api.post("/api/jobs/batch", json={"jobs": [{"type": "hash", "payload": {"data": "w"}}] * 10})
+    ids = [a["job_id"] for a in r.json()["accepted"]]
+    wait_for(lambda: final_jobs(api, ids), "the new jobs done", 120)
+
+    wait_for(lambda: handled(api, "processor") >= jobs + 10, "the processors' handled count to grow", 30)
+    # created, started, completed: three events per job folded in by the aggregators
+    wait_for(lambda: handled(api, "aggregator") >= events + 30, "the aggregators' handled count to grow", 30)
 
 
 def test_supervisor_recreates_a_killed_processor_and_jobs_still_complete(api):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections import Counter
 
 import pytest
 
-from contracts import DeadLetter, JobStatus
+from contracts import DeadLetter, JobStatus, Resources
 from observatory.adapters.sqlite_jobs import SQLiteJobStore
 from observatory.errors import InvalidSubmission
-from observatory.ports import Finish, JobStore, NewJob
+from observatory.ports import AttemptNote, Finish, JobStore, NewJob, RanOn
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -370,3 +371,36 @@ def test_unfinished_counts_pending_and_retrying_only(store):
     assert store.unfinished() == before + 1  # a and b run
     store.finish_many([Finish(a.id, result=1), Finish(b.id, error="boom", retry=True)])
     assert store.unfinished() == before + 2  # b retries, c waits; a is done
+
+
+def test_resources_are_stored_with_the_job(store):
+    asked = Resources(cpus=2, memory_mib=512, custom={"ssd": 1})
+    [c, plain] = store.create([dataclasses.replace(new(), resources=asked), new("noop")])
+
+    assert store.get(c.job.id).resources == asked and c.job.resources == asked
+    assert store.get(plain.job.id).resources is None
+
+
+def test_an_attempt_records_where_it_ran_and_why_it_waited(store):
+    [inline, isolated] = store.create([new("noop"), new()])
+    store.start_many([(inline.job.id, False)], "w1", RanOn("node-a", "11@127.0.0.1"))
+    store.start(isolated.job.id, "w1", rerun=False)
+
+    store.note_attempt(isolated.job.id, 1, AttemptNote(waiting="unschedulable: no node offers GPU 1"))
+    [waiting] = store.attempts(isolated.job.id)
+    store.note_attempt(isolated.job.id, 1, AttemptNote(ran_on=RanOn("node-b", "22@127.0.0.2")))
+    [started] = store.attempts(isolated.job.id)
+
+    [here] = store.attempts(inline.job.id)
+    assert (here.node, here.executor, here.waiting) == ("node-a", "11@127.0.0.1", None)
+    assert (waiting.node, waiting.waiting) == (None, "unschedulable: no node offers GPU 1")
+    assert (started.node, started.executor, started.waiting) == ("node-b", "22@127.0.0.2", None)
+
+
+def test_oldest_pending_is_when_the_longest_waiting_job_became_pending(store):
+    [first, second] = store.create([new(), new()])
+    store.start(first.job.id, "w1", rerun=False)
+
+    oldest = store.oldest_pending()
+
+    assert oldest is not None and oldest <= store.get(second.job.id).updated_at

@@ -51,6 +51,18 @@ def sqlite_rows(folder: Path) -> dict[str, list[tuple[Any, ...]]]:
     return rows
 
 
+def kept(after: dict[str, list[tuple[Any, ...]]], before: dict[str, list[tuple[Any, ...]]]) -> bool:
+    """Every table of `before` still holds exactly its rows: later migrations may add tables, and columns
+    (at the end, NULL in the old rows), but never change a value."""
+    for table, rows in before.items():
+        width = len(rows[0]) if rows else 0
+        if sorted((r[:width] for r in after[table]), key=repr) != rows:
+            return False
+        if any(v is not None for r in after[table] for v in r[width:]):
+            return False
+    return True
+
+
 def at_head(state: SchemaState) -> bool:
     return state.current == state.head
 
@@ -83,7 +95,7 @@ def test_a_postgres_schema_from_before_migrations_upgrades_with_its_data_intact(
     try:
         jobs.setup()
         keys.setup()
-        assert pg_rows(dsn, ns) == before
+        assert kept(pg_rows(dsn, ns), before)
         assert at_head(migrate_postgres(dsn, ns, check=True))
         assert [k.name for k in keys.list()] == ["legacy"]
         counts_before = jobs.counts()[0]
@@ -107,8 +119,7 @@ def test_a_data_dir_from_before_migrations_upgrades_with_its_data_intact(legacy_
     try:
         b.setup()
         keys.setup()
-        after = sqlite_rows(folder)
-        assert {t: after[t] for t in before} == before  # later migrations may add tables, not change rows
+        assert kept(sqlite_rows(folder), before)
         for name, target in SQLITE_FILES.items():
             assert at_head(migrate_sqlite(folder / name, target, check=True)), name
         assert sum(b.jobs.counts()[0].values()) == 8

@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 import pytest
 from textual.widgets import Button, DataTable, Static, TextArea
 
-from tests.tui_fixtures import DEAD, JOB, FixedApi
+from contracts import WorkersView
+from tests.tui_fixtures import DEAD, JOB, WORKERS, FixedApi
 from tui.app import ObservatoryApp
 from tui.screens.dead_letters import DeadLettersScreen
+from tui.screens.help import HelpScreen
 from tui.screens.job_detail import JobDetailScreen
 from tui.screens.new_job import NewJobScreen, check_payload
+from tui.screens.workers import WorkersScreen
 
 SIZE = (100, 30)
 NOW = datetime(2026, 11, 29, 10, 5, tzinfo=UTC)
@@ -100,6 +103,70 @@ async def test_dead_letters_screen_requeues_the_selected_entry():
         assert "requeued" in text(app, "#dlq-status")
 
 
+def cells(table: DataTable, row: str) -> list[str]:
+    return [str(c) for c in table.get_row(row)]
+
+
+@pytest.mark.asyncio
+async def test_workers_screen_lists_nodes_and_workers_with_desired_against_alive():
+    WorkersView.model_validate(WORKERS)  # the fixed data is what GET /read/workers answers
+    app = fixed_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("w")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+        assert isinstance(app.screen, WorkersScreen)
+        assert "processors: 1 alive of 2 desired (short)" in text(app, "#workers-summary")
+        assert "min 2, max 2" in text(app, "#workers-summary") and "aggregators: 1" in text(app, "#workers-summary")
+        nodes = app.screen.query_one("#nodes", DataTable)
+        assert nodes.row_count == 1
+        node = cells(nodes, WORKERS["nodes"][0]["node_id"])
+        assert node[1:6] == ["127.0.0.1", "alive · head", "4", "-", "8.0 GiB"]
+        assert node[6:] == ["observatory-worker=1", "2"]  # two actors there
+        actors = app.screen.query_one("#actors", DataTable)
+        assert actors.row_count == 3
+        # name, kind, node, state, in flight, handled, restarts, last seen (NOW is 10:05:00), pid
+        assert cells(actors, "processor-0") == [
+            "processor-0",
+            "processor",
+            "9a55f46e",
+            "alive",
+            "3",
+            "120",
+            "0",
+            "5s",
+            "1466",
+        ]
+        assert cells(actors, "processor-1")[3:8] == ["restarted", "-", "-", "1", "2m"]
+        assert cells(actors, "aggregator-0")[3:6] == ["alive", "-", "360"]
+        await pilot.press("escape")
+        assert not isinstance(app.screen, WorkersScreen)
+
+
+@pytest.mark.asyncio
+async def test_workers_screen_says_when_the_workers_app_cannot_answer():
+    app = fixed_app(FixedApi(workers_down=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("w")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+        assert "workers app unavailable" in text(app, "#workers-status")
+        assert app.screen.query_one("#actors", DataTable).row_count == 0
+
+
+@pytest.mark.asyncio
+async def test_help_names_the_workers_key():
+    app = fixed_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+        assert isinstance(app.screen, HelpScreen)
+        assert any("W  workers" in str(s.render()) for s in app.screen.query(Static))
+
+
 @pytest.mark.asyncio
 async def test_unreachable_api_is_a_status_line_offering_the_launcher():
     app = fixed_app(FixedApi(reachable=False))
@@ -170,3 +237,12 @@ def test_dead_letters_snapshot(snap_compare):
         await pilot.pause()
 
     assert snap_compare(fixed_app(), terminal_size=(100, 30), run_before=open_dlq)
+
+
+def test_workers_snapshot(snap_compare):
+    async def open_workers(pilot) -> None:
+        await pilot.press("w")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(fixed_app(), terminal_size=(100, 30), run_before=open_workers)

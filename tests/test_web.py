@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from tests.helpers import wait_for
+from tests.helpers import final_jobs, wait_for, workers_arg
 
 pytestmark = pytest.mark.e2e
 
@@ -206,6 +206,43 @@ def test_dead_letters_page_by_page(browser, api, truth):
     until(lambda: "paging-54" in text(browser, "#dlq-list"), "back on the first page")
 
 
+def handled(b: WebDriver) -> int | None:
+    """The jobs the processors handled, summed from the Workers page; None while it is being re-rendered."""
+    try:
+        cells = b.find_elements(By.CSS_SELECTOR, '#worker-actors tr[data-kind="processor"] [data-field="handled"]')
+        return sum(int(c.text) for c in cells) if cells else None
+    except (StaleElementReferenceException, ValueError):
+        return None
+
+
+def test_the_workers_page_shows_the_configured_processors_on_a_node_and_follows_their_work(browser, api):
+    processors = workers_arg("processors")
+    view = wait_for(
+        lambda: (v := api.get("/read/workers").json())["workers"]["actual"] == processors and v,
+        "every processor alive",
+        WAIT_S,
+    )
+    node = view["nodes"][0]
+    open_page(browser, api, "#/workers")
+    browser.execute_script("window.notReloaded = true")
+
+    line = until(lambda: (t := text(browser, "#workers-line")) != "Loading…" and t, "the summary")
+    assert f"{processors} of {processors} processors alive" in line and "1 aggregator" in line
+    rows = browser.find_elements(By.CSS_SELECTOR, '#worker-actors tr[data-kind="processor"]')
+    assert len(rows) == processors
+    assert [r.find_element(By.CSS_SELECTOR, '[data-field="state"]').text for r in rows] == ["alive"] * processors
+    listed = browser.find_element(By.CSS_SELECTOR, f'#worker-nodes tr[data-node="{node["node_id"]}"]')
+    assert node["address"] in listed.text and "alive" in listed.text and "head" in listed.text
+    assert all(f"processor-{i}" in listed.text for i in range(processors))
+    assert browser.find_element(By.CSS_SELECTOR, 'nav a[data-page="workers"]').get_attribute("aria-current") == "page"
+
+    before = until(lambda: (n := handled(browser)) is not None and [n], "the handled counts")[0]  # 0 counts too
+    ids = [submit(api, {"type": "hash", "payload": {"data": f"workers-{i}"}}) for i in range(4)]
+    wait_for(lambda: final_jobs(api, ids), "the jobs done", WAIT_S)
+    until(lambda: (n := handled(browser)) is not None and n >= before + 4, "the handled counts to grow by themselves")
+    assert browser.execute_script("return window.notReloaded === true")
+
+
 def no_horizontal_scroll(b: WebDriver) -> bool:
     return b.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 
@@ -220,6 +257,7 @@ def test_no_console_errors_or_failed_requests_and_no_horizontal_scroll_at_both_s
         f"#/jobs/{job_id}": "#events",
         "#/dlq": "#dlq-list",
         "#/submit": "#p-data",
+        "#/workers": "#worker-actors table",
     }
     for width, height in (DESKTOP, PHONE):
         browser.set_window_size(width, height)

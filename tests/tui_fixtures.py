@@ -44,6 +44,70 @@ DEAD = {
 }
 
 
+NODE = "9a55f46ebe4e1863ad25de3791a2bda795b6f5ac7bfc7c6b18916577"
+WORKERS = {
+    "nodes": [
+        {
+            "node_id": NODE,
+            "address": "127.0.0.1",
+            "alive": True,
+            "is_head": True,
+            "resources": {"CPU": 4.0, "memory": 8 * 2**30, "object_store_memory": 2 * 2**30, "observatory-worker": 1.0},
+            "actors": ["processor-0", "aggregator-0"],
+        }
+    ],
+    "workers": {
+        "desired": 2,
+        "actual": 1,
+        "min": 2,
+        "max": 2,
+        "aggregators": 1,
+        "checked_at": "2026-11-29T10:04:59+00:00",
+        "actors": [
+            {
+                "name": "processor-0",
+                "kind": "processor",
+                "state": "alive",
+                "node_id": NODE,
+                "node_ip": "127.0.0.1",
+                "pid": 1466,
+                "connected": True,
+                "in_flight": 3,
+                "handled": 120,
+                "restarts": 0,
+                "last_seen": "2026-11-29T10:04:55+00:00",
+            },
+            {
+                "name": "processor-1",
+                "kind": "processor",
+                "state": "restarted",
+                "node_id": None,
+                "node_ip": None,
+                "pid": None,
+                "connected": None,
+                "in_flight": None,
+                "handled": None,
+                "restarts": 1,
+                "last_seen": "2026-11-29T10:03:00+00:00",
+            },
+            {
+                "name": "aggregator-0",
+                "kind": "aggregator",
+                "state": "alive",
+                "node_id": NODE,
+                "node_ip": "127.0.0.1",
+                "pid": 1470,
+                "connected": True,
+                "in_flight": None,
+                "handled": 360,
+                "restarts": 0,
+                "last_seen": "2026-11-29T10:04:55+00:00",
+            },
+        ],
+    },
+}
+
+
 def _event(kind: str, status: str, at: str, by: str, version: int) -> dict[str, Any]:
     return {
         "event_type": kind,
@@ -56,8 +120,9 @@ def _event(kind: str, status: str, at: str, by: str, version: int) -> dict[str, 
 class FixedApi:
     base_url = "http://fixed"
 
-    def __init__(self, reachable: bool = True) -> None:
+    def __init__(self, reachable: bool = True, workers_down: bool = False) -> None:
         self.reachable = reachable
+        self.workers_down = workers_down
         self.submitted: list[tuple[str, dict[str, Any]]] = []
         self.requeued: list[str] = []
 
@@ -132,3 +197,9 @@ class FixedApi:
     async def requeue(self, job_id: str) -> dict[str, Any]:
         self.requeued.append(job_id)
         return {**DEAD, "status": "PENDING"}
+
+    async def workers(self) -> dict[str, Any]:
+        self._check()
+        if self.workers_down:
+            raise ApiError("workers app unavailable: no answer within 2 s (starting, or down)")
+        return WORKERS

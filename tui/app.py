@@ -19,6 +19,7 @@ from tui.screens.dead_letters import DeadLettersScreen
 from tui.screens.help import HelpScreen
 from tui.screens.job_detail import JobDetailScreen
 from tui.screens.new_job import NewJobScreen
+from tui.screens.workers import WorkersScreen
 
 LAUNCH = [sys.executable, "-m", "observatory.cli", "up"]
 LAUNCH_KIND = [sys.executable, "-m", "observatory.cli", "cluster", "up"]
@@ -32,6 +33,7 @@ class ObservatoryApp(App[None]):
         Binding("r", "refresh", "Refresh"),
         Binding("n", "new_job", "New job"),
         Binding("d", "dead_letters", "Dead letters"),
+        Binding("w", "workers", "Workers"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("l", "launch", "Launch", show=False),
         Binding("k", "launch_kind", "Launch on kind", show=False),
@@ -74,7 +76,7 @@ class ObservatoryApp(App[None]):
 
     def action_refresh(self) -> None:
         screen = self.screen
-        if isinstance(screen, JobDetailScreen | DeadLettersScreen):
+        if isinstance(screen, JobDetailScreen | DeadLettersScreen | WorkersScreen):
             screen.load()
         self.dashboard.refresh_data()
 
@@ -87,6 +89,10 @@ class ObservatoryApp(App[None]):
 
     def action_dead_letters(self) -> None:
         self.push_screen(DeadLettersScreen(self.api))
+
+    def action_workers(self) -> None:
+        if not isinstance(self.screen, WorkersScreen):
+            self.push_screen(WorkersScreen(self.api))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -23,6 +23,7 @@ class Api(Protocol):
     async def submit(self, job_type: str, payload: dict[str, Any]) -> dict[str, Any]: ...
     async def dead_letters(self) -> list[dict[str, Any]]: ...
     async def requeue(self, job_id: str) -> dict[str, Any]: ...
+    async def workers(self) -> dict[str, Any]: ...
 
 
 class HttpApi:
@@ -72,3 +73,6 @@ class HttpApi:
 
     async def requeue(self, job_id: str) -> dict[str, Any]:
         return await self._call("POST", f"/api/dlq/{job_id}/requeue")
+
+    async def workers(self) -> dict[str, Any]:
+        return await self._call("GET", "/read/workers")

@@ -17,19 +17,21 @@ from observatory.adapters.pg_base import PostgresSchema
 from observatory.adapters.sql_common import (
     FAIL_BUMP,
     SingleJobCalls,
+    attempt_note_sql,
     fail_status,
     find_clause,
     first_only,
     job_filters,
+    ran_on_columns,
     removable,
 )
 from observatory.errors import InvalidSubmission
 from observatory.paging import decode_cursor, next_cursor
-from observatory.ports import Counts, Created, Expired, Finish, NewJob
+from observatory.ports import AttemptNote, Counts, Created, Expired, Finish, NewJob, RanOn
 
 _COLUMNS = (
-    "id, type, status, payload, result, error, attempts, max_attempts, timeout_s, created_at, started_at, "
-    "finished_at, updated_at, correlation_id, idempotency_key, version"
+    "id, type, status, payload, result, error, attempts, max_attempts, timeout_s, resources, created_at, "
+    "started_at, finished_at, updated_at, correlation_id, idempotency_key, version"
 )
 _RETURNING = f"RETURNING {_COLUMNS}"
 MAX_TEXT = 65536  # dead-letter reasons and messages are cut to this
@@ -60,9 +62,10 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
             return []
         insert = self._q(
             "INSERT INTO {ns}.jobs (id, type, status, payload, correlation_id, idempotency_key, max_attempts, "
-            "attempt_limit, timeout_s) SELECT id, type, 'PENDING', payload, correlation_id, key, attempts, attempts, "
-            "timeout_s FROM unnest(%s::uuid[], %s::text[], %s::jsonb[], %s::text[], %s::text[], %s::int[], "
-            "%s::float8[]) WITH ORDINALITY AS v(id, type, payload, correlation_id, key, attempts, timeout_s, n) "
+            "attempt_limit, timeout_s, resources) SELECT id, type, 'PENDING', payload, correlation_id, key, attempts, "
+            "attempts, timeout_s, resources FROM unnest(%s::uuid[], %s::text[], %s::jsonb[], %s::text[], %s::text[], "
+            "%s::int[], %s::float8[], %s::jsonb[]) "
+            "WITH ORDINALITY AS v(id, type, payload, correlation_id, key, attempts, timeout_s, resources, n) "
             f"ORDER BY n ON CONFLICT (idempotency_key) DO NOTHING {_RETURNING}"
         )
         columns = (
@@ -73,6 +76,7 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
             [j.idempotency_key for j in jobs],
             [j.max_attempts for j in jobs],
             [j.timeout_s for j in jobs],
+            [None if j.resources is None else Jsonb(j.resources.model_dump()) for j in jobs],
         )
         with self._conn() as conn, conn.transaction():
             new = {row["id"]: _job(row) for row in conn.execute(insert, columns).fetchall()}
@@ -151,7 +155,9 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
             (job.updated_at, error, job.id, job.attempts),
         )
 
-    def start_many(self, starts: Sequence[tuple[UUID, bool]], worker: str) -> list[Job | None]:
+    def start_many(
+        self, starts: Sequence[tuple[UUID, bool]], worker: str, here: RanOn | None = None
+    ) -> list[Job | None]:
         """One statement claims every job that may start; one more records their attempts; one commit."""
         if not starts:
             return []
@@ -168,9 +174,10 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
             with conn.cursor() as cur:
                 cur.executemany(
                     self._q(
-                        "INSERT INTO {ns}.job_attempts (job_id, number, worker, started_at) VALUES (%s, %s, %s, %s)"
+                        "INSERT INTO {ns}.job_attempts (job_id, number, worker, started_at, node, executor) "
+                        "VALUES (%s, %s, %s, %s, %s, %s)"
                     ),
-                    [(j.id, j.attempts, worker, j.started_at) for j in started.values()],
+                    [(j.id, j.attempts, worker, j.started_at, *ran_on_columns(here)) for j in started.values()],
                 )
         return first_only(ids, started)
 
@@ -263,12 +270,18 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
         with self._conn() as conn:
             rows = conn.execute(
                 self._q(
-                    "SELECT number, worker, started_at, finished_at, error FROM {ns}.job_attempts "
+                    "SELECT number, worker, started_at, finished_at, error, node, executor, waiting "
+                    "FROM {ns}.job_attempts "
                     "WHERE job_id = %s ORDER BY number"
                 ),
                 (job_id,),
             ).fetchall()
         return [Attempt.model_validate(r) for r in rows]
+
+    def note_attempt(self, job_id: UUID, number: int, note: AttemptNote) -> None:
+        sql, args = attempt_note_sql("{ns}.job_attempts", job_id, number, note, "%s")
+        with self._conn() as conn:
+            conn.execute(self._q(sql), args)
 
     def _insert_dead_letter(
         self,
@@ -312,6 +325,12 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
         with self._conn() as conn:
             q = self._q("SELECT count(*) AS n FROM {ns}.jobs WHERE status IN ('PENDING', 'RETRYING')")
             return int(conn.execute(q).fetchone()["n"])
+
+    def oldest_pending(self) -> datetime | None:
+        with self._conn() as conn:
+            q = self._q("SELECT min(updated_at) AS at FROM {ns}.jobs WHERE status = 'PENDING'")
+            at: datetime | None = conn.execute(q).fetchone()["at"]
+            return at
 
     def recent_outcomes(self, window_s: float) -> dict[JobStatus, int]:
         q = self._q(

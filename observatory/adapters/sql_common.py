@@ -8,7 +8,7 @@ from uuid import UUID
 
 from contracts import Job, JobStatus
 from observatory.counting import FINAL
-from observatory.ports import Finish
+from observatory.ports import AttemptNote, Finish, RanOn
 
 
 def fail_status(ph: str) -> str:
@@ -65,10 +65,26 @@ def first_only(ids: Sequence[UUID], started: dict[UUID, Job]) -> list[Job | None
     return out
 
 
+def ran_on_columns(here: RanOn | None) -> tuple[str | None, str | None]:
+    """The attempt row's (node, executor) at its start."""
+    return (None, None) if here is None else (here.node, here.executor)
+
+
+def attempt_note_sql(table: str, job_id: Any, number: int, note: AttemptNote, ph: str) -> tuple[str, list[Any]]:
+    """The UPDATE that records an attempt's note: where it started (its wait is over) or why it waits."""
+    if note.ran_on is not None:
+        sets, args = f"node = {ph}, executor = {ph}, waiting = NULL", [note.ran_on.node, note.ran_on.executor]
+    else:
+        sets, args = f"waiting = {ph}", [note.waiting]
+    return f"UPDATE {table} SET {sets} WHERE job_id = {ph} AND number = {ph}", [*args, job_id, number]
+
+
 class SingleJobCalls:
     """The one-job transitions as the batch of one, so both job stores have a single code path each."""
 
-    def start_many(self, starts: Sequence[tuple[UUID, bool]], worker: str) -> list[Job | None]:
+    def start_many(
+        self, starts: Sequence[tuple[UUID, bool]], worker: str, here: RanOn | None = None
+    ) -> list[Job | None]:
         raise NotImplementedError
 
     def finish_many(self, finishes: Sequence[Finish]) -> list[Job | None]:

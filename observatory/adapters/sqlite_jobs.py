@@ -12,24 +12,26 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from contracts import FINAL_STATUSES, Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus
+from contracts import FINAL_STATUSES, Attempt, DeadLetter, DeadLetterPage, Job, JobPage, JobStatus, Resources
 from observatory.adapters.sql_common import (
     FAIL_BUMP,
     SingleJobCalls,
+    attempt_note_sql,
     fail_status,
     find_clause,
     first_only,
     job_filters,
+    ran_on_columns,
     removable,
 )
 from observatory.adapters.sqlite_base import SQLiteFile, from_us, json_ids, marks, now_us, to_us
 from observatory.errors import StoreUnavailable
 from observatory.paging import decode_cursor, next_cursor
-from observatory.ports import Counts, Created, Expired, Finish, NewJob
+from observatory.ports import AttemptNote, Counts, Created, Expired, Finish, NewJob, RanOn
 
 _COLUMNS = (
-    "id, type, status, payload, result, error, attempts, max_attempts, timeout_s, created_us, started_us, "
-    "finished_us, updated_us, correlation_id, idempotency_key, version"
+    "id, type, status, payload, result, error, attempts, max_attempts, timeout_s, resources, created_us, "
+    "started_us, finished_us, updated_us, correlation_id, idempotency_key, version"
 )
 _RETURNING = f"RETURNING {_COLUMNS}"
 MAX_TEXT = 65536
@@ -46,6 +48,7 @@ def _job(row: sqlite3.Row) -> Job:
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
         timeout_s=row["timeout_s"],
+        resources=None if row["resources"] is None else Resources.model_validate_json(row["resources"]),
         created_at=from_us(row["created_us"]),
         started_at=from_us(row["started_us"]),
         finished_at=from_us(row["finished_us"]),
@@ -66,7 +69,8 @@ class SQLiteJobStore(SingleJobCalls):
     def create(self, jobs: Sequence[NewJob]) -> list[Created]:
         insert = (
             "INSERT INTO jobs (id, type, status, payload, correlation_id, idempotency_key, max_attempts, "
-            "attempt_limit, timeout_s, created_us, updated_us) VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?) "
+            "attempt_limit, timeout_s, resources, created_us, updated_us) "
+            "VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             f"ON CONFLICT (idempotency_key) DO NOTHING {_RETURNING}"
         )
         out: list[Created] = []
@@ -82,6 +86,7 @@ class SQLiteJobStore(SingleJobCalls):
                     j.max_attempts,
                     j.max_attempts,
                     j.timeout_s,
+                    None if j.resources is None else j.resources.model_dump_json(),
                     now,
                     now,
                 )
@@ -155,15 +160,19 @@ class SQLiteJobStore(SingleJobCalls):
             (to_us(job.updated_at), error, str(job.id), job.attempts),
         )
 
-    def start_many(self, starts: Sequence[tuple[UUID, bool]], worker: str) -> list[Job | None]:
+    def start_many(
+        self, starts: Sequence[tuple[UUID, bool]], worker: str, here: RanOn | None = None
+    ) -> list[Job | None]:
         started: dict[UUID, Job] = {}
         with self._db.write() as conn:
             for job_id, rerun in starts:
-                if job_id not in started and (job := self._start(conn, job_id, worker, rerun)) is not None:
+                if job_id not in started and (job := self._start(conn, job_id, worker, rerun, here)) is not None:
                     started[job_id] = job
         return first_only([job_id for job_id, _ in starts], started)
 
-    def _start(self, conn: sqlite3.Connection, job_id: UUID, worker: str, rerun: bool) -> Job | None:
+    def _start(
+        self, conn: sqlite3.Connection, job_id: UUID, worker: str, rerun: bool, here: RanOn | None
+    ) -> Job | None:
         allowed = ("PENDING", "RETRYING", "RUNNING") if rerun else ("PENDING", "RETRYING")
         now = now_us()
         job = self._transition(
@@ -176,8 +185,9 @@ class SQLiteJobStore(SingleJobCalls):
         )
         if job is not None:
             conn.execute(
-                "INSERT INTO job_attempts (job_id, number, worker, started_us) VALUES (?, ?, ?, ?)",
-                (str(job.id), job.attempts, worker, now),
+                "INSERT INTO job_attempts (job_id, number, worker, started_us, node, executor) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (str(job.id), job.attempts, worker, now, *ran_on_columns(here)),
             )
         return job
 
@@ -239,8 +249,8 @@ class SQLiteJobStore(SingleJobCalls):
     def attempts(self, job_id: UUID) -> list[Attempt]:
         with self._db.read() as conn:
             rows = conn.execute(
-                "SELECT number, worker, started_us, finished_us, error FROM job_attempts WHERE job_id = ? "
-                "ORDER BY number",
+                "SELECT number, worker, started_us, finished_us, error, node, executor, waiting FROM job_attempts "
+                "WHERE job_id = ? ORDER BY number",
                 (str(job_id),),
             ).fetchall()
         return [
@@ -250,9 +260,17 @@ class SQLiteJobStore(SingleJobCalls):
                 started_at=from_us(r["started_us"]),
                 finished_at=from_us(r["finished_us"]),
                 error=r["error"],
+                node=r["node"],
+                executor=r["executor"],
+                waiting=r["waiting"],
             )
             for r in rows
         ]
+
+    def note_attempt(self, job_id: UUID, number: int, note: AttemptNote) -> None:
+        sql, args = attempt_note_sql("job_attempts", str(job_id), number, note, "?")
+        with self._db.write() as conn:
+            conn.execute(sql, args)
 
     @staticmethod
     def _insert_dead_letter(
@@ -307,6 +325,10 @@ class SQLiteJobStore(SingleJobCalls):
     def unfinished(self) -> int:
         with self._db.read() as conn:
             return int(conn.execute("SELECT count(*) FROM jobs WHERE status IN ('PENDING', 'RETRYING')").fetchone()[0])
+
+    def oldest_pending(self) -> datetime | None:
+        with self._db.read() as conn:
+            return from_us(conn.execute("SELECT min(updated_us) FROM jobs WHERE status = 'PENDING'").fetchone()[0])
 
     def recent_outcomes(self, window_s: float) -> dict[JobStatus, int]:
         final = [s.value for s in FINAL_STATUSES]

@@ -18,12 +18,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from contracts.models import json_numbers
+from contracts.models import Resources, json_numbers
 from observatory.errors import InvalidSubmission
 
 ENTRY_POINT_GROUP = "observatory.job_types"
 
 Handler = Callable[[Any], Any]
+
+DEFAULT_RESOURCES = Resources(cpus=1)  # an isolated handler that says nothing takes one core
+CPU_BOUND_LIMIT = Resources(cpus=4, memory_mib=4096)  # what a submission may ask for the CPU-bound built-ins
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class JobType:
     # runs inside the processor, in micro-batches, for short work where a Ray task would cost more than the
     # job; its timeout and cancellation are then not enforced while it runs.
     isolated: bool = True
+    # What each run's Ray task asks for, and the most a submission may ask for (None for inline types).
+    resources: Resources | None = None
+    max_resources: Resources | None = None
 
     def run(self, payload: dict[str, Any]) -> Any:
         return self.handler(self.payload_model.model_validate(payload))
@@ -65,12 +71,22 @@ def job_type(
     description: str = "",
     default_timeout_s: float = 300.0,
     isolated: bool = True,
+    resources: Resources | None = None,
+    max_resources: Resources | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Decorator: register `handler` as job type `name`, taking a validated `payload_model`."""
+    """Decorator: register `handler` as job type `name`, taking a validated `payload_model`. An isolated
+    type's runs ask Ray for `resources` (default one CPU); a submission may ask for up to `max_resources`
+    (default: no more than `resources`). Inline types run inside the processor and take neither."""
+    if not isolated and (resources or max_resources):
+        raise ValueError(f"job type {name!r} runs inside the processor: it cannot ask for resources")
+    own = (resources or DEFAULT_RESOURCES) if isolated else None
+    most = (max_resources or own) if isolated else None
+    if own is not None and most is not None and (over := own.exceeds(most)):
+        raise ValueError(f"job type {name!r}: its resources exceed its max_resources ({over[0][0]})")
 
     def register(handler: Handler) -> Handler:
         doc = description or (handler.__doc__ or "").strip().splitlines()[0]
-        _DECLARED[name] = JobType(name, doc, payload_model, handler, default_timeout_s, isolated)
+        _DECLARED[name] = JobType(name, doc, payload_model, handler, default_timeout_s, isolated, own, most)
         return handler
 
     return register
@@ -114,6 +130,26 @@ class Registry:
                 f"invalid payload for job type {name!r}", [(where, "NUL characters are not allowed")]
             )
         return valid
+
+    def resources(self, name: str, asked: Resources | None, loc: list[str | int]) -> Resources | None:
+        """What a run of this submission asks Ray for: the type's defaults, with the fields `asked` gives
+        replaced, within the type's limits (InvalidSubmission beyond them)."""
+        jt = self._types[name]
+        if jt.resources is None or jt.max_resources is None:
+            if asked is not None:
+                msg = f"job type {name!r} runs inside the processor and takes no resources"
+                raise InvalidSubmission(msg, [([*loc, "resources"], msg)])
+            return None
+        if asked is None:
+            return jt.resources
+        given = asked.model_dump(include=asked.model_fields_set)
+        if "custom" in given:
+            given["custom"] = {**jt.resources.custom, **asked.custom}
+        merged = Resources.model_validate({**jt.resources.model_dump(), **given})
+        if over := merged.exceeds(jt.max_resources):
+            details = [([*loc, "resources", *field.split(".", 1)], msg) for field, msg in over]
+            raise InvalidSubmission(f"resources beyond what job type {name!r} allows", details)
+        return merged
 
     def run(self, name: str, payload: dict[str, Any]) -> Any:
         jt = self._types.get(name)

@@ -629,6 +629,80 @@ function submitPage() {
   return { onSnapshot: null };
 }
 
+// ------------------------------------------------------------------ workers
+
+const WORKERS_EVERY_MS = 3000;  // the workers app checks its actors every 2 s: reading faster shows nothing new
+const BUILTIN = new Set(["CPU", "GPU", "memory", "object_store_memory"]);
+
+const num = (v) => (v === null || v === undefined ? "—" : String(v));
+const gib = (bytes) => (bytes === undefined ? "—" : `${(bytes / 2 ** 30).toFixed(1)} GiB`);
+
+function nodesTable(nodes) {
+  if (!nodes.length) return h("p", { class: "muted" }, "Ray lists no node.");
+  return h("div", { class: "scroll" }, h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "node"), h("th", {}, "address"), h("th", {}, "state"), h("th", { class: "num" }, "CPU"),
+      h("th", { class: "num hide-narrow" }, "GPU"), h("th", { class: "num" }, "memory"), h("th", { class: "hide-narrow" }, "custom"), h("th", {}, "actors"))),
+    h("tbody", {}, nodes.map((n) => {
+      const r = n.resources;
+      const custom = Object.entries(r).filter(([k]) => !BUILTIN.has(k)).map(([k, v]) => `${k}=${v}`).join(" ");
+      return h("tr", { "data-node": n.node_id },
+        h("td", {}, h("code", { title: n.node_id }, n.node_id.slice(0, 8))), h("td", {}, n.address),
+        h("td", { "data-field": "state" }, h("span", { class: `status ${n.alive ? "w-alive" : "w-dead"}` }, n.alive ? "alive" : "dead"), n.is_head ? " head" : ""),
+        h("td", { class: "num" }, num(r.CPU)), h("td", { class: "num hide-narrow" }, num(r.GPU)), h("td", { class: "num" }, gib(r.memory)),
+        h("td", { class: "hide-narrow" }, custom || "—"), h("td", { "data-field": "actors" }, n.actors.join(", ") || "—"));
+    }))));
+}
+
+function actorsTable(actors) {
+  if (!actors.length) return h("p", { class: "muted" }, "No processor or aggregator yet.");
+  return h("div", { class: "scroll" }, h("table", {},
+    h("thead", {}, h("tr", {}, h("th", {}, "name"), h("th", { class: "hide-narrow" }, "node"), h("th", {}, "state"), h("th", { class: "num" }, "in flight"),
+      h("th", { class: "num" }, "handled"), h("th", { class: "num hide-narrow" }, "restarts"), h("th", {}, "last seen"), h("th", { class: "num hide-narrow" }, "pid"))),
+    h("tbody", {}, actors.map((a) => h("tr", { "data-actor": a.name, "data-kind": a.kind },
+      h("td", {}, a.name, h("div", { class: "muted" }, a.kind)),
+      h("td", { class: "hide-narrow", "data-field": "node" }, a.node_id ? h("code", { title: `${a.node_id} (${a.node_ip})` }, a.node_id.slice(0, 8)) : "—"),
+      h("td", { "data-field": "state" }, h("span", { class: `status w-${a.state}` }, a.state)),
+      h("td", { class: "num", "data-field": "in_flight" }, num(a.in_flight)),
+      h("td", { class: "num", "data-field": "handled" }, num(a.handled)),
+      h("td", { class: "num hide-narrow" }, a.restarts),
+      h("td", { title: fmtTime(a.last_seen) }, ago(a.last_seen)),
+      h("td", { class: "num hide-narrow" }, num(a.pid)))))));
+}
+
+function workersPage() {
+  const line = h("p", { id: "workers-line", role: "status" }, "Loading…");
+  const problem = h("div", { id: "workers-problem" });
+  const nodes = h("div", { id: "worker-nodes" });
+  const actors = h("div", { id: "worker-actors" });
+  main.replaceChildren(h("h2", {}, "Workers"), line, problem,
+    h("section", { class: "panel" }, h("h3", {}, "Nodes"), nodes),
+    h("section", { class: "panel", style: "margin-top:12px" }, h("h3", {}, "Processors and aggregators"), actors));
+  const page = { onSnapshot: null };
+  let busy = false;
+
+  async function load() {
+    if (busy) return;
+    busy = true;
+    let view;
+    try { view = await get("/read/workers"); } catch (e) {
+      problem.replaceChildren(notice(`The workers cannot be shown: ${e.message}`, true));  // the last answer stays
+      return;
+    } finally { busy = false; }
+    const w = view.workers;
+    const short = w.actual < w.desired ? " — fewer than desired" : "";
+    line.textContent = `${w.actual} of ${w.desired} processors alive${short} (min ${w.min}, max ${w.max}) · ` +
+      `${w.aggregators} aggregator${w.aggregators === 1 ? "" : "s"} · ${view.nodes.length} node${view.nodes.length === 1 ? "" : "s"} · ` +
+      `checked ${ago(w.checked_at)}`;
+    problem.replaceChildren();
+    nodes.replaceChildren(nodesTable(view.nodes));
+    actors.replaceChildren(actorsTable(w.actors));
+  }
+  load();
+  // Its own timer rather than the stream's snapshots: the page stays live while the stream reconnects.
+  const timer = setInterval(() => (state.page === page ? load() : clearInterval(timer)), WORKERS_EVERY_MS);
+  return page;
+}
+
 // ------------------------------------------------------------------ router
 
 function route() {
@@ -640,6 +714,7 @@ function route() {
   else if (path === "/jobs") { name = "jobs"; state.page = jobsPage(params); }
   else if (path === "/dlq") { name = "dlq"; state.page = dlqPage(); }
   else if (path === "/submit") { name = "submit"; state.page = submitPage(); }
+  else if (path === "/workers") { name = "workers"; state.page = workersPage(); }
   else state.page = overviewPage();
   for (const a of document.querySelectorAll("header nav a[data-page]")) {
     if (a.dataset.page === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");

@@ -11,6 +11,7 @@ from textual.widgets import Static
 KEYS = """\
 Q  quit                 R  refresh now
 N  new job              D  dead letters (U requeues the selected one)
+W  workers: nodes, processors and aggregators
 Enter  open the selected job                Esc  back
 L  start the embedded observatory here (when the API is unreachable)
 K  start it on kind as a KubeRay RayService (offered when `observatory cluster doctor` passes)

@@ -4,8 +4,9 @@ import hashlib
 
 from pydantic import BaseModel, Field
 
+from contracts import Resources
 from contracts.models import NO_NUL
-from observatory.jobs.registry import job_type
+from observatory.jobs.registry import CPU_BOUND_LIMIT, job_type
 
 
 class HashPayload(BaseModel):
@@ -13,7 +14,13 @@ class HashPayload(BaseModel):
     rounds: int = Field(default=1, ge=1, le=1_000_000)
 
 
-@job_type("hash", HashPayload, "SHA-256 of `data`, re-hashed `rounds` times (hex digest).")
+@job_type(
+    "hash",
+    HashPayload,
+    "SHA-256 of `data`, re-hashed `rounds` times (hex digest).",
+    resources=Resources(cpus=1),
+    max_resources=CPU_BOUND_LIMIT,
+)
 def hash_rounds(p: HashPayload) -> dict[str, str | int]:
     digest = p.data.encode()
     for _ in range(p.rounds):

@@ -4,7 +4,8 @@ import numpy as np
 import ray
 from pydantic import BaseModel, Field, model_validator
 
-from observatory.jobs.registry import job_type
+from contracts import Resources
+from observatory.jobs.registry import CPU_BOUND_LIMIT, job_type
 
 
 class MonteCarloPiPayload(BaseModel):
@@ -40,7 +41,13 @@ def count_inside(samples: int, seed: int | None) -> int:
     return inside
 
 
-@job_type("monte_carlo_pi", MonteCarloPiPayload, "Estimate π from `samples` random points over `shards` Ray tasks.")
+@job_type(
+    "monte_carlo_pi",
+    MonteCarloPiPayload,
+    "Estimate π from `samples` random points over `shards` Ray tasks.",
+    resources=Resources(cpus=1),
+    max_resources=CPU_BOUND_LIMIT,
+)
 def monte_carlo_pi(p: MonteCarloPiPayload) -> dict[str, float | int]:
     base, extra = divmod(p.samples, p.shards)
     sizes = [base + (1 if i < extra else 0) for i in range(p.shards)]

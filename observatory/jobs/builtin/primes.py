@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from observatory.jobs.registry import job_type
+from contracts import Resources
+from observatory.jobs.registry import CPU_BOUND_LIMIT, job_type
 
 
 class PrimesPayload(BaseModel):
@@ -21,6 +22,12 @@ def count_primes_below(limit: int) -> int:
     return sum(sieve)
 
 
-@job_type("primes", PrimesPayload, "Count the primes below `limit`.")
+@job_type(
+    "primes",
+    PrimesPayload,
+    "Count the primes below `limit`.",
+    resources=Resources(cpus=1),
+    max_resources=CPU_BOUND_LIMIT,
+)
 def primes(p: PrimesPayload) -> dict[str, int]:
     return {"limit": p.limit, "count": count_primes_below(p.limit)}
