@@ -100,9 +100,20 @@ def two_node_cluster(
 ) -> Iterator[str]:
     """A head without CPUs and one worker node offering `worker_resources`, like the RayService's head and
     worker group; `serve_config` is deployed the way the KubeRay operator does it, through the dashboard's
-    REST API (PUT /api/serve/applications/).
+    REST API (PUT /api/serve/applications/)."""
+    with multi_node_cluster(extra_env, serve_config, [(worker_cpus, worker_resources)]) as (url, _):
+        yield url
 
-    The two nodes are started with Ray's own multi-node helper (ray.cluster_utils), both on 127.0.0.1: the
+
+@contextmanager
+def multi_node_cluster(
+    extra_env: dict[str, str], serve_config: dict[str, Any], workers: list[tuple[int, dict[str, float]]]
+) -> Iterator[tuple[str, Any]]:
+    """A head without CPUs and one worker node per (CPUs, custom resources) of `workers`; yields the API's URL
+    and the `ray.cluster_utils.Cluster` (its `worker_nodes` can be killed). `serve_config` is deployed the way
+    the KubeRay operator does it, through the dashboard's REST API (PUT /api/serve/applications/).
+
+    The nodes are started with Ray's own multi-node helper (ray.cluster_utils), all on 127.0.0.1: the
     `ray start` CLI either refuses a second node (loopback-only mode) or dials the machine's outward address."""
     from ray.cluster_utils import Cluster
 
@@ -123,7 +134,8 @@ def two_node_cluster(
                 "dashboard_port": 8265,
             },
         )
-        cluster.add_node(num_cpus=worker_cpus, resources=worker_resources, node_ip_address="127.0.0.1")
+        for cpus, resources in workers:
+            cluster.add_node(num_cpus=cpus, resources=resources, node_ip_address="127.0.0.1")
         cluster.wait_for_nodes()
         os.environ.clear()
         os.environ.update(saved)
@@ -131,7 +143,7 @@ def two_node_cluster(
         if r.status_code != 200:
             raise RuntimeError(f"PUT /api/serve/applications/ answered {r.status_code}: {r.text[:2000]}")
         wait_ready()
-        yield API
+        yield API, cluster
     finally:
         os.environ.clear()
         os.environ.update(saved)

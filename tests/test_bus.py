@@ -268,3 +268,44 @@ def test_work_of_inline_job_types_goes_to_the_inline_queue_and_to_events(bus_whe
         assert inline.depth("inline") == inline.depth("jobs") == 0
     finally:
         inline.close()
+
+
+def test_a_draining_consumer_takes_no_more_and_settles_what_it_holds(bus):
+    """Stopped with `drain_s`, a consumer keeps its connection until the messages it handed over are acked:
+    they are not delivered again, and the ones it never took stay on the queue for another consumer."""
+    for e in [lifecycle(uuid.uuid4())[0] for _ in range(5)]:
+        bus.publish(e)
+    held: list[Delivery] = []
+    stop = threading.Event()
+    t = threading.Thread(target=bus.consume, args=("jobs", held.append, 2, stop, 30.0), daemon=True)
+    t.start()
+    wait_for(lambda: len(held) == 2, "the consumer to hold its prefetch of two", WAIT_S)
+
+    stop.set()
+    time.sleep(POLL_SLACK_S)  # a consumer that ignored the stop would take the next ones now
+    still_draining = t.is_alive()
+    for d in held:  # the jobs finish, commit, then ack
+        d.ack()
+    t.join(WAIT_S)
+
+    assert still_draining and not t.is_alive() and len(held) == 2
+    rest = take(bus, "jobs", 3, ack=True)
+    assert len(rest) == 3 and not any(d.redelivered for d in rest)
+    assert {d.body for d in rest}.isdisjoint({d.body for d in held})
+    assert bus.depth("jobs") == 0
+
+
+def test_a_draining_consumer_gives_back_what_is_unsettled_at_its_limit(bus):
+    bus.publish(lifecycle(uuid.uuid4())[0])
+    held: list[Delivery] = []
+    stop = threading.Event()
+    t = threading.Thread(target=bus.consume, args=("jobs", held.append, 1, stop, 0.5), daemon=True)
+    t.start()
+    wait_for(lambda: len(held) == 1, "the consumer to take the message", WAIT_S)
+
+    stop.set()
+    t.join(WAIT_S)
+
+    assert not t.is_alive()
+    [again] = take(bus, "jobs", 1, ack=True, timeout=LEASE_S + WAIT_S)
+    assert again.redelivered and again.body == held[0].body

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 
 import pika
@@ -32,19 +33,33 @@ DELAY_BUCKET_FACTOR = 1.25
 DELAY_BUCKETS = int(math.log(2**32, DELAY_BUCKET_FACTOR)) + 1
 
 
+class _Held:
+    """How many deliveries of one consumer are neither acked nor rejected yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+
+
 class _PikaDelivery:
     def __init__(
-        self, conn: pika.BlockingConnection, ch: BlockingChannel, tag: int, body: bytes, redelivered: bool
+        self, conn: pika.BlockingConnection, ch: BlockingChannel, tag: int, body: bytes, redelivered: bool, held: _Held
     ) -> None:
         self.body = body
         self.redelivered = redelivered
-        self._conn, self._ch, self._tag = conn, ch, tag
+        self._conn, self._ch, self._tag, self._held = conn, ch, tag, held
 
     def _settle(self, fn: Callable[[], None]) -> None:
         try:
             self._conn.add_callback_threadsafe(fn)
         except AMQPError:
             pass  # connection gone: the broker redelivers the unacked message, which is what we want
+        finally:
+            self._held.add(-1)
 
     def ack(self) -> None:
         self._settle(functools.partial(self._ch.basic_ack, self._tag))
@@ -171,22 +186,34 @@ class RabbitBus:
 
         self._guard(send)
 
-    def consume(self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event) -> None:
+    def consume(
+        self,
+        queue: str,
+        on_message: Callable[[Delivery], None],
+        prefetch: int,
+        stop: threading.Event,
+        drain_s: float = 0.0,
+    ) -> None:
         try:
             conn = pika.BlockingConnection(self._params)
         except AMQPError as e:
             raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
+        held = _Held()
         try:
             ch = conn.channel()
             ch.basic_qos(prefetch_count=prefetch)
 
             def deliver(ch: BlockingChannel, method: pika.spec.Basic.Deliver, _props: object, body: bytes) -> None:
-                on_message(_PikaDelivery(conn, ch, method.delivery_tag, body, bool(method.redelivered)))
+                held.add(1)
+                on_message(_PikaDelivery(conn, ch, method.delivery_tag, body, bool(method.redelivered), held))
 
             tag = ch.basic_consume(self.queue_name(queue), deliver)
             while not stop.is_set():
                 conn.process_data_events(time_limit=POLL_S)
-            ch.basic_cancel(tag)
+            ch.basic_cancel(tag)  # no new deliveries; those in hand may still be settled for `drain_s`
+            deadline = time.monotonic() + drain_s
+            while held.count > 0 and time.monotonic() < deadline:
+                conn.process_data_events(time_limit=POLL_S)
             conn.process_data_events(time_limit=0)  # send acks queued by handler threads before closing
         except AMQPError as e:
             raise BusUnavailable(f"RabbitMQ consumer on {queue!r}: {e!r}") from e

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -117,7 +118,14 @@ class SQLiteBus:
                 "UPDATE messages SET lease_owner = NULL, lease_until_us = NULL WHERE lease_owner = ?", (owner,)
             )
 
-    def consume(self, queue: str, on_message: Callable[[Delivery], None], prefetch: int, stop: threading.Event) -> None:
+    def consume(
+        self,
+        queue: str,
+        on_message: Callable[[Delivery], None],
+        prefetch: int,
+        stop: threading.Event,
+        drain_s: float = 0.0,
+    ) -> None:
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         in_flight: set[int] = set()
         lock = threading.Lock()
@@ -145,6 +153,16 @@ class SQLiteBus:
                 poll = POLL_MIN_S if claimed else min(poll * 2, POLL_MAX_S)
                 if not claimed:
                     stop.wait(poll)
+            deadline = time.monotonic() + drain_s  # no more claims; keep the leases of those in hand
+            while time.monotonic() < deadline:
+                with lock:
+                    ids = sorted(in_flight)
+                if not ids:
+                    break
+                if now_us() - renewed > self._lease_us // 3:
+                    self._heartbeat(queue, owner, ids)
+                    renewed = now_us()
+                time.sleep(POLL_MIN_S)
         finally:
             self._release(owner)  # like a closed AMQP channel: unacked messages go back to the queue
 
