@@ -52,8 +52,15 @@ def ray_resources(resources: Resources, placement: dict[str, float]) -> dict[str
 
 
 def task_options(asked: dict[str, float]) -> dict[str, Any]:
+    """Ray task options for `asked`. SPREAD: runs go round the nodes that can take them, light ones too (Ray's
+    default would keep those on the processor's node until it is half full)."""
     custom = {k: v for k, v in asked.items() if k not in ("CPU", "GPU", "memory")}
-    options: dict[str, Any] = {"num_cpus": asked.get("CPU", 0), "num_gpus": asked.get("GPU", 0), "resources": custom}
+    options: dict[str, Any] = {
+        "num_cpus": asked.get("CPU", 0),
+        "num_gpus": asked.get("GPU", 0),
+        "resources": custom,
+        "scheduling_strategy": "SPREAD",
+    }
     if "memory" in asked:
         options["memory"] = asked["memory"]
     return options

@@ -1,9 +1,11 @@
-"""Keeps a fixed set of named actors alive: creates them, pings them, re-creates the dead ones."""
+"""Keeps a set of named actors alive: creates them, pings them, re-creates the dead ones. The set may change
+(`resize`): an actor that leaves it is drained (its `drain()` lets it finish what it holds), then removed."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 log = logging.getLogger(__name__)
 
 PING_TIMEOUT_S = 10.0  # an actor that cannot answer `info` this fast is treated as dead
+DRAIN_LIMIT_S = 330.0  # a draining actor still there after this is killed (its unacked messages go back)
 
 
 @dataclass(frozen=True)
@@ -33,14 +36,35 @@ class Supervisor:
     """One thread calls `reconcile`; any thread may read `snapshot` meanwhile: a pass is built aside and
     published whole under a lock, so a reader never waits on an actor and never sees half a pass."""
 
-    def __init__(self, specs: list[ActorSpec], clock: Callable[[], datetime] = _utcnow) -> None:
-        self._specs = specs
+    def __init__(
+        self, specs: list[ActorSpec], clock: Callable[[], datetime] = _utcnow, drain_limit_s: float = DRAIN_LIMIT_S
+    ) -> None:
+        self._specs = list(specs)
         self._clock = clock
+        self._drain_limit_s = drain_limit_s
         self._handles: dict[str, ActorHandle] = {}
+        self._draining: dict[str, tuple[ActorHandle, ray.ObjectRef, float, ActorSpec]] = {}
         self._lock = threading.Lock()
         self.restarts: dict[str, int] = {s.name: 0 for s in specs}
         self.last: dict[str, dict[str, Any]] = {}
         self.checked_at: datetime | None = None
+
+    def names(self) -> set[str]:
+        """Every name in use: the actors kept and those still draining (a new actor must not take one)."""
+        return {s.name for s in self._specs} | set(self._draining)
+
+    def resize(self, specs: list[ActorSpec]) -> None:
+        """Keep `specs` from now on (called by the thread that reconciles): new ones are created at the next
+        pass; those left out are drained, and removed once drained."""
+        keep = {s.name for s in specs}
+        for spec in self._specs:
+            if spec.name not in keep and spec.name in self._handles:
+                handle = self._handles.pop(spec.name)
+                self._draining[spec.name] = (handle, handle.drain.remote(), time.monotonic(), spec)
+                log.info("draining %s", spec.name)
+        for spec in specs:
+            self.restarts.setdefault(spec.name, 0)
+        self._specs = list(specs)
 
     def reconcile(self) -> dict[str, dict[str, Any]]:
         """One pass: every actor answers `info`, or is replaced. Returns name -> last info (see `snapshot`)."""
@@ -63,20 +87,47 @@ class Supervisor:
                 self._handles[spec.name] = spec.create()
                 seen = last.get(spec.name, {}).get("last_seen")  # when the one it replaces last answered
                 last[spec.name] = {"name": spec.name, "state": "restarted", "last_seen": seen}
+        self._settle_drains(last)
         with self._lock:
             self.last, self.restarts, self.checked_at = last, restarts, self._clock()
         return self.snapshot()[1]
+
+    def _settle_drains(self, last: dict[str, dict[str, Any]]) -> None:
+        """Remove the drained actors (and those past the drain limit); the others show as draining."""
+        for name, (handle, ref, since, _) in list(self._draining.items()):
+            ready, _ = ray.wait([ref], timeout=0)
+            overdue = time.monotonic() - since > self._drain_limit_s
+            if ready or overdue:
+                try:
+                    handled = ray.get(ref, timeout=0) if ready else None
+                except (RayActorError, GetTimeoutError) as e:
+                    handled = f"unknown ({type(e).__name__})"
+                log.info("%s %s (handled %s); removing it", name, "drained" if ready else "overdue", handled)
+                ray.kill(handle, no_restart=True)
+                del self._draining[name]
+                last.pop(name, None)
+            else:
+                last[name] = {**last.get(name, {"name": name, "last_seen": None}), "state": "draining"}
+
+    @property
+    def draining(self) -> int:
+        return len(self._draining)
 
     def snapshot(self) -> tuple[datetime | None, dict[str, dict[str, Any]]]:
         """The last pass, copied: when it ended, and name -> info with `kind`, `state`, `last_seen`, `restarts`."""
         with self._lock:
             checked_at, last, restarts = self.checked_at, self.last, self.restarts
-        kinds = {s.name: s.kind for s in self._specs}
+        kinds = {s.name: s.kind for s in self._specs} | {n: d[3].kind for n, d in list(self._draining.items())}
         return checked_at, {
-            name: {**info, "kind": kinds[name], "restarts": restarts[name]} for name, info in last.items()
+            name: {**info, "kind": kinds.get(name, "processor"), "restarts": restarts.get(name, 0)}
+            for name, info in last.items()
+            if name in kinds
         }
 
     def stop(self) -> None:
+        for handle, _, _, _ in self._draining.values():
+            ray.kill(handle, no_restart=True)
+        self._draining.clear()
         for handle in self._handles.values():
             try:
                 ray.get(handle.stop.remote(), timeout=15)

@@ -24,11 +24,13 @@ class WorkerKind(StrEnum):
 
 class WorkerState(StrEnum):
     """`starting`: created, not answered yet; `alive`: answered the last ping; `restarted`: did not answer (dead
-    or stuck), so it was killed and created again, and the new one has not answered yet."""
+    or stuck), so it was killed and created again, and the new one has not answered yet; `draining`: scaled
+    down, it takes no more jobs and finishes those it holds, then goes."""
 
     STARTING = "starting"
     ALIVE = "alive"
     RESTARTED = "restarted"
+    DRAINING = "draining"
 
 
 class WorkerActor(_Strict):
@@ -56,6 +58,9 @@ class WorkersStatus(_Strict):
     max: int = Field(ge=0, description="The most processors the workers app may run.")
     aggregators: int = Field(ge=0, description="Aggregators configured.")
     checked_at: datetime | None = Field(description="When the supervisor's last pass ended (UTC).")
+    backlog: int | None = Field(default=None, ge=0, description="Ready messages at the last autoscaling decision.")
+    oldest_wait_s: float | None = Field(default=None, description="How long the oldest PENDING job had waited then.")
+    reason: str | None = Field(default=None, description="The last autoscaling decision, in words (null: fixed).")
     actors: list[WorkerActor]
 
 

@@ -40,6 +40,8 @@ class Profile(BaseModel):
     min_workers: int = 1
     max_workers: int = 3
     processors: int = 2
+    min_processors: int = 1  # the workers app scales processors on the jobs backlog between these
+    max_processors: int = 6
     worker_resource_units: int = 1000  # of WORKER_RESOURCE per worker pod
     placement_units: float = 0.001  # of WORKER_RESOURCE per processor, aggregator and handler task
     # Ports of the kind node that kuberay/kind.yaml maps to the same ports on localhost.

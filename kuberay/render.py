@@ -66,6 +66,8 @@ def serve_config(profile: Profile = PROFILE, source: Path = SERVE_CONFIG) -> dic
     for application in config["applications"]:
         if application["name"] == "workers":
             application["args"]["processors"] = profile.processors
+            application["args"]["min_processors"] = profile.min_processors
+            application["args"]["max_processors"] = profile.max_processors
             application["args"]["placement"] = {WORKER_RESOURCE: profile.placement_units}
     ServeDeploySchema.model_validate(config)
     return config

@@ -44,10 +44,11 @@ class Decision:
 
 
 class Autoscaler:
-    def __init__(self, policy: ScalePolicy, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, policy: ScalePolicy, start: int, clock: Callable[[], float] = time.monotonic) -> None:
+        """`start`: the processors running at first, which count as wanted now (no scale-down at start-up)."""
         self.policy = policy
         self._clock = clock
-        self._wanted: deque[tuple[float, int]] = deque()
+        self._wanted: deque[tuple[float, int]] = deque([(clock(), start)])
 
     def decide(self, backlog: int, oldest_wait_s: float | None, current: int) -> Decision:
         p = self.policy

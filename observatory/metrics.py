@@ -70,6 +70,14 @@ class Metrics:
         self.queue_consumers = Gauge("observatory_queue_consumers", "Consumers per queue.", tag_keys=("queue",))
         self.store_up = Gauge("observatory_store_up", "1 when the backend answers, else 0.", tag_keys=("backend",))
         self.dead_letters = Gauge("observatory_dead_letters", "Entries in the dead-letter table.")
+        self.processors_desired = Gauge("observatory_processors_desired", "Processors the autoscaler wants.")
+        self.processors_actual = Gauge("observatory_processors_actual", "Processors alive at the last check.")
+        self.autoscaler_backlog = Gauge(
+            "observatory_autoscaler_backlog", "Ready messages (jobs and inline queues) at the last decision."
+        )
+        self.scalings = Counter(
+            "observatory_processor_scalings", "Autoscaling changes of the processor count.", tag_keys=("direction",)
+        )
         self.refusals = Counter(
             "observatory_jobs_refused",
             "Jobs refused at submission by admission control: RateLimited (429) or Overloaded (503).",

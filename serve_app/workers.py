@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +21,7 @@ from actors.processor import ProcessorActor
 from actors.supervisor import ActorSpec, Supervisor
 from contracts.workers import WorkerActor, WorkerKind, WorkersStatus, WorkerState
 from observatory import backends, logs, retention
+from observatory.autoscaling import Autoscaler, Decision, ScalePolicy
 from observatory.errors import BackendUnavailable
 from observatory.events import producer
 from observatory.metrics import metrics
@@ -31,13 +32,26 @@ from observatory.topology import QUEUES
 log = logging.getLogger(__name__)
 
 ACTOR_NAMESPACE = "observatory"
+DRAIN_SLACK_S = 30.0  # past a processor's own drain limit, the supervisor waits this long before killing it
 
 
 class WorkersArgs(BaseModel):
     """The `args` of the workers application in serve_app/config.yaml."""
 
     model_config = ConfigDict(extra="forbid")
-    processors: int = Field(default=2, ge=1, le=256)
+    processors: int = Field(default=2, ge=1, le=256, description="Processors at start (kept within min..max).")
+    min_processors: int | None = Field(default=None, ge=1, le=256, description="Default: `processors`.")
+    max_processors: int | None = Field(
+        default=None, ge=1, le=256, description="Default: `processors`; above `min_processors` the backlog decides."
+    )
+    target_backlog: int = Field(default=100, ge=1, le=1_000_000, description="Ready messages per processor.")
+    max_wait_s: float = Field(default=30.0, gt=0, le=3600, description="A job waiting longer adds a processor.")
+    scale_down_window_s: float = Field(
+        default=60.0, ge=0, le=3600, description="Scale down only to the most wanted over this window."
+    )
+    drain_s: float = Field(
+        default=300.0, gt=0, le=3600, description="How long a processor scaled down may finish the jobs it holds."
+    )
     aggregators: int = Field(default=1, ge=1, le=64)
     prefetch: int = Field(default=4, ge=1, le=256, description="Isolated jobs (Ray tasks) in flight per processor.")
     batch_size: int = Field(default=64, ge=1, le=1000, description="Inline jobs per micro-batch of a processor.")
@@ -50,20 +64,50 @@ class WorkersArgs(BaseModel):
     )
 
 
-def _specs(args: WorkersArgs) -> list[ActorSpec]:
-    def make(cls: Any, kind: WorkerKind, name: str, *actor_args: Any) -> ActorSpec:
-        options = {"name": name, "namespace": ACTOR_NAMESPACE, "resources": args.placement}
-        return ActorSpec(name, lambda: cls.options(**options).remote(name, *actor_args), kind.value)
+def _spec(cls: Any, kind: WorkerKind, name: str, placement: dict[str, float], *actor_args: Any) -> ActorSpec:
+    # SPREAD: the pipeline's actors go to different nodes where there are several, so losing one node
+    # leaves the others working, and the inline jobs they run use every node.
+    options = {"name": name, "namespace": ACTOR_NAMESPACE, "resources": placement, "scheduling_strategy": "SPREAD"}
+    return ActorSpec(name, lambda: cls.options(**options).remote(name, *actor_args), kind.value)
 
-    processors = [
-        make(ProcessorActor, WorkerKind.PROCESSOR, f"processor-{i}", args.prefetch, args.batch_size, args.placement)
-        for i in range(args.processors)
-    ]
-    aggregators = [
-        make(AggregatorActor, WorkerKind.AGGREGATOR, f"aggregator-{i}", args.event_prefetch)
+
+def processor_spec(args: WorkersArgs, name: str) -> ActorSpec:
+    return _spec(
+        ProcessorActor,
+        WorkerKind.PROCESSOR,
+        name,
+        args.placement,
+        args.prefetch,
+        args.batch_size,
+        args.placement,
+        args.drain_s,
+    )
+
+
+def aggregator_specs(args: WorkersArgs) -> list[ActorSpec]:
+    return [
+        _spec(AggregatorActor, WorkerKind.AGGREGATOR, f"aggregator-{i}", args.placement, args.event_prefetch)
         for i in range(args.aggregators)
     ]
-    return processors + aggregators
+
+
+def scale_policy(args: WorkersArgs) -> ScalePolicy:
+    low = args.min_processors or args.processors
+    high = args.max_processors or max(args.processors, low)
+    return ScalePolicy(low, high, args.target_backlog, args.max_wait_s, args.scale_down_window_s)
+
+
+def resized(processors: list[str], count: int, taken: set[str]) -> list[str]:
+    """The processor names to keep for `count`: the oldest kept when shrinking (the newest are drained), the
+    lowest free numbers added when growing (a name still draining is not free)."""
+    if count <= len(processors):
+        return processors[:count]
+    out, i = list(processors), 0
+    while len(out) < count:
+        if (name := f"processor-{i}") not in taken and name not in out:
+            out.append(name)
+        i += 1
+    return out
 
 
 def worker_actor(info: dict[str, Any]) -> WorkerActor:
@@ -109,10 +153,14 @@ class Workers:
         self._backends = backends.build(settings, pool_size=2)
         self._backends.setup()
         self._source = producer("sweeper", settings.instance_id)
-        # The processors wanted now: the one number an autoscaler would change (within min..max).
-        self._desired = args.processors
-        self._bounds = (args.processors, args.processors)
-        self._supervisor = Supervisor(_specs(args))
+        self._policy = scale_policy(args)
+        # The processors wanted now: the one number the autoscaler changes (within min..max).
+        self._desired = min(max(args.processors, self._policy.min), self._policy.max)
+        self._autoscaler = Autoscaler(self._policy, self._desired)
+        self._bounds = (self._policy.min, self._policy.max)
+        self._decision: Decision | None = None
+        self._processors = [f"processor-{i}" for i in range(self._desired)]
+        self._supervisor = Supervisor(self._all_specs(), drain_limit_s=args.drain_s + DRAIN_SLACK_S)
         self._supervisor.reconcile()  # create the actors before the replica reports healthy
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
@@ -122,10 +170,42 @@ class Workers:
             self._retention = threading.Thread(target=self._retain, name="retention", daemon=True)
             self._retention.start()
 
+    def _all_specs(self) -> list[ActorSpec]:
+        return [processor_spec(self._args, name) for name in self._processors] + aggregator_specs(self._args)
+
+    def _scale(self) -> None:
+        """One autoscaling decision from the backlog; a change resizes the supervisor's set (drains the extra)."""
+        if self._policy.fixed:
+            return
+        b = self._backends
+        backlog = b.bus.depth("jobs") + b.bus.depth("inline")
+        oldest = b.jobs.oldest_pending()
+        waited = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else None
+        d = self._autoscaler.decide(backlog, waited, len(self._processors))
+        self._decision = d
+        m = metrics()
+        m.processors_desired.set(d.desired)
+        m.autoscaler_backlog.set(backlog)
+        if d.desired != len(self._processors):
+            log.warning(
+                "scaling processors %d -> %d: %s",
+                len(self._processors),
+                d.desired,
+                d.reason,
+                extra={"desired": d.desired, "actual": len(self._processors), "backlog": backlog},
+            )
+            m.scalings.inc(tags={"direction": "up" if d.desired > len(self._processors) else "down"})
+            self._processors = resized(self._processors, d.desired, self._supervisor.names())
+            self._desired = d.desired
+            self._supervisor.resize(self._all_specs())
+
     def _watch(self) -> None:
         while not self._stop.wait(self._args.check_interval_s):
             try:
-                self._supervisor.reconcile()
+                self._scale()
+                infos = self._supervisor.reconcile()
+                alive = sum(1 for i in infos.values() if i.get("kind") == "processor" and i["state"] == "alive")
+                metrics().processors_actual.set(alive)
                 sample(self._backends)
                 sweep(self._backends.jobs, self._backends.bus, self._source, self._settings.sweep_after_s)
             except BackendUnavailable as e:
@@ -141,7 +221,10 @@ class Workers:
         """The processors and aggregators as of the supervisor's last pass (a WorkersStatus as JSON). Called
         through a DeploymentHandle (`GET /read/workers`); it never waits on an actor."""
         checked_at, infos = self._supervisor.snapshot()
-        return workers_status(checked_at, infos, self._desired, self._bounds).model_dump(mode="json")
+        status = workers_status(checked_at, infos, self._desired, self._bounds)
+        if (d := self._decision) is not None:
+            status.backlog, status.oldest_wait_s, status.reason = d.backlog, d.oldest_wait_s, d.reason
+        return status.model_dump(mode="json")
 
     def check_health(self) -> None:
         if not self._thread.is_alive():

@@ -15,10 +15,10 @@ class Clock:
         return self.now
 
 
-def scaler(**policy: float) -> tuple[Autoscaler, Clock]:
+def scaler(start: int = 1, **policy: float) -> tuple[Autoscaler, Clock]:
     clock = Clock()
     fields = {"min": 1, "max": 4, "target_backlog": 100, "max_wait_s": 30.0, "down_window_s": 60.0, **policy}
-    return Autoscaler(ScalePolicy(**fields), clock), clock  # type: ignore[arg-type]
+    return Autoscaler(ScalePolicy(**fields), start, clock), clock  # type: ignore[arg-type]
 
 
 def test_one_processor_per_target_backlog_within_min_and_max():
@@ -43,6 +43,14 @@ def test_up_at_once_down_only_after_the_window():
     assert down.desired == 1
 
 
+def test_the_count_at_start_up_stays_for_a_window_before_any_scale_down():
+    a, clock = scaler(start=3)
+
+    assert a.decide(0, None, 3).desired == 3
+    clock.now = 61
+    assert a.decide(0, None, 3).desired == 1
+
+
 def test_a_backlog_that_comes_and_goes_keeps_the_count():
     a, clock = scaler()
     for t in range(0, 120, 10):
@@ -64,3 +72,18 @@ def test_a_long_wait_asks_for_one_more_than_running():
 def test_bounds_must_make_sense(low, high):
     with pytest.raises(ValueError, match="min_processors"):
         ScalePolicy(min=low, max=high)
+
+
+def test_scaling_down_drains_the_newest_and_up_reuses_free_names():
+    from serve_app.workers import resized
+
+    kept = ["processor-0", "processor-1", "processor-2"]
+
+    assert resized(kept, 1, set(kept)) == ["processor-0"]
+    # processor-1 and -2 are still draining: their names are not free yet
+    assert resized(["processor-0"], 3, {"processor-0", "processor-1", "processor-2"}) == [
+        "processor-0",
+        "processor-3",
+        "processor-4",
+    ]
+    assert resized(["processor-0"], 2, {"processor-0"}) == ["processor-0", "processor-1"]

@@ -61,6 +61,7 @@ def test_the_task_asks_ray_for_the_amounts_and_the_placement():
         "num_gpus": 0,
         "memory": 64 * 1024 * 1024,
         "resources": {"ssd": 1, "observatory-worker": 0.01},
+        "scheduling_strategy": "SPREAD",
     }
 
 
