@@ -156,7 +156,7 @@ def test_a_job_that_no_node_can_run_says_why_and_can_be_cancelled(stack):
 
 def test_a_backlog_scales_processors_up_to_max_and_back_to_min_and_every_job_runs_once(stack):
     api, truth, _ = stack
-    ids = batch(api, [{"type": "sleep", "payload": {"seconds": 0.2}}] * 2000)
+    ids = batch(api, [{"type": "sleep", "payload": {"seconds": 0.1}}] * 2000)
     seen_draining: list[dict[str, Any]] = []
 
     def scaled(count: int) -> dict[str, Any] | None:
