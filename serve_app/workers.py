@@ -203,6 +203,11 @@ class Workers:
         while not self._stop.wait(self._args.check_interval_s):
             try:
                 self._scale()
+            except BackendUnavailable as e:  # no backlog to read: keep the count, supervise anyway
+                log.warning("autoscaling pass skipped: %s", e)
+            except Exception:
+                log.exception("autoscaling pass failed")
+            try:
                 infos = self._supervisor.reconcile()
                 alive = sum(1 for i in infos.values() if i.get("kind") == "processor" and i["state"] == "alive")
                 metrics().processors_actual.set(alive)

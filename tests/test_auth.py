@@ -85,6 +85,7 @@ def config(with_workers: bool) -> dict[str, Any]:
     c["http_options"]["host"] = "0.0.0.0"
     for app in c["applications"]:
         if app["name"] == "gateway":
+            app["deployments"][0].pop("autoscaling_config", None)
             app["deployments"][0]["num_replicas"] = 2
     if not with_workers:
         c["applications"] = [a for a in c["applications"] if a["name"] != "workers"]
