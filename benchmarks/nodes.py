@@ -26,6 +26,7 @@ import yaml
 from benchmarks import cleanup, observatory_load
 from benchmarks.measure import BenchError
 from benchmarks.ray_cluster import API, CONFIG, CONNECTIONS, DASHBOARD, RAY_GCS_PORT, ROOT, _wait_ready, fresh_namespace
+from observatory.serve_ingress import ray_env
 
 OFFER = {"observatory-worker": 1000.0}
 JOBS = {
@@ -51,8 +52,7 @@ def cluster(nodes: int, cpus: int, processors: int, namespace: str) -> Iterator[
     from ray.cluster_utils import Cluster
 
     env = {
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_AUTH_MODE": "disabled",
+        **ray_env({}),
         "OBSERVATORY_NAMESPACE": namespace,
         "OBSERVATORY_RATE_LIMIT": "1000000",
         "OBSERVATORY_RATE_BURST": "1000000",

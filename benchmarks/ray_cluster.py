@@ -19,6 +19,7 @@ import httpx
 import yaml
 
 from benchmarks.measure import BenchError
+from observatory.serve_ingress import ray_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve_app" / "config.yaml"
@@ -83,9 +84,7 @@ def _wait_ready(timeout_s: float = READY_TIMEOUT_S) -> None:
 
 def _env(mode: str, namespace: str, data_dir: Path) -> dict[str, str]:
     env = {
-        **os.environ,
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_AUTH_MODE": "disabled",
+        **ray_env(),
         "OBSERVATORY_NAMESPACE": namespace,
         "OBSERVATORY_DATA_DIR": str(data_dir),
         # The rate limit stays on (its bucket is paid for on every submission) but far above what is offered:

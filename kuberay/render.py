@@ -23,6 +23,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from kuberay.profile import PROFILE, PYTHON_TAG, RAY_VERSION, WORKER_RESOURCE, Pod, Profile
 from kuberay.secret import ADMIN_KEY
+from observatory.serve_ingress import SERVE_INGRESS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERAY = ROOT / "kuberay"
@@ -121,6 +122,8 @@ def _env(profile: Profile) -> list[dict[str, Any]]:
         {"name": "RAY_GRAFANA_HOST", "value": "http://grafana:3000"},
         {"name": "RAY_PROMETHEUS_HOST", "value": "http://prometheus:9090"},
         {"name": "RAY_GRAFANA_IFRAME_HOST", "value": f"http://localhost:{profile.host_ports['grafana']}"},
+        # Serve's HTTP through HAProxy straight to the ingress replicas (observatory/serve_ingress.py).
+        *({"name": k, "value": v} for k, v in SERVE_INGRESS_ENV.items()),
     ]
 
 

@@ -25,6 +25,7 @@ from observatory import backends, views
 from observatory.errors import ObservatoryError
 from observatory.keys_cli import app as keys_app
 from observatory.migrate_cli import migrate
+from observatory.serve_ingress import ray_env
 from observatory.settings import MIN_RETENTION_S, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,8 +110,7 @@ def up(
         fail(f"port {port} on 127.0.0.1 is in use: stop whatever listens there (another `observatory up`?)")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = settings.data_dir / "serve.log"
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "OBSERVATORY_DATA_DIR": str(settings.data_dir)}
-    env.setdefault("RAY_AUTH_MODE", "disabled")  # the cluster listens on loopback only
+    env = ray_env(OBSERVATORY_DATA_DIR=str(settings.data_dir))  # loopback only; HTTP via HAProxy
     typer.echo("backends: " + ", ".join(f"{k}={v}" for k, v in backends.describe(settings).items()))
     typer.echo(f"starting the observatory (log: {log})")
     with log.open("ab") as out:

@@ -4,10 +4,18 @@ Serve replicas and actors run in Ray worker processes, so the metrics are `ray.u
 Ray's metrics agent exports them on each node's metrics port (Prometheus finds the ports in the
 service-discovery file Ray writes, see observability/prometheus.yml). Ray prefixes every name with
 `ray_`. Nothing is created at import time: a process creates its `Metrics` when it starts.
+
+Recording a Ray metric point is a call into Ray's core worker that costs a request or a job more than the
+rest of its bookkeeping, so points are kept in memory (counter increments summed, gauge values replaced,
+histogram observations listed) and recorded by one thread every FLUSH_S; Ray's agent exports every few
+seconds anyway, so nothing shows later than it would have.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -19,11 +27,68 @@ OTHER = "other"  # the label value for anything outside the known set, so label 
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 DURATION_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600]
 LAG_BUCKETS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60]
+FLUSH_S = 1.0
+MAX_OBSERVATIONS = 50_000  # per histogram and label set between two flushes; beyond that they are dropped
+
+log = logging.getLogger(__name__)
+Tags = tuple[tuple[str, str], ...]
+
+
+class PointBuffer:
+    """Metric points in memory until `flush` records them (the flusher thread calls it every `interval_s`)."""
+
+    def __init__(self, interval_s: float | None = FLUSH_S) -> None:
+        self._lock = threading.Lock()
+        self._adds: defaultdict[tuple[Counter, Tags], float] = defaultdict(float)
+        self._sets: dict[tuple[Gauge, Tags], float] = {}
+        self._observed: defaultdict[tuple[Histogram, Tags], list[float]] = defaultdict(list)
+        if interval_s is not None:
+            threading.Thread(target=self._flush_every, args=(interval_s,), name="metrics-flush", daemon=True).start()
+
+    def inc(self, metric: Counter, value: float, tags: dict[str, str] | None = None) -> None:
+        with self._lock:
+            self._adds[metric, _key(tags)] += value
+
+    def set(self, metric: Gauge, value: float, tags: dict[str, str] | None = None) -> None:
+        with self._lock:
+            self._sets[metric, _key(tags)] = value
+
+    def observe(self, metric: Histogram, value: float, tags: dict[str, str] | None = None) -> None:
+        with self._lock:
+            values = self._observed[metric, _key(tags)]
+            if len(values) < MAX_OBSERVATIONS:
+                values.append(value)
+
+    def flush(self) -> None:
+        with self._lock:
+            adds, sets, observed = self._adds, self._sets, self._observed
+            self._adds, self._sets, self._observed = defaultdict(float), {}, defaultdict(list)
+        for (counter, tags), value in adds.items():
+            counter.inc(value, tags=dict(tags))
+        for (gauge, tags), value in sets.items():
+            gauge.set(value, tags=dict(tags))
+        for (histogram, tags), values in observed.items():
+            t = dict(tags)
+            for value in values:
+                histogram.observe(value, tags=t)
+
+    def _flush_every(self, interval_s: float) -> None:
+        stop = threading.Event()
+        while not stop.wait(interval_s):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - a bad point must not stop every later one
+                log.exception("recording metrics failed")
+
+
+def _key(tags: dict[str, str] | None) -> Tags:
+    return tuple(tags.items()) if tags else ()
 
 
 class Metrics:
-    def __init__(self, job_types: Iterable[str]) -> None:
+    def __init__(self, job_types: Iterable[str], buffer: PointBuffer | None = None) -> None:
         self._types = frozenset(job_types)
+        self._points = buffer or PointBuffer()
         self.http_requests = Counter(
             "observatory_http_requests",
             "HTTP requests by app, route template, method and status.",
@@ -96,44 +161,46 @@ class Metrics:
         return name if name in self._types else OTHER
 
     def request(self, app: str, route: str, method: str, status: int, seconds: float) -> None:
-        self.http_requests.inc(1, tags={"app": app, "route": route, "method": method, "status": str(status)})
-        self.http_latency.observe(seconds, tags={"app": app, "route": route})
+        self._points.inc(
+            self.http_requests, 1, tags={"app": app, "route": route, "method": method, "status": str(status)}
+        )
+        self._points.observe(self.http_latency, seconds, tags={"app": app, "route": route})
 
     def submitted(self, job_type: str, outcome: str) -> None:
-        self.submissions.inc(1, tags={"type": self.job_type(job_type), "outcome": outcome})
+        self._points.inc(self.submissions, 1, tags={"type": self.job_type(job_type), "outcome": outcome})
 
     def refused(self, reason: str, jobs: int) -> None:
-        self.refusals.inc(jobs, tags={"reason": reason})
+        self._points.inc(self.refusals, jobs, tags={"reason": reason})
 
     def backlog(self, unfinished: int) -> None:
-        self.unfinished.set(unfinished)
+        self._points.set(self.unfinished, unfinished)
 
     def attempt_started(self, job_type: str) -> None:
-        self.attempts.inc(1, tags={"type": self.job_type(job_type)})
+        self._points.inc(self.attempts, 1, tags={"type": self.job_type(job_type)})
 
     def attempt_finished(self, job_type: str, status: JobStatus, seconds: float, timed_out: bool) -> None:
         t = {"type": self.job_type(job_type)}
-        self.processed.inc(1, tags={**t, "outcome": status.value.lower()})
-        self.duration.observe(seconds, tags=t)
+        self._points.inc(self.processed, 1, tags={**t, "outcome": status.value.lower()})
+        self._points.observe(self.duration, seconds, tags=t)
         if status is JobStatus.RETRYING:
-            self.retries.inc(1, tags=t)
+            self._points.inc(self.retries, 1, tags=t)
         elif status is JobStatus.DEAD_LETTERED:
-            self.dead_lettered.inc(1, tags=t)
+            self._points.inc(self.dead_lettered, 1, tags=t)
         if timed_out:
-            self.timeouts.inc(1, tags=t)
+            self._points.inc(self.timeouts, 1, tags=t)
 
     def retained(self, jobs: int, events: int) -> None:
         """One batch of retention (a Ray counter takes only positive increments)."""
         for kind, n in (("jobs", jobs), ("events", events)):
             if n > 0:
-                self.retention_removed.inc(n, tags={"kind": kind})
+                self._points.inc(self.retention_removed, n, tags={"kind": kind})
 
     def event(self, event_type: str, duplicate: bool, lag_s: float) -> None:
         t = {"event_type": event_type}
-        self.events.inc(1, tags=t)
-        self.event_lag.observe(max(lag_s, 0.0), tags=t)
+        self._points.inc(self.events, 1, tags=t)
+        self._points.observe(self.event_lag, max(lag_s, 0.0), tags=t)
         if duplicate:
-            self.duplicates.inc(1, tags=t)
+            self._points.inc(self.duplicates, 1, tags=t)
 
 
 @lru_cache(maxsize=1)

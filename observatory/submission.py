@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -24,9 +24,20 @@ class Accepted:
     created: bool  # False: an idempotency key matched an earlier job, which is returned instead
 
 
+Mark = Callable[[Sequence[uuid.UUID]], None]
+
+
 class SubmissionService:
-    def __init__(self, jobs: JobStore, bus: Bus, registry: Registry, source: Producer) -> None:
+    """`mark`: how published jobs are marked so (default: `jobs.mark_published` before answering). The
+    gateway hands the marks to a background group instead: the mark only spares the sweeper a second publish
+    (same event ids, so a late or lost mark costs a duplicate delivery the processors skip, never a job), and
+    is not worth a round trip on every accepted request."""
+
+    def __init__(
+        self, jobs: JobStore, bus: Bus, registry: Registry, source: Producer, mark: Mark | None = None
+    ) -> None:
         self._jobs, self._bus, self._registry, self._source = jobs, bus, registry, source
+        self._mark = mark or jobs.mark_published
 
     def validate(self, submissions: Sequence[JobSubmission], batch: bool) -> list[NewJob]:
         """Check every submission before any is stored (a batch is all-or-nothing)."""
@@ -61,7 +72,7 @@ class SubmissionService:
         if not created:
             return
         try:
-            publish_work(self._jobs, self._bus, [c.job for c in created], self._source)
+            publish_work(self._jobs, self._bus, [c.job for c in created], self._source, self._mark)
         except BusUnavailable as e:
             # The jobs are safe in the store as PENDING and unpublished; the sweeper publishes them later.
             log.warning("publish failed, %d job(s) left for the sweeper: %s", len(created), e)
@@ -110,9 +121,9 @@ def sweep(jobs: JobStore, bus: Bus, source: Producer, older_than_s: float, limit
     return len(stale)
 
 
-def publish_work(jobs: JobStore, bus: Bus, work: Sequence[Job], source: Producer) -> None:
+def publish_work(jobs: JobStore, bus: Bus, work: Sequence[Job], source: Producer, mark: Mark | None = None) -> None:
     """Put the jobs on the work queues in one publish, then mark them published (a crash in between only
     means the sweeper publishes them again, with the same event ids)."""
     if work:
         bus.publish_many([work_message(job, source) for job in work])
-        jobs.mark_published([job.id for job in work])
+        (mark or jobs.mark_published)([job.id for job in work])

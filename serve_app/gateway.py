@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: FastAPI must see real types on the Serve ingress methods.
 
 import asyncio
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 from uuid import UUID
@@ -90,14 +91,27 @@ class Gateway:
         self._keys = auth.install(settings)
         self._admission = Admission(settings, self._backends.counters, self._backends.jobs)
         self._registry = default_registry()
+        # Published marks of every request go in one UPDATE now and then, off the answer's path.
+        self._marks: GroupCommit[list[UUID], None] = GroupCommit(self._mark_many, GROUP_MAX, 1, "mark-published")
         self._service = SubmissionService(
-            self._backends.jobs, self._backends.bus, self._registry, producer("gateway", settings.instance_id)
+            self._backends.jobs,
+            self._backends.bus,
+            self._registry,
+            producer("gateway", settings.instance_id),
+            mark=self._mark,
         )
         self._pool = ThreadPoolExecutor(max_workers=SUBMIT_THREADS, thread_name_prefix="submit")
         # Concurrent single submits share one transaction and one publish (group commit).
         self._singles = GroupCommit(
             self._service.submit_many, GROUP_MAX, GROUP_THREADS, "submit-group", alone_on=(InvalidSubmission,)
         )
+
+    def _mark(self, job_ids: Sequence[UUID]) -> None:
+        self._marks.submit(list(job_ids))
+
+    def _mark_many(self, groups: Sequence[list[UUID]]) -> list[None]:
+        self._backends.jobs.mark_published([job_id for ids in groups for job_id in ids])
+        return [None] * len(groups)
 
     def _validate(self, submissions: list[JobSubmission], batch: bool) -> list[NewJob]:
         try:

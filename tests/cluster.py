@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from observatory.serve_ingress import ray_env
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve_app" / "config.yaml"
 API = "http://127.0.0.1:8000"
@@ -68,7 +70,7 @@ def _head(env: dict[str, str], cpus: str) -> None:
 
 
 def _env(extra_env: dict[str, str], drop: tuple[str, ...] = ()) -> dict[str, str]:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", **extra_env}
+    env = ray_env(**extra_env)
     for name in drop:
         env.pop(name, None)
     return env
@@ -120,7 +122,7 @@ def multi_node_cluster(
     env = _env(extra_env)
     _run([str(BIN / "ray"), "stop", "--force"], env, check=False)
     saved = dict(os.environ)
-    os.environ.update(extra_env)  # the nodes' processes (and the workers they spawn) inherit this
+    os.environ.update(env)  # the nodes' processes (and the workers they spawn) inherit this
     cluster = None
     try:
         cluster = Cluster(
