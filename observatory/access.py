@@ -132,6 +132,17 @@ class Guard:
             return False
         return self._mode == "required" or not is_loopback(self._host) or bool(self._table())
 
+    def open_now(self) -> bool:
+        """True when keys are surely not needed and answering so needs no store round trip: disabled, or open
+        on loopback while the cached key table is fresh and empty. The caller may then skip `identify`'s
+        thread hop; False says nothing (ask `identify`)."""
+        if self._mode == "disabled":
+            return True
+        if self._mode == "required" or not is_loopback(self._host):
+            return False
+        with self._lock:
+            return time.monotonic() - self._loaded <= CACHE_S and not self._keys
+
     def identify(self, token: str | None) -> Principal:
         """Who `token` is: OPEN while keys are not needed, else the key's principal; Unauthorized when the
         key is missing, unknown, revoked or expired. Messages never repeat the token."""

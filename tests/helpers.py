@@ -104,3 +104,15 @@ def assert_backends(api: httpx.Client, real: bool) -> None:
         assert using == REAL_BACKENDS, using
     else:
         assert all(v.startswith("embedded") for v in using.values()), using
+
+
+def tcp_listeners() -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket on this machine (IPv4 from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A":  # LISTEN
+            hex_ip, hex_port = local.split(":")
+            ip = ".".join(str(int(hex_ip[i : i + 2], 16)) for i in (6, 4, 2, 0))  # little-endian
+            found.add((ip, int(hex_port, 16)))
+    return found

@@ -9,11 +9,13 @@ from contracts import JobStatus, Stats
 from observatory import backends
 from observatory.settings import Settings
 from tests.cluster import serve_cluster
-from tests.helpers import CONNECTIONS, assert_backends, scratch, settled, wait_for
+from tests.helpers import CONNECTIONS, assert_backends, scratch, settled, tcp_listeners, wait_for
 
 pytestmark = pytest.mark.e2e
 
 JOBS = 40
+API_PORT = 8000
+HAPROXY_PORTS = {API_PORT, 8404}  # the API, Ray's HAProxy stats page
 
 
 @pytest.mark.parametrize("mode", ["real", "embedded"])
@@ -32,7 +34,13 @@ def test_restart_mid_run_finishes_every_job_and_counts_it_once(mode, settings, t
         body = {"jobs": [{"type": "sleep", "payload": {"seconds": 2.0}}] * JOBS}
         ids = [a["job_id"] for a in httpx.post(f"{url}/api/jobs/batch", json=body, timeout=60).json()["accepted"]]
         wait_for(lambda: truth.jobs.counts()[0].get(("sleep", JobStatus.COMPLETED), 0) >= 5, "some jobs done", 60)
-    # When every Ray process was killed in the middle
+        # (HTTP comes in through HAProxy, and every listener it opens is on loopback)
+        assert HAPROXY_PORTS & {port for _, port in tcp_listeners()}
+        assert {(ip, port) for ip, port in tcp_listeners() if port in HAPROXY_PORTS} <= {
+            ("127.0.0.1", p) for p in HAPROXY_PORTS
+        }
+    # When every Ray process was killed in the middle (HAProxy with them: the API port is free again)
+    wait_for(lambda: API_PORT not in {port for _, port in tcp_listeners()}, "port 8000 free after a hard stop", 15)
     counts, _ = truth.jobs.counts()
     assert counts.get(("sleep", JobStatus.COMPLETED), 0) < JOBS, "stopped too late to test anything"
 

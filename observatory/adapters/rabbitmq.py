@@ -2,7 +2,7 @@
 
 pika is not thread-safe, so every thread that publishes gets its own connection (a thread-local), and a
 consumer owns the connection of the thread that calls `consume`. Handlers may run on other threads:
-their acks are handed back to the consumer thread with `add_callback_threadsafe`.
+their acks are handed back to the consumer thread with `add_callback_threadsafe`, coalesced (see _Settler).
 """
 
 from __future__ import annotations
@@ -33,39 +33,79 @@ DELAY_BUCKET_FACTOR = 1.25
 DELAY_BUCKETS = int(math.log(2**32, DELAY_BUCKET_FACTOR)) + 1
 
 
-class _Held:
-    """How many deliveries of one consumer are neither acked nor rejected yet."""
+class _Settler:
+    """One consumer's acks and rejects, sent from its connection's thread. Acks from handler threads are
+    collected, and one callback sends whatever has collected by the time it runs: a single `basic.ack
+    multiple` up to the highest tag below which every delivery is acked, then the rest one by one. A
+    micro-batch of 64 messages costs the broker one ack frame, not 64. `held`: deliveries not yet settled."""
 
-    def __init__(self) -> None:
+    def __init__(self, conn: pika.BlockingConnection, ch: BlockingChannel) -> None:
+        self._conn, self._ch = conn, ch
         self._lock = threading.Lock()
-        self.count = 0
+        self._acked: list[int] = []
+        self._flush_due = False
+        self._open: dict[int, None] = {}  # unsettled tags in delivery order (connection thread only)
+        self.held = 0
 
-    def add(self, n: int) -> None:
+    def delivered(self, tag: int) -> None:
+        """Connection thread: a new delivery."""
+        self._open[tag] = None
         with self._lock:
-            self.count += n
+            self.held += 1
 
+    def ack(self, tag: int) -> None:
+        with self._lock:
+            self.held -= 1
+            self._acked.append(tag)
+            if self._flush_due:
+                return
+            self._flush_due = True
+        self._call(self._flush)
 
-class _PikaDelivery:
-    def __init__(
-        self, conn: pika.BlockingConnection, ch: BlockingChannel, tag: int, body: bytes, redelivered: bool, held: _Held
-    ) -> None:
-        self.body = body
-        self.redelivered = redelivered
-        self._conn, self._ch, self._tag, self._held = conn, ch, tag, held
+    def reject(self, tag: int, requeue: bool) -> None:
+        with self._lock:
+            self.held -= 1
+        self._call(functools.partial(self._reject, tag, requeue))
 
-    def _settle(self, fn: Callable[[], None]) -> None:
+    def _call(self, fn: Callable[[], None]) -> None:
         try:
             self._conn.add_callback_threadsafe(fn)
         except AMQPError:
-            pass  # connection gone: the broker redelivers the unacked message, which is what we want
-        finally:
-            self._held.add(-1)
+            pass  # connection gone: the broker redelivers the unsettled messages, which is what we want
+
+    def _reject(self, tag: int, requeue: bool) -> None:
+        self._open.pop(tag, None)
+        self._ch.basic_reject(tag, requeue=requeue)
+
+    def _flush(self) -> None:
+        with self._lock:
+            acked, self._acked, self._flush_due = set(self._acked), [], False
+        upto = None
+        for tag in self._open:  # ascending: the tags of one channel only grow
+            if tag not in acked:
+                break
+            upto = tag
+        if upto is not None:
+            self._ch.basic_ack(upto, multiple=True)
+            for tag in [t for t in self._open if t <= upto]:
+                del self._open[tag]
+                acked.discard(tag)
+        for tag in sorted(acked):
+            self._open.pop(tag, None)
+            self._ch.basic_ack(tag)
+
+
+class _PikaDelivery:
+    def __init__(self, settler: _Settler, tag: int, body: bytes, redelivered: bool) -> None:
+        self.body = body
+        self.redelivered = redelivered
+        self._settler, self._tag = settler, tag
 
     def ack(self) -> None:
-        self._settle(functools.partial(self._ch.basic_ack, self._tag))
+        self._settler.ack(self._tag)
 
     def reject(self, requeue: bool) -> None:
-        self._settle(functools.partial(self._ch.basic_reject, self._tag, requeue=requeue))
+        self._settler.reject(self._tag, requeue)
 
 
 class RabbitBus:
@@ -198,21 +238,21 @@ class RabbitBus:
             conn = pika.BlockingConnection(self._params)
         except AMQPError as e:
             raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
-        held = _Held()
         try:
             ch = conn.channel()
             ch.basic_qos(prefetch_count=prefetch)
+            settler = _Settler(conn, ch)
 
             def deliver(ch: BlockingChannel, method: pika.spec.Basic.Deliver, _props: object, body: bytes) -> None:
-                held.add(1)
-                on_message(_PikaDelivery(conn, ch, method.delivery_tag, body, bool(method.redelivered), held))
+                settler.delivered(method.delivery_tag)
+                on_message(_PikaDelivery(settler, method.delivery_tag, body, bool(method.redelivered)))
 
             tag = ch.basic_consume(self.queue_name(queue), deliver)
             while not stop.is_set():
                 conn.process_data_events(time_limit=POLL_S)
             ch.basic_cancel(tag)  # no new deliveries; those in hand may still be settled for `drain_s`
             deadline = time.monotonic() + drain_s
-            while held.count > 0 and time.monotonic() < deadline:
+            while settler.held > 0 and time.monotonic() < deadline:
                 conn.process_data_events(time_limit=POLL_S)
             conn.process_data_events(time_limit=0)  # send acks queued by handler threads before closing
         except AMQPError as e:

@@ -163,3 +163,19 @@ def test_a_new_key_works_at_once_and_made_up_ids_cost_a_bounded_few_queries(keys
         with pytest.raises(Unauthorized):
             guard.check(api_keys.new_key(), ("read",))
     assert len(lookups) <= access.MISS_LOOKUPS_PER_S
+
+
+def test_open_now_only_while_a_fresh_table_shows_no_key(keys, monkeypatch):
+    monkeypatch.setattr(access, "CACHE_S", 60.0)
+    guard = Guard(Settings(), keys, "127.0.0.1")
+    assert not guard.open_now()  # nothing read yet: identify must look
+    assert guard.identify(None) is access.OPEN
+    assert guard.open_now()
+    add(keys, ["read"])
+    monkeypatch.setattr(access, "CACHE_S", 0.0)  # the cached table has aged: the new key must be seen
+    assert not guard.open_now()
+    with pytest.raises(Unauthorized):
+        guard.identify(None)
+    assert not guard.open_now()
+    assert not Guard(Settings(), keys, "0.0.0.0").open_now()
+    assert Guard(Settings(OBSERVATORY_AUTH="disabled"), keys, "0.0.0.0").open_now()
