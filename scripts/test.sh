@@ -31,4 +31,4 @@ eval "$(scripts/services.sh env)"
 .venv/bin/python -m contracts.export --check
 .venv/bin/python -m contracts.compat
 .venv/bin/python -m kuberay.render --check
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=15 "$@"

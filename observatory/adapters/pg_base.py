@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,24 +13,6 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from observatory.errors import StoreUnavailable
-
-CHECK_AFTER_IDLE_S = 1.0  # a connection back in the pool for longer is checked (one round trip) before use
-_returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
-
-
-def _stamp_returned(conn: psycopg.Connection[Any]) -> None:
-    _returned[conn] = time.monotonic()
-
-
-def _check_if_idle(conn: psycopg.Connection[Any]) -> None:
-    """The pool's check before handing a connection out: a connection that idled (a server restart may
-    have broken it meanwhile) pays a round trip; one returned moments ago does not, so a busy path is not
-    charged one extra round trip per use. A broken one still fails at its first statement, is discarded by
-    the pool, and the caller gets StoreUnavailable."""
-    if conn.broken or conn.closed:
-        raise psycopg.OperationalError("connection is broken")
-    if time.monotonic() - _returned.get(conn, 0.0) > CHECK_AFTER_IDLE_S:
-        psycopg_pool.ConnectionPool.check_connection(conn)
 
 
 class PostgresSchema:
@@ -47,8 +27,7 @@ class PostgresSchema:
             max_size=max_size,
             timeout=10,
             open=False,
-            check=_check_if_idle,
-            reset=_stamp_returned,
+            check=psycopg_pool.ConnectionPool.check_connection,
             kwargs={"row_factory": dict_row, "connect_timeout": 5},
         )
         self._opened = False
