@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 from ray.util.metrics import Counter, Gauge, Histogram
@@ -64,21 +64,24 @@ class PointBuffer:
             adds, sets, observed = self._adds, self._sets, self._observed
             self._adds, self._sets, self._observed = defaultdict(float), {}, defaultdict(list)
         for (counter, tags), value in adds.items():
-            counter.inc(value, tags=dict(tags))
+            _record(counter.inc, value, tags)
         for (gauge, tags), value in sets.items():
-            gauge.set(value, tags=dict(tags))
+            _record(gauge.set, value, tags)
         for (histogram, tags), values in observed.items():
-            t = dict(tags)
             for value in values:
-                histogram.observe(value, tags=t)
+                _record(histogram.observe, value, tags)
 
     def _flush_every(self, interval_s: float) -> None:
         stop = threading.Event()
         while not stop.wait(interval_s):
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - a bad point must not stop every later one
-                log.exception("recording metrics failed")
+            self.flush()
+
+
+def _record(method: Callable[..., None], value: float, tags: Tags) -> None:
+    try:
+        method(value, tags=dict(tags))
+    except Exception:  # noqa: BLE001 - a bad point must not lose the others
+        log.exception("recording a metric point failed")
 
 
 def _key(tags: dict[str, str] | None) -> Tags:

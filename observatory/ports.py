@@ -137,7 +137,9 @@ class JobStore(Protocol):
     def create(self, jobs: Sequence[NewJob]) -> list[Created]:
         """Insert all jobs atomically as PENDING; an existing idempotency key returns the older job."""
 
-    def mark_published(self, job_ids: Sequence[UUID]) -> None: ...
+    def mark_published(self, job_ids: Sequence[UUID], first_run_only: bool = False) -> None:
+        """`first_run_only`: skip jobs requeued since (a late mark from their first submission must not
+        hide a requeued job from the sweeper)."""
 
     def unpublished(self, older_than_s: float, limit: int) -> list[Job]: ...
 

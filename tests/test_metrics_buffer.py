@@ -69,3 +69,18 @@ def test_observations_beyond_the_cap_are_dropped_not_kept_without_bound() -> Non
         b.observe(any_h, 1.0)
     b.flush()
     assert len(h.calls) == MAX_OBSERVATIONS
+
+
+def test_a_point_that_fails_to_record_loses_no_other() -> None:
+    class Refuses(Recorder):
+        def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+            raise ValueError("refused")
+
+    b, bad, good = _buffer(), Refuses(), Recorder()
+    any_bad: Any = bad
+    any_good: Any = good
+    b.inc(any_bad, 1)
+    b.inc(any_good, 2)
+    b.observe(any_good, 0.5)
+    b.flush()
+    assert good.calls == [("inc", 2, {}), ("observe", 0.5, {})]

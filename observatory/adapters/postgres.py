@@ -89,11 +89,12 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
                 older = {row["idempotency_key"]: _job(row) for row in rows}
         return [Created(new[j.id], True) if j.id in new else Created(older[j.idempotency_key], False) for j in jobs]
 
-    def mark_published(self, job_ids: Sequence[UUID]) -> None:
+    def mark_published(self, job_ids: Sequence[UUID], first_run_only: bool = False) -> None:
         if not job_ids:
             return
+        only = " AND attempt_limit = max_attempts" if first_run_only else ""  # requeue raises attempt_limit
         with self._conn() as conn:
-            conn.execute(self._q("UPDATE {ns}.jobs SET published = true WHERE id = ANY(%s)"), (list(job_ids),))
+            conn.execute(self._q(f"UPDATE {{ns}}.jobs SET published = true WHERE id = ANY(%s){only}"), (list(job_ids),))
 
     def unpublished(self, older_than_s: float, limit: int) -> list[Job]:
         q = self._q(

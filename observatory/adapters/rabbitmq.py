@@ -54,18 +54,27 @@ class _Settler:
             self.held += 1
 
     def ack(self, tag: int) -> None:
-        with self._lock:
-            self.held -= 1
-            self._acked.append(tag)
-            if self._flush_due:
-                return
-            self._flush_due = True
-        self._call(self._flush)
+        # `held` drops only once the ack is in a queued flush: a draining consumer that sees 0 and runs its
+        # last callbacks sends it.
+        try:
+            with self._lock:
+                self._acked.append(tag)
+                if self._flush_due:
+                    return  # the flush already queued takes it
+                self._flush_due = True
+            self._call(self._flush)
+        finally:
+            self._release()
 
     def reject(self, tag: int, requeue: bool) -> None:
+        try:
+            self._call(functools.partial(self._reject, tag, requeue))
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         with self._lock:
             self.held -= 1
-        self._call(functools.partial(self._reject, tag, requeue))
 
     def _call(self, fn: Callable[[], None]) -> None:
         try:

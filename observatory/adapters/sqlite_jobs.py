@@ -100,11 +100,12 @@ class SQLiteJobStore(SingleJobCalls):
                     out.append(Created(_job(found), False))
         return out
 
-    def mark_published(self, job_ids: Sequence[UUID]) -> None:
+    def mark_published(self, job_ids: Sequence[UUID], first_run_only: bool = False) -> None:
         if not job_ids:
             return
+        only = " AND attempt_limit = max_attempts" if first_run_only else ""  # requeue raises attempt_limit
         with self._db.write() as conn:
-            conn.executemany("UPDATE jobs SET published = 1 WHERE id = ?", [(str(i),) for i in job_ids])
+            conn.executemany(f"UPDATE jobs SET published = 1 WHERE id = ?{only}", [(str(i),) for i in job_ids])
 
     def unpublished(self, older_than_s: float, limit: int) -> list[Job]:
         cutoff = now_us() - int(older_than_s * 1_000_000)

@@ -85,3 +85,19 @@ def test_acks_arriving_while_a_flush_is_due_ride_along() -> None:
     assert len(loop.callbacks) == 1  # a new flush once the previous one ran
     loop.run()
     assert ch.frames == [("ack", 2, True), ("ack", 3, True)]
+
+
+def test_held_drops_only_once_the_ack_is_queued() -> None:
+    s, loop, ch = _settler(range(1, 3))
+    seen: list[int] = []
+    real_call = loop.add_callback_threadsafe
+
+    def queue_and_look(fn: Callable[[], None]) -> None:
+        real_call(fn)
+        seen.append(s.held)  # a draining consumer looking now must still wait for this ack
+
+    loop.add_callback_threadsafe = queue_and_look  # type: ignore[method-assign]
+    s.ack(1)
+    assert seen == [2] and s.held == 1
+    loop.run()
+    assert ch.frames == [("ack", 1, True)]
