@@ -18,6 +18,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 log = logging.getLogger(__name__)
 
 PING_TIMEOUT_S = 10.0  # an actor that cannot answer `info` this fast is treated as dead
+STOP_LIMIT_S = 15.0  # how long `stop` waits for the actors to stop themselves before killing them
 DRAIN_LIMIT_S = 330.0  # a draining actor still there after this is killed (its unacked messages go back)
 
 
@@ -128,9 +129,12 @@ class Supervisor:
         for handle, _, _, _ in self._draining.values():
             ray.kill(handle, no_restart=True)
         self._draining.clear()
-        for handle in self._handles.values():
+        # Every actor stops at once (each settles what it holds), under one shared limit.
+        stopping = [(handle, handle.stop.remote()) for handle in self._handles.values()]
+        deadline = time.monotonic() + STOP_LIMIT_S
+        for handle, ref in stopping:
             try:
-                ray.get(handle.stop.remote(), timeout=15)
+                ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
             except (RayActorError, GetTimeoutError):
                 pass
             ray.kill(handle, no_restart=True)

@@ -11,7 +11,7 @@ AMQP_PORT="${OBSERVATORY_AMQP_PORT:-5672}"
 REDIS_PORT="${OBSERVATORY_REDIS_PORT:-6379}"
 MONGO_PORT="${OBSERVATORY_MONGO_PORT:-27017}"
 FERRETDB_VERSION="${OBSERVATORY_FERRETDB_VERSION:-v1.24.2}"
-PG_USER=observatory PG_PASS=observatory PG_DB=observatory
+PG_USER=observatory PG_PASS=observatory PG_DB=observatory FERRET_DB=ferretdb
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -157,9 +157,16 @@ ferretdb_up() {
       || die "FerretDB build failed (see $STATE_DIR/ferretdb-build.log)"
   fi
   if ! port_open "$MONGO_PORT"; then
-    mkdir -p "$STATE_DIR/ferretdb/data" "$STATE_DIR/ferretdb/state"
-    log "starting FerretDB on 127.0.0.1:$MONGO_PORT (SQLite backend)"
-    nohup "$bin" --handler=sqlite --sqlite-url="file:$STATE_DIR/ferretdb/data/" \
+    # The PostgreSQL handler (FerretDB's main one): it pushes equality filters down to SQL, so a job's
+    # events are found in milliseconds; the SQLite handler decodes the whole collection in Go on every
+    # query (~0.7 s per job at 10 000 events). Its documents live in their own database, FERRET_DB.
+    if [ -z "$(pg_psql -c "SELECT 1 FROM pg_database WHERE datname='$FERRET_DB'")" ]; then
+      $SUDO runuser -u postgres -- createdb -p "$PG_PORT" -O "$PG_USER" "$FERRET_DB"
+    fi
+    mkdir -p "$STATE_DIR/ferretdb/state"
+    log "starting FerretDB on 127.0.0.1:$MONGO_PORT (PostgreSQL backend, database $FERRET_DB)"
+    nohup "$bin" --handler=postgresql \
+      --postgresql-url="postgres://$PG_USER:$PG_PASS@127.0.0.1:$PG_PORT/$FERRET_DB" \
       --listen-addr="127.0.0.1:$MONGO_PORT" --state-dir="$STATE_DIR/ferretdb/state" \
       --telemetry=disable --log-level=warn --debug-addr=- >"$STATE_DIR/ferretdb.log" 2>&1 &
     echo $! >"$STATE_DIR/ferretdb.pid"

@@ -95,6 +95,8 @@ def api(request, mode) -> Iterator[httpx.Client]:
         **getattr(request.module, "CLUSTER_ENV", {}),
     }
     drop = CONNECTIONS if name == "embedded" else ()
-    with serve_cluster(env, drop) as url, httpx.Client(base_url=url, timeout=60) as client:
+    # Torn down with one `ray stop --force`: a graceful `serve shutdown` costs ~30 s per cluster here, and
+    # test_restart covers both ways of stopping.
+    with serve_cluster(env, drop, hard_stop=True) as url, httpx.Client(base_url=url, timeout=60) as client:
         assert_backends(client, real=name == "real")
         yield client
