@@ -28,7 +28,9 @@ class PostgresSchema:
             timeout=10,
             open=False,
             check=psycopg_pool.ConnectionPool.check_connection,
-            kwargs={"row_factory": dict_row, "connect_timeout": 5},
+            # Autocommit: a lone statement is one round trip (no BEGIN, no COMMIT); the statements that must
+            # stand or fall together run inside `conn.transaction()`.
+            kwargs={"row_factory": dict_row, "connect_timeout": 5, "autocommit": True},
         )
         self._opened = False
 
