@@ -156,6 +156,11 @@ ferretdb_up() {
            GOTOOLCHAIN=go1.23.12 build_ferretdb >>"$STATE_DIR/ferretdb-build.log" 2>&1; } \
       || die "FerretDB build failed (see $STATE_DIR/ferretdb-build.log)"
   fi
+  local pid; pid=$(cat "$STATE_DIR/ferretdb.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- --handler=postgresql; then
+    log "FerretDB runs on its old SQLite backend: restarting it on PostgreSQL (the old data stays in $STATE_DIR/ferretdb/data)"
+    ferretdb_down
+  fi
   if ! port_open "$MONGO_PORT"; then
     # The PostgreSQL handler (FerretDB's main one): it pushes equality filters down to SQL, so a job's
     # events are found in milliseconds; the SQLite handler decodes the whole collection in Go on every

@@ -78,7 +78,10 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
             [j.timeout_s for j in jobs],
             [None if j.resources is None else Jsonb(j.resources.model_dump()) for j in jobs],
         )
-        with self._conn() as conn:  # one statement, committed by itself: one round trip
+        # Without idempotency keys the INSERT is the whole work, committed by itself in one round trip; with
+        # keys, the SELECT of the older jobs shares its transaction (no half-done batch if it fails).
+        keyed = any(j.idempotency_key for j in jobs)
+        with self._conn() as conn, conn.transaction() if keyed else contextlib.nullcontext():
             new = {row["id"]: _job(row) for row in conn.execute(insert, columns).fetchall()}
             taken = [j.idempotency_key for j in jobs if j.id not in new]
             older = {}
