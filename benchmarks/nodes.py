@@ -26,7 +26,7 @@ import yaml
 from benchmarks import cleanup, observatory_load
 from benchmarks.measure import BenchError
 from benchmarks.ray_cluster import API, CONFIG, CONNECTIONS, DASHBOARD, RAY_GCS_PORT, ROOT, _wait_ready, fresh_namespace
-from observatory.serve_ingress import ray_env
+from observatory.loopback_nodes import loopback_nodes
 
 OFFER = {"observatory-worker": 1000.0}
 JOBS = {
@@ -49,43 +49,13 @@ def _config(processors: int) -> dict[str, Any]:
 
 @contextmanager
 def cluster(nodes: int, cpus: int, processors: int, namespace: str) -> Iterator[str]:
-    from ray.cluster_utils import Cluster
-
-    env = {
-        **ray_env({}),
-        "OBSERVATORY_NAMESPACE": namespace,
-        "OBSERVATORY_RATE_LIMIT": "1000000",
-        "OBSERVATORY_RATE_BURST": "1000000",
-    }
-    saved = dict(os.environ)
-    os.environ.update(env)  # the nodes' processes inherit it
-    ray = None
-    try:
-        ray = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 0,
-                "gcs_server_port": int(RAY_GCS_PORT),
-                "node_ip_address": "127.0.0.1",
-                "include_dashboard": True,
-                "dashboard_host": "127.0.0.1",
-                "dashboard_port": 8265,
-            },
-        )
-        for _ in range(nodes):
-            ray.add_node(num_cpus=cpus, resources=OFFER, node_ip_address="127.0.0.1")
-        ray.wait_for_nodes()
+    env = {"OBSERVATORY_NAMESPACE": namespace, "OBSERVATORY_RATE_LIMIT": "1000000", "OBSERVATORY_RATE_BURST": "1000000"}
+    with loopback_nodes(env, [(cpus, OFFER)] * nodes, int(RAY_GCS_PORT)):
         r = httpx.put(f"{DASHBOARD}/api/serve/applications/", json=_config(processors), timeout=120)
         if r.status_code != 200:
             raise BenchError(f"deploy answered {r.status_code}: {r.text[:500]}")
         _wait_ready()
         yield API
-    finally:
-        if ray is not None:
-            ray.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
-        subprocess.run([str(ROOT / ".venv" / "bin" / "ray"), "stop", "--force"], capture_output=True, check=False)
 
 
 async def _rates(api: str, jobs: int) -> dict[str, float]:

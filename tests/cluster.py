@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from observatory.loopback_nodes import loopback_nodes
 from observatory.serve_ingress import ray_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,45 +111,13 @@ def two_node_cluster(
 def multi_node_cluster(
     extra_env: dict[str, str], serve_config: dict[str, Any], workers: list[tuple[int, dict[str, float]]]
 ) -> Iterator[tuple[str, Any]]:
-    """A head without CPUs and one worker node per (CPUs, custom resources) of `workers`; yields the API's URL
-    and the `ray.cluster_utils.Cluster` (its `worker_nodes` can be killed). `serve_config` is deployed the way
-    the KubeRay operator does it, through the dashboard's REST API (PUT /api/serve/applications/).
-
-    The nodes are started with Ray's own multi-node helper (ray.cluster_utils), all on 127.0.0.1: the
-    `ray start` CLI either refuses a second node (loopback-only mode) or dials the machine's outward address."""
-    from ray.cluster_utils import Cluster
-
-    env = _env(extra_env)
-    _run([str(BIN / "ray"), "stop", "--force"], env, check=False)
-    saved = dict(os.environ)
-    os.environ.update(env)  # the nodes' processes (and the workers they spawn) inherit this
-    cluster = None
-    try:
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 0,
-                "gcs_server_port": int(RAY_GCS_PORT),
-                "node_ip_address": "127.0.0.1",
-                "include_dashboard": True,
-                "dashboard_host": "127.0.0.1",
-                "dashboard_port": 8265,
-            },
-        )
-        for cpus, resources in workers:
-            cluster.add_node(num_cpus=cpus, resources=resources, node_ip_address="127.0.0.1")
-        cluster.wait_for_nodes()
-        os.environ.clear()
-        os.environ.update(saved)
+    """A head without CPUs and one worker node per (CPUs, custom resources) of `workers`
+    (observatory.loopback_nodes); yields the API's URL and the `ray.cluster_utils.Cluster` (its `worker_nodes`
+    can be killed). `serve_config` is deployed the way the KubeRay operator does it, through the dashboard's
+    REST API (PUT /api/serve/applications/)."""
+    with loopback_nodes(extra_env, workers, int(RAY_GCS_PORT)) as cluster:
         r = httpx.put(f"{DASHBOARD}/api/serve/applications/", json=serve_config, timeout=120)
         if r.status_code != 200:
             raise RuntimeError(f"PUT /api/serve/applications/ answered {r.status_code}: {r.text[:2000]}")
         wait_ready()
         yield API, cluster
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        # No `serve shutdown` first (~30 s here): the nodes go down with every process on them.
-        if cluster is not None:
-            cluster.shutdown()
-        _run([str(BIN / "ray"), "stop", "--force"], env, check=False)
