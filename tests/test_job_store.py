@@ -363,6 +363,7 @@ def test_finish_many_records_each_outcome_in_one_call(store):
             Finish(jobs[2].id, error="never", retry=False),
             Finish(jobs[3].id, error="poison", dead_letter=True),
             Finish(jobs[0].id, result={"ok": 2}),  # no longer RUNNING: refused
+            Finish(jobs[1].id, result={"ok": 3}),  # failed earlier in the batch: refused too
         ]
     )
 
@@ -372,8 +373,10 @@ def test_finish_many_records_each_outcome_in_one_call(store):
         JobStatus.FAILED,
         JobStatus.DEAD_LETTERED,
         None,
+        None,
     ]
     assert store.get(jobs[0].id).result == {"ok": 1}
+    assert store.get(jobs[1].id).status is JobStatus.RETRYING
     assert [a.error for j in jobs for a in store.attempts(j.id)] == [None, "again", "never", "poison"]
 
 

@@ -20,6 +20,7 @@ from observatory.adapters.sql_common import (
     attempt_note_sql,
     fail_status,
     find_clause,
+    first_mentions,
     first_only,
     job_filters,
     ran_on_columns,
@@ -186,11 +187,19 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
         return first_only(ids, started)
 
     def finish_many(self, finishes: Sequence[Finish]) -> list[Job | None]:
-        """Successes in one statement (and one for their attempts); failures, rarer, one by one."""
-        completes = [f for f in finishes if f.error is None]
+        """Successes in one statement (and one for their attempts); failures, rarer, one by one.
+
+        A job's first finish in the batch is the one that counts, as if they ran in order: a later one finds
+        the job no longer RUNNING and gets None (one UPDATE … FROM with a repeated id would pick either row).
+        """
+        firsts = first_mentions([f.job_id for f in finishes])
+        completes = [f for f, first in zip(finishes, firsts, strict=True) if first and f.error is None]
         with self._conn() as conn, conn.transaction():
-            done = iter(first_only([f.job_id for f in completes], self._complete_all(conn, completes)))
-            return [next(done) if f.error is None else self._fail(conn, f) for f in finishes]
+            done = self._complete_all(conn, completes)
+            return [
+                None if not first else done.get(f.job_id) if f.error is None else self._fail(conn, f)
+                for f, first in zip(finishes, firsts, strict=True)
+            ]
 
     def _complete_all(self, conn: psycopg.Connection[dict[str, Any]], completes: Sequence[Finish]) -> dict[UUID, Job]:
         if not completes:

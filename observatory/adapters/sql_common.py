@@ -55,14 +55,19 @@ def job_filters(status: JobStatus | None, job_type: str | None, ph: str) -> tupl
     return where, args
 
 
-def first_only(ids: Sequence[UUID], started: dict[UUID, Job]) -> list[Job | None]:
-    """The started job at the first mention of its id; None elsewhere (a duplicate must not run twice)."""
+def first_mentions(ids: Sequence[UUID]) -> list[bool]:
+    """For each id, whether this is its first mention in the sequence."""
     seen: set[UUID] = set()
-    out: list[Job | None] = []
+    out: list[bool] = []
     for job_id in ids:
-        out.append(None if job_id in seen else started.get(job_id))
+        out.append(job_id not in seen)
         seen.add(job_id)
     return out
+
+
+def first_only(ids: Sequence[UUID], started: dict[UUID, Job]) -> list[Job | None]:
+    """The started job at the first mention of its id; None elsewhere (a duplicate must not run twice)."""
+    return [started.get(job_id) if first else None for job_id, first in zip(ids, first_mentions(ids), strict=True)]
 
 
 def ran_on_columns(here: RanOn | None) -> tuple[str | None, str | None]:
