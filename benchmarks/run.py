@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import aiohttp
 import httpx
 import psutil
 
@@ -183,7 +184,7 @@ def observatory(mode: str, opts: Options) -> tuple[SystemResult, str | None]:
         with serve_cluster(mode) as cluster:
             namespace = cluster.namespace
             label = asyncio.run(_observatory_phases(cluster, opts, result))
-    except (BenchError, httpx.HTTPError) as e:
+    except (BenchError, httpx.HTTPError, aiohttp.ClientError) as e:
         result.notes.append(f"stopped: {e}")
         log(f"{result.name}: FAILED: {e}")
     if namespace and mode == "real":
@@ -208,7 +209,7 @@ def scaling(opts: Options, result: SystemResult) -> str | None:
             with serve_cluster("real", processors=processors) as cluster:
                 namespace = cluster.namespace
                 result.scaling[processors], label = asyncio.run(_scaling_throughput(cluster, opts))
-        except (BenchError, httpx.HTTPError) as e:
+        except (BenchError, httpx.HTTPError, aiohttp.ClientError) as e:
             result.notes.append(f"scaling with {processors} processor(s) stopped: {e}")
         if namespace:
             _drop(namespace, opts, result)

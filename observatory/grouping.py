@@ -25,7 +25,11 @@ IDLE_POLL_S = 0.5  # how often an idle worker looks at its stop flag
 class GroupCommit(Generic[T, R]):
     """`alone_on`: the exception types that one request alone can cause (bad data; the batch function
     rolls back whole): a group that fails with one is tried again request by request, so the others still
-    go through. Any other failure fails the whole group."""
+    go through. Any other failure fails the whole group.
+
+    `admit`: asked once per group, on the worker thread, before the batch function: for each request None
+    (go on) or the exception that refuses it (a rate limit); a refused request is answered with it and left
+    out, and a request tried again alone is not asked twice. An exception from `admit` fails the group."""
 
     def __init__(
         self,
@@ -34,8 +38,9 @@ class GroupCommit(Generic[T, R]):
         threads: int,
         name: str,
         alone_on: tuple[type[Exception], ...] = (),
+        admit: Callable[[Sequence[T]], Sequence[Exception | None]] | None = None,
     ) -> None:
-        self._run_many, self._max, self._alone_on = run_many, max_size, alone_on
+        self._run_many, self._max, self._alone_on, self._admit = run_many, max_size, alone_on, admit
         self._queue: queue.Queue[tuple[T, Future[R]]] = queue.Queue()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)]
@@ -58,9 +63,26 @@ class GroupCommit(Generic[T, R]):
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._run(group)
+            self._run(self._admitted(group))
+
+    def _admitted(self, group: list[tuple[T, Future[R]]]) -> list[tuple[T, Future[R]]]:
+        if self._admit is None:
+            return group
+        try:
+            refusals = self._admit([item for item, _ in group])
+        except Exception as e:
+            log.warning("admitting a group of %d request(s) failed: %r", len(group), e)
+            for _, done in group:
+                _settle(done, exception=e)
+            return []
+        for (_, done), refusal in zip(group, refusals, strict=True):
+            if refusal is not None:
+                _settle(done, exception=refusal)
+        return [one for one, refusal in zip(group, refusals, strict=True) if refusal is None]
 
     def _run(self, group: list[tuple[T, Future[R]]]) -> None:
+        if not group:
+            return
         try:
             results = self._run_many([item for item, _ in group])
         except Exception as e:

@@ -35,7 +35,7 @@ from observatory.jobs import default_registry
 from observatory.metrics import metrics
 from observatory.ports import NewJob
 from observatory.settings import get_settings
-from observatory.submission import SubmissionService
+from observatory.submission import Accepted, SubmissionService
 from serve_app import auth
 from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
 from serve_app.openapi import typed_submissions
@@ -57,6 +57,7 @@ install_error_handlers(api, "gateway")
 auth.add_cors(api, get_settings())
 typed_submissions(api, default_registry())
 
+Single = tuple[Principal, list[NewJob], str | None]  # one single submit in a group: who, the job, correlation id
 JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="The key's id (its public prefix).")]
 Submitter = Annotated[Principal, auth.require("submit")]
@@ -101,9 +102,15 @@ class Gateway:
             mark=self._mark,
         )
         self._pool = ThreadPoolExecutor(max_workers=SUBMIT_THREADS, thread_name_prefix="submit")
-        # Concurrent single submits share one transaction and one publish (group commit).
-        self._singles = GroupCommit(
-            self._service.submit_many, GROUP_MAX, GROUP_THREADS, "submit-group", alone_on=(InvalidSubmission,)
+        # Concurrent single submits share one transaction and one publish (group commit); their admission
+        # (backlog bound, rate limit) runs on the group's thread too: no extra thread hop per request.
+        self._singles: GroupCommit[Single, list[Accepted]] = GroupCommit(
+            self._submit_singles,
+            GROUP_MAX,
+            GROUP_THREADS,
+            "submit-group",
+            alone_on=(InvalidSubmission,),
+            admit=self._admit_singles,
         )
 
     def _mark(self, job_ids: Sequence[UUID]) -> None:
@@ -124,14 +131,31 @@ class Gateway:
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def _refusal(self, principal: Principal, n: int) -> RateLimited | None:
+        """None when `n` jobs of `principal` may go in now, else why not (429/503); counted either way."""
+        try:
+            self._admission.admit(principal, n)
+        except RateLimited as e:
+            metrics().refused(type(e).__name__, n)
+            return e
+        return None
+
     async def _admit(self, principal: Principal, submissions: list[JobSubmission]) -> None:
         try:
-            await self._call(self._admission.admit, principal, len(submissions))
-        except RateLimited as e:
-            metrics().refused(type(e).__name__, len(submissions))
-            raise
+            refusal = await self._call(self._refusal, principal, len(submissions))
         finally:
             metrics().backlog(self._admission.unfinished)
+        if refusal is not None:
+            raise refusal
+
+    def _admit_singles(self, singles: Sequence[Single]) -> list[Exception | None]:
+        try:
+            return [self._refusal(principal, len(new)) for principal, new, _ in singles]
+        finally:
+            metrics().backlog(self._admission.unfinished)
+
+    def _submit_singles(self, singles: Sequence[Single]) -> list[list[Accepted]]:
+        return self._service.submit_many([(new, correlation_id) for _, new, correlation_id in singles])
 
     @api.post(
         "/jobs",
@@ -151,8 +175,7 @@ class Gateway:
         correlation_id: CorrelationId = None,
     ) -> JobAccepted:
         new = self._validate([submission], batch=False)
-        await self._admit(principal, [submission])
-        [accepted] = await asyncio.wrap_future(self._singles.submit((new, correlation_id)))
+        [accepted] = await asyncio.wrap_future(self._singles.submit((principal, new, correlation_id)))
         metrics().submitted(submission.type, "accepted" if accepted.created else "duplicate")
         response.status_code = 202 if accepted.created else 200
         response.headers["X-Correlation-Id"] = accepted.body.correlation_id

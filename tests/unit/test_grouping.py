@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from observatory.errors import InvalidSubmission, StoreUnavailable
+from observatory.errors import InvalidSubmission, RateLimited, StoreUnavailable
 from observatory.grouping import GroupCommit
 from tests.helpers import wait_for
 
@@ -102,4 +102,63 @@ def test_a_caller_that_gave_up_is_skipped():
     gate.set()
 
     assert kept.result(5) == "B" and gone.cancelled()
+    group.stop()
+
+
+class Gate:
+    """An admission hook: refuses the items in `refused`, records what it was asked."""
+
+    def __init__(self, refused: str = "") -> None:
+        self.asked: list[list[str]] = []
+        self._refused = refused
+
+    def __call__(self, items: Sequence[str]) -> list[Exception | None]:
+        self.asked.append(list(items))
+        return [RateLimited(f"{i} is over its rate", 1.0) if i in self._refused else None for i in items]
+
+
+def test_a_refused_request_gets_its_refusal_and_the_rest_of_its_group_goes_through():
+    gate, admit = threading.Event(), Gate(refused="b")
+    run = Recorder(gate)
+    group = GroupCommit(run, max_size=10, threads=1, name="t", admit=admit)
+    first = group.submit("a")
+    wait_for(lambda: group._queue.empty(), "the worker to take the first request", 5)  # noqa: SLF001
+    rest = [group.submit(x) for x in "bc"]
+
+    gate.set()
+
+    assert first.result(5) == "A" and rest[1].result(5) == "C"
+    with pytest.raises(RateLimited, match="b is over its rate"):
+        rest[0].result(5)
+    assert run.calls == [["a"], ["c"]]  # the refused request never reached the batch function
+    assert admit.asked == [["a"], ["b", "c"]]
+    group.stop()
+
+
+def test_a_request_tried_again_alone_is_admitted_only_once():
+    gate, admit = threading.Event(), Gate()
+    run = Recorder(gate, bad="b")
+    group = GroupCommit(run, max_size=10, threads=1, name="t", alone_on=(InvalidSubmission,), admit=admit)
+    futures = [group.submit(x) for x in "abc"]
+
+    gate.set()
+
+    assert futures[0].result(5) == "A" and futures[2].result(5) == "C"
+    with pytest.raises(InvalidSubmission):
+        futures[1].result(5)
+    assert sorted(x for asked in admit.asked for x in asked) == ["a", "b", "c"]  # each paid its tokens once
+    group.stop()
+
+
+def test_a_failing_admission_fails_its_group_and_runs_nothing():
+    run = Recorder()
+
+    def down(items: Sequence[str]) -> list[Exception | None]:
+        raise StoreUnavailable("database down: the backlog cannot be counted")
+
+    group = GroupCommit(run, max_size=10, threads=1, name="t", admit=down)
+
+    with pytest.raises(StoreUnavailable):
+        group.submit("a").result(5)
+    assert run.calls == []
     group.stop()
