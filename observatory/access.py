@@ -10,6 +10,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -140,8 +141,9 @@ class Guard:
             return True
         if self._mode == "required" or not is_loopback(self._host):
             return False
-        with self._lock:
-            return time.monotonic() - self._loaded <= CACHE_S and not self._keys
+        # No lock: this runs on the event loop, and `_table` holds the lock across a store round trip.
+        loaded, keys = self._loaded, self._keys  # each read is atomic; `_table` assigns keys before loaded
+        return time.monotonic() - loaded <= CACHE_S and not keys
 
     def identify(self, token: str | None) -> Principal:
         """Who `token` is: OPEN while keys are not needed, else the key's principal; Unauthorized when the
@@ -205,27 +207,58 @@ class Admission:
         """Raises Overloaded (503) or RateLimited (429), each with the seconds to wait. The backlog comes
         first, so a refused submission costs no tokens. With the counters backend down, submissions are not
         rate limited (logged): the job store, not the cache, decides whether a job can be taken."""
-        if self._bound > 0:
-            self._check_backlog(n)
-        if self._rate > 0:
-            try:
-                wait = self._counters.take(principal.bucket, self._rate, self._burst, n)
-            except CacheUnavailable as e:
-                log.warning("rate limit not applied: %s", e)
-                return
-            if wait > 0:
-                raise RateLimited(f"over the rate limit of {self._rate:g} jobs/s; retry later", wait)
-        with self._lock:
-            self._unfinished += n  # until the next count, this replica's own submissions count too
+        [refusal] = self.admit_many([(principal, n)])
+        if refusal is not None:
+            raise refusal
 
-    def _check_backlog(self, n: int) -> None:
+    def admit_many(self, requests: Sequence[tuple[Principal, int]]) -> list[RateLimited | None]:
+        """`admit` for each (principal, jobs) in turn, as one group: None for an admitted request, else its
+        refusal. The backlog is counted at most once per group, and a counters backend that failed is not
+        asked again within the group (one timeout, not one per request)."""
+        out: list[RateLimited | None] = []
+        may_count, limiting = True, self._rate > 0
+        for principal, n in requests:
+            try:
+                if self._bound > 0:
+                    if may_count and self._recount(n):
+                        may_count = False
+                    self._check_bound(n)
+                if limiting:
+                    limiting = self._take(principal, n)
+            except RateLimited as e:
+                out.append(e)
+                continue
+            with self._lock:
+                self._unfinished += n  # until the next count, this replica's own submissions count too
+            out.append(None)
+        return out
+
+    def _take(self, principal: Principal, n: int) -> bool:
+        """Take `n` tokens from the principal's bucket (RateLimited when it holds too few); False when the
+        counters backend is down and the rate limit is not applied."""
+        try:
+            wait = self._counters.take(principal.bucket, self._rate, self._burst, n)
+        except CacheUnavailable as e:
+            log.warning("rate limit not applied: %s", e)
+            return False
+        if wait > 0:
+            raise RateLimited(f"over the rate limit of {self._rate:g} jobs/s; retry later", wait)
+        return True
+
+    def _recount(self, n: int) -> bool:
+        """Count the unfinished jobs again when due; True when it did. Due once a second, and for every
+        submission (group) past half the bound, where replicas must not each add their own share on top of an
+        old count."""
         with self._lock:
-            # Re-count once a second, and for every submission past half the bound, where replicas must not
-            # each add their own share on top of an old count.
             near = self._unfinished + n > self._bound * NEAR_BOUND
-            if near or time.monotonic() - self._counted_at > BACKLOG_EVERY_S:
-                self._unfinished = self._jobs.unfinished()
-                self._counted_at = time.monotonic()
+            if not near and time.monotonic() - self._counted_at <= BACKLOG_EVERY_S:
+                return False
+            self._unfinished = self._jobs.unfinished()
+            self._counted_at = time.monotonic()
+            return True
+
+    def _check_bound(self, n: int) -> None:
+        with self._lock:
             if self._unfinished + n > self._bound:
                 raise Overloaded(
                     f"{self._unfinished} jobs are waiting to run (bound OBSERVATORY_MAX_UNFINISHED={self._bound}); "

@@ -63,7 +63,13 @@ class GroupCommit(Generic[T, R]):
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._run(self._admitted(group))
+            try:
+                self._run(self._admitted(group))
+            except Exception as e:  # a bug in a hook must not kill the worker and leave callers waiting
+                log.exception("a group of %d request(s) failed unexpectedly", len(group))
+                for _, done in group:
+                    if not done.done():
+                        _settle(done, exception=e)
 
     def _admitted(self, group: list[tuple[T, Future[R]]]) -> list[tuple[T, Future[R]]]:
         if self._admit is None:

@@ -92,6 +92,7 @@ class Gateway:
         self._keys = auth.install(settings)
         self._admission = Admission(settings, self._backends.counters, self._backends.jobs)
         self._registry = default_registry()
+        self._types = self._job_types()
         # Published marks of every request go in one UPDATE now and then, off the answer's path.
         self._marks: GroupCommit[list[UUID], None] = GroupCommit(self._mark_many, GROUP_MAX, 1, "mark-published")
         self._service = SubmissionService(
@@ -131,28 +132,24 @@ class Gateway:
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def _refusal(self, principal: Principal, n: int) -> RateLimited | None:
-        """None when `n` jobs of `principal` may go in now, else why not (429/503); counted either way."""
+    def _refusals(self, requests: Sequence[tuple[Principal, int]]) -> list[RateLimited | None]:
+        """Admission of each (principal, jobs): None or why not (429/503); refusals and the backlog counted."""
         try:
-            self._admission.admit(principal, n)
-        except RateLimited as e:
-            metrics().refused(type(e).__name__, n)
-            return e
-        return None
-
-    async def _admit(self, principal: Principal, submissions: list[JobSubmission]) -> None:
-        try:
-            refusal = await self._call(self._refusal, principal, len(submissions))
+            refusals = self._admission.admit_many(requests)
         finally:
             metrics().backlog(self._admission.unfinished)
+        for (_, n), refusal in zip(requests, refusals, strict=True):
+            if refusal is not None:
+                metrics().refused(type(refusal).__name__, n)
+        return refusals
+
+    async def _admit(self, principal: Principal, submissions: list[JobSubmission]) -> None:
+        [refusal] = await self._call(self._refusals, [(principal, len(submissions))])
         if refusal is not None:
             raise refusal
 
-    def _admit_singles(self, singles: Sequence[Single]) -> list[Exception | None]:
-        try:
-            return [self._refusal(principal, len(new)) for principal, new, _ in singles]
-        finally:
-            metrics().backlog(self._admission.unfinished)
+    def _admit_singles(self, singles: Sequence[Single]) -> list[RateLimited | None]:
+        return self._refusals([(principal, len(new)) for principal, new, _ in singles])
 
     def _submit_singles(self, singles: Sequence[Single]) -> list[list[Accepted]]:
         return self._service.submit_many([(new, correlation_id) for _, new, correlation_id in singles])
@@ -215,6 +212,10 @@ class Gateway:
 
     @api.get("/job-types", response_model=list[JobTypeInfo], dependencies=[auth.require("submit", "read")])
     async def job_types(self) -> list[JobTypeInfo]:
+        return self._types
+
+    def _job_types(self) -> list[JobTypeInfo]:
+        """What `GET /api/job-types` answers: built once (the registry is fixed), not on the event loop per call."""
         return [
             JobTypeInfo(
                 type=t.name,

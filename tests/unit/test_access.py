@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,7 @@ from observatory.access import Admission, Guard, startup
 from observatory.adapters.sqlite_counters import SQLiteCounters
 from observatory.adapters.sqlite_jobs import SQLiteJobStore
 from observatory.adapters.sqlite_keys import SQLiteKeyStore
-from observatory.errors import Forbidden, Overloaded, RateLimited, Unauthorized
+from observatory.errors import CacheUnavailable, Forbidden, Overloaded, RateLimited, Unauthorized
 from observatory.ports import NewJob
 from observatory.settings import Settings
 
@@ -179,3 +180,55 @@ def test_open_now_only_while_a_fresh_table_shows_no_key(keys, monkeypatch):
     assert not guard.open_now()
     assert not Guard(Settings(), keys, "0.0.0.0").open_now()
     assert Guard(Settings(OBSERVATORY_AUTH="disabled"), keys, "0.0.0.0").open_now()
+
+
+class DownCounters:
+    """A counters backend that fails every take, counting the attempts (each would be a timeout)."""
+
+    def __init__(self) -> None:
+        self.takes = 0
+
+    def take(self, bucket: str, rate_per_s: float, burst: float, cost: float) -> float:
+        self.takes += 1
+        raise CacheUnavailable("redis: timed out")
+
+
+class CountedJobs:
+    """A job store that only counts unfinished jobs, recording how often it was asked."""
+
+    def __init__(self, unfinished: int) -> None:
+        self.counts, self._n = 0, unfinished
+
+    def unfinished(self) -> int:
+        self.counts += 1
+        return self._n
+
+
+def test_a_group_asks_a_failed_counters_backend_once_and_admits_everyone():
+    counters, jobs = DownCounters(), CountedJobs(0)
+    admission = Admission(Settings(OBSERVATORY_RATE_LIMIT=1, OBSERVATORY_RATE_BURST=1), counters, jobs)  # type: ignore[arg-type]
+    assert admission.admit_many([(access.OPEN, 1)] * 50) == [None] * 50  # not rate limited while it is down
+    assert counters.takes == 1  # one timeout for the group, not fifty in a row
+
+
+def test_a_group_near_the_bound_counts_the_backlog_once_and_refuses_only_what_passes_it(tmp_path):
+    counters = SQLiteCounters(tmp_path / "c.sqlite3")
+    counters.setup()
+    jobs = CountedJobs(6)
+    admission = Admission(Settings(OBSERVATORY_RATE_LIMIT=0, OBSERVATORY_MAX_UNFINISHED=10), counters, jobs)  # type: ignore[arg-type]
+    refusals = admission.admit_many([(access.OPEN, 2), (access.OPEN, 3), (access.OPEN, 1), (access.OPEN, 1)])
+    assert [type(r).__name__ if r else None for r in refusals] == [None, "Overloaded", None, None]  # 6+2+1+1
+    assert jobs.counts == 1
+    assert admission.unfinished == 10
+
+
+def test_open_now_does_not_wait_for_a_table_refresh_in_progress(keys, monkeypatch):
+    monkeypatch.setattr(access, "CACHE_S", 60.0)
+    guard = Guard(Settings(), keys, "127.0.0.1")
+    guard.identify(None)  # the table is read: empty, fresh
+    with guard._lock:  # noqa: SLF001 - as `_table` holds it across a store round trip
+        answered: list[bool] = []
+        reader = threading.Thread(target=lambda: answered.append(guard.open_now()))
+        reader.start()
+        reader.join(5)
+    assert answered == [True]  # answered while the lock was held: it runs on the event loop

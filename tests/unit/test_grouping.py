@@ -162,3 +162,18 @@ def test_a_failing_admission_fails_its_group_and_runs_nothing():
         group.submit("a").result(5)
     assert run.calls == []
     group.stop()
+
+
+def test_a_broken_hook_answers_its_callers_and_the_worker_keeps_serving():
+    calls = []
+
+    def short(items: Sequence[str]) -> list[Exception | None]:
+        calls.append(list(items))
+        return [] if len(calls) == 1 else [None] * len(items)  # the first answer is one short: a bug
+
+    group = GroupCommit(Recorder(), max_size=10, threads=1, name="t", admit=short)
+
+    with pytest.raises(ValueError):
+        group.submit("a").result(5)
+    assert group.submit("b").result(5) == "B"  # the same worker thread, still alive
+    group.stop()
