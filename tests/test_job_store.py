@@ -7,12 +7,16 @@ import time
 import uuid
 from collections import Counter
 
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from contracts import DeadLetter, JobStatus, Resources
+from observatory.adapters.postgres import PostgresJobStore
 from observatory.adapters.sqlite_jobs import SQLiteJobStore
 from observatory.errors import InvalidSubmission
 from observatory.ports import AttemptNote, Finish, JobStore, NewJob, RanOn
+from tests.helpers import wait_for
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -422,3 +426,20 @@ def test_oldest_pending_is_when_the_longest_waiting_job_became_pending(store):
     oldest = store.oldest_pending()
 
     assert oldest is not None and oldest <= store.get(second.job.id).updated_at
+
+
+def test_pooled_connections_the_server_ended_are_replaced_before_they_are_lent(settings, real):
+    """The pool checks a connection without a round trip unless the server wrote to it unasked: sessions
+    ended by the server (a restart, an administrator) must not reach a caller as an error."""
+    name = f"victim-{uuid.uuid4().hex[:8]}"
+    store = PostgresJobStore(make_conninfo(settings.postgres_dsn, application_name=name), settings.namespace, 4)
+    try:
+        [c] = store.create([new()])
+        with psycopg.connect(settings.postgres_dsn, autocommit=True) as admin:
+            sessions = "FROM pg_stat_activity WHERE application_name = %s"
+            assert admin.execute(f"SELECT count(pg_terminate_backend(pid)) {sessions}", [name]).fetchone()[0] >= 1
+            wait_for(lambda: not admin.execute(f"SELECT 1 {sessions}", [name]).fetchone(), "the sessions ended", 10)
+
+        assert [store.get(c.job.id).id for _ in range(3)] == [c.job.id] * 3
+    finally:
+        store.close()
