@@ -23,9 +23,10 @@ import hashlib
 import logging
 import os
 import shutil
-import stat
 import tempfile
 from pathlib import Path
+
+from observatory.private_tmp import private_folder
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,7 @@ def loopback_haproxy() -> str | None:
     binary = _haproxy_binary()
     if binary is None or shutil.which("setpriv") is None:
         return None
-    folder = Path(tempfile.gettempdir()) / f"observatory-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    info = folder.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise RuntimeError(f"{folder} must be a directory of user {os.getuid()} with mode 0700: remove it")
+    folder = private_folder()
     text = WRAPPER.replace("{binary}", binary)
     path = folder / f"haproxy-loopback-{hashlib.sha256(binary.encode()).hexdigest()[:12]}.sh"
     if not path.exists() or path.read_text() != text:

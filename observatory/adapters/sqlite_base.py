@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,11 +18,14 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from observatory.errors import BackendUnavailable
+from observatory.private_tmp import private_folder
 
 if TYPE_CHECKING:
     from observatory.schema import Target
 
 BUSY_TIMEOUT_MS = 30_000  # writers from other processes queue for at most this long
+LOCK_POLL_S = (0.00005, 0.001)  # a writer waiting for the file's writer lock looks again this often (from, up to)
+_holding = threading.local()  # whether this thread holds a writer lock (of any file) now
 
 
 def to_us(t: datetime) -> int:
@@ -43,6 +50,27 @@ def json_ids(ids: Sequence[UUID | str]) -> str:
     return json.dumps([str(i) for i in ids])
 
 
+def _lock_path(db: Path) -> Path:
+    """The lock file of a database: in this user's private temporary folder, not beside the data."""
+    folder = private_folder() / "sqlite-locks"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"{hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:24]}.lock"
+
+
+def _lock(fd: int, timeout_s: float) -> bool:
+    """Take the lock file (exclusive), looking again every LOCK_POLL_S; False after `timeout_s`."""
+    deadline, wait = time.monotonic() + timeout_s, LOCK_POLL_S[0]
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(wait)
+            wait = min(wait * 2, LOCK_POLL_S[1])
+
+
 class SQLiteFile:
     """A SQLite database file used from many threads and processes."""
 
@@ -52,6 +80,7 @@ class SQLiteFile:
         self._unavailable = unavailable
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
+        self._fds: list[int] = []  # each thread's lock file descriptor (see `_queued`)
         self._lock = threading.Lock()
 
     def _conn(self) -> sqlite3.Connection:
@@ -82,15 +111,47 @@ class SQLiteFile:
         """One immediate transaction: it takes the write lock up front, so read-then-write is atomic."""
         try:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._queued():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise self._unavailable(f"SQLite {self.path}: {e}") from e
+
+    @contextlib.contextmanager
+    def _queued(self) -> Iterator[None]:
+        """Writers take turns on an advisory lock file before SQLite's own lock. SQLite alone makes a writer
+        that finds the file locked sleep 1, 2, 5, 10, 15, 20, 25 ms... between tries, so busy writers from
+        several processes wait far longer than the transactions they wait for; here the next writer goes
+        within a millisecond. Only an optimisation: SQLite's lock still decides, so a writer that cannot
+        have the lock file (or waits past the busy timeout, or already holds another file's) goes on without.
+        Never two at once in a thread, so two threads cannot wait for each other's lock files."""
+        fd = None if getattr(_holding, "now", False) else self._lock_fd()
+        if fd is None or not _lock(fd, BUSY_TIMEOUT_MS / 1000):
+            yield
+            return
+        _holding.now = True
+        try:
+            yield
+        finally:
+            _holding.now = False
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_fd(self) -> int | None:
+        fd: int | None = getattr(self._local, "lock_fd", None)
+        if fd is None:
+            try:
+                fd = os.open(_lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                return None
+            self._local.lock_fd = fd
+            with self._lock:
+                self._fds.append(fd)
+        return fd
 
     def setup(self) -> None:
         """Bring the file's schema to the newest migration (see observatory.schema)."""
@@ -113,4 +174,8 @@ class SQLiteFile:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._all.clear()
+            for fd in self._fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds.clear()
         self._local = threading.local()

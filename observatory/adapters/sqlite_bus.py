@@ -6,10 +6,16 @@ messages can only come back by also stealing those of live consumers. Here a con
 with a lease in one `BEGIN IMMEDIATE` transaction, renews the lease while it lives, and gives unacked
 messages back when it stops; when its process dies the lease runs out and the messages are redelivered
 (`redelivered` is true), which is what RabbitMQ does when a consumer's connection drops.
+
+Acks and rejects are not a transaction each: like RabbitMQ's, they are queued and the consumer's own thread
+settles whatever has collected in one transaction before it next claims, so a micro-batch of acks costs one
+write, and the writers of the file (publishers, consumers) wait on each other less. Until then a message
+stays leased to its consumer (and its lease renewed); a consumer that dies first has it redelivered.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -32,20 +38,15 @@ _READY = "queue = ? AND available_us <= ? AND (lease_owner IS NULL OR lease_unti
 
 
 class _SQLiteDelivery:
-    def __init__(
-        self, bus: SQLiteBus, msg_id: int, owner: str, body: bytes, redelivered: bool, done: Callable[[int], None]
-    ) -> None:
+    def __init__(self, msg_id: int, body: bytes, redelivered: bool, settle: Callable[[int, bool], None]) -> None:
         self.body, self.redelivered = body, redelivered
-        self._bus, self._id, self._owner, self._done = bus, msg_id, owner, done
+        self._id, self._settle = msg_id, settle
 
     def ack(self) -> None:
         self.reject(requeue=False)
 
     def reject(self, requeue: bool) -> None:
-        try:
-            self._bus._settle(self._id, self._owner, requeue=requeue)
-        finally:  # if settling failed, the lease is no longer renewed and the message comes back
-            self._done(self._id)
+        self._settle(self._id, requeue)
 
 
 class SQLiteBus:
@@ -88,15 +89,23 @@ class SQLiteBus:
             ).fetchall()
         return sorted((r["id"], r["body"], r["deliveries"]) for r in rows)
 
-    def _settle(self, msg_id: int, owner: str, requeue: bool) -> None:
+    def _settle_many(self, settled: Sequence[tuple[int, bool]], owner: str) -> None:
+        """Acks (deleted) and rejects (requeued: unleased) in one transaction. A lease that ran out and moved
+        on to another consumer is not ours to settle."""
+        acked = [msg_id for msg_id, requeue in settled if not requeue]
+        requeued = [msg_id for msg_id, requeue in settled if requeue]
         with self._db.write() as conn:
-            if requeue:
+            if acked:
                 conn.execute(
-                    "UPDATE messages SET lease_owner = NULL, lease_until_us = NULL WHERE id = ? AND lease_owner = ?",
-                    (msg_id, owner),
+                    "DELETE FROM messages WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
+                    (owner, json.dumps(acked)),
                 )
-            else:  # a lease that ran out and moved on is not ours to delete
-                conn.execute("DELETE FROM messages WHERE id = ? AND lease_owner = ?", (msg_id, owner))
+            if requeued:
+                conn.execute(
+                    "UPDATE messages SET lease_owner = NULL, lease_until_us = NULL "
+                    "WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
+                    (owner, json.dumps(requeued)),
+                )
 
     def _heartbeat(self, queue: str, owner: str, ids: list[int]) -> None:
         """Renew the leases of the messages still in flight, and say this consumer is alive."""
@@ -127,34 +136,51 @@ class SQLiteBus:
         drain_s: float = 0.0,
     ) -> None:
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        in_flight: set[int] = set()
+        in_flight: set[int] = set()  # claimed and not yet settled in the file
+        settled: list[tuple[int, bool]] = []  # acked or rejected by a handler, waiting for the next flush
         lock = threading.Lock()
+        wake = threading.Event()  # a settle arrived: flush it without waiting out the poll
 
-        def done(msg_id: int) -> None:
+        def settle(msg_id: int, requeue: bool) -> None:
             with lock:
-                in_flight.discard(msg_id)
+                settled.append((msg_id, requeue))
+            wake.set()
+
+        def flush() -> None:
+            with lock:
+                batch = list(settled)
+                settled.clear()
+            if batch:
+                self._settle_many(batch, owner)
+                with lock:
+                    in_flight.difference_update(msg_id for msg_id, _ in batch)
 
         poll, renewed = POLL_MIN_S, now_us()
         self._heartbeat(queue, owner, [])
         try:
             while not stop.is_set():
+                wake.clear()
+                flush()
                 with lock:
                     free = prefetch - len(in_flight)
                 claimed = self._claim(queue, owner, free) if free > 0 else []
                 for msg_id, body, deliveries in claimed:
                     with lock:
                         in_flight.add(msg_id)
-                    on_message(_SQLiteDelivery(self, msg_id, owner, body, deliveries > 1, done))
+                    on_message(_SQLiteDelivery(msg_id, body, deliveries > 1, settle))
                 if now_us() - renewed > self._lease_us // 3:
                     with lock:
                         ids = sorted(in_flight)
                     self._heartbeat(queue, owner, ids)
                     renewed = now_us()
-                poll = POLL_MIN_S if claimed else min(poll * 2, POLL_MAX_S)
-                if not claimed:
-                    stop.wait(poll)
+                if claimed:
+                    poll = POLL_MIN_S
+                elif not wake.wait(poll):  # a wake-up to flush settles is not an idle poll: no back-off
+                    poll = min(poll * 2, POLL_MAX_S)
             deadline = time.monotonic() + drain_s  # no more claims; keep the leases of those in hand
             while time.monotonic() < deadline:
+                wake.clear()
+                flush()
                 with lock:
                     ids = sorted(in_flight)
                 if not ids:
@@ -162,9 +188,10 @@ class SQLiteBus:
                 if now_us() - renewed > self._lease_us // 3:
                     self._heartbeat(queue, owner, ids)
                     renewed = now_us()
-                time.sleep(POLL_MIN_S)
+                wake.wait(POLL_MIN_S)
+            flush()  # what was settled by the time the loop ended, before the rest goes back
         finally:
-            self._release(owner)  # like a closed AMQP channel: unacked messages go back to the queue
+            self._release(owner)  # like a closed AMQP channel: unsettled messages go back to the queue
 
     def depth(self, queue: str) -> int:
         """Messages ready for delivery, as RabbitMQ counts them: not those leased or not yet due."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 
@@ -108,3 +110,48 @@ def test_failed_write_is_rolled_back(tmp_path):
 
     with db.read() as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+
+
+def lock_file_taken(db: SQLiteFile) -> bool:
+    """Whether some writer holds the database's lock file (tried from a descriptor of our own)."""
+    fd = os.open(sqlite_base._lock_path(db.path), os.O_RDWR | os.O_CREAT, 0o600)  # noqa: SLF001
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_writers_take_turns_on_the_files_lock_file(tmp_path):
+    db = db_at(tmp_path / "a.sqlite3")
+    with db.write() as conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+        during = lock_file_taken(db)
+    assert (during, lock_file_taken(db)) == (True, False)
+
+
+def test_a_writer_of_one_file_does_not_queue_for_another_files_lock_file(tmp_path):
+    """Inside a write of file A, a write of file B goes on even while B's lock file is held elsewhere (SQLite's
+    own lock decides): a thread never waits for one lock file while it holds another, so none deadlock."""
+    a, b = db_at(tmp_path / "a.sqlite3"), db_at(tmp_path / "b.sqlite3")
+    held = os.open(sqlite_base._lock_path(b.path), os.O_RDWR | os.O_CREAT, 0o600)  # noqa: SLF001
+    fcntl.flock(held, fcntl.LOCK_EX)
+    wrote: list[bool] = []
+
+    def nested() -> None:
+        with a.write() as conn_a, b.write() as conn_b:
+            conn_a.execute("INSERT INTO t VALUES (1)")
+            conn_b.execute("INSERT INTO t VALUES (2)")
+        wrote.append(True)
+
+    try:
+        t = threading.Thread(target=nested, daemon=True)
+        t.start()
+        t.join(5)
+    finally:
+        os.close(held)
+    assert wrote == [True]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -223,3 +224,37 @@ def test_idle_consumer_backs_off_between_polls(bus, monkeypatch):
         time.sleep(1.0)  # polls after 0.02, 0.04, 0.08, 0.16, then every 0.25 s: about 7 in a second
 
     assert 3 <= len(polls) <= 15
+
+
+def stored(bus: SQLiteBus, queue: str) -> int:
+    """Messages of a queue in the file, whether ready, leased or not yet due."""
+    with sqlite3.connect(bus._db.path) as conn:  # noqa: SLF001
+        return int(conn.execute("SELECT count(*) FROM messages WHERE queue = ?", (queue,)).fetchone()[0])
+
+
+def test_a_batch_of_acks_is_one_transaction_and_a_stop_still_sends_it(bus, monkeypatch):
+    """Acks queue up and the consumer settles what has collected in one write: five acks given together
+    (here from the consume thread itself, so none is settled in between) cost one transaction, and the
+    consumer stopping right after sends them rather than handing the messages back."""
+    bus.publish_many([created() for _ in range(5)])
+    writes: list[int] = []
+    settle_many = bus._settle_many  # noqa: SLF001
+    monkeypatch.setattr(
+        bus, "_settle_many", lambda settled, owner: writes.append(len(settled)) or settle_many(settled, owner)
+    )
+    got: list[Delivery] = []
+    stop = threading.Event()
+
+    def on_message(d: Delivery) -> None:
+        got.append(d)
+        if len(got) == 5:
+            for each in got:
+                each.ack()
+            stop.set()
+
+    consumer = threading.Thread(target=bus.consume, args=("jobs", on_message, 5, stop), daemon=True)
+    consumer.start()
+    stop.wait(WAIT_S)
+    consumer.join(WAIT_S)
+
+    assert (len(got), writes, stored(bus, "jobs")) == (5, [5], 0)
