@@ -253,7 +253,9 @@ status() {
   port_open "$AMQP_PORT" && echo "rabbitmq:   up (127.0.0.1:$AMQP_PORT)" || { echo "rabbitmq:   down"; rc=1; }
   redis_ready 2>/dev/null && echo "redis:      up (127.0.0.1:$REDIS_PORT)" || { echo "redis:      down"; rc=1; }
   if mongo_external; then echo "mongodb:    external ($MONGO_URL)";
-  else port_open "$MONGO_PORT" && echo "ferretdb:   up (127.0.0.1:$MONGO_PORT)" || { echo "ferretdb:   down"; rc=1; }; fi
+  elif ! port_open "$MONGO_PORT"; then echo "ferretdb:   down"; rc=1;
+  elif pg_ready 2>/dev/null; then echo "ferretdb:   up (127.0.0.1:$MONGO_PORT)";
+  else echo "ferretdb:   listening on 127.0.0.1:$MONGO_PORT but unusable: its PostgreSQL backend is down"; rc=1; fi
   port_open "$PROM_PORT" && echo "prometheus: up (127.0.0.1:$PROM_PORT)" || echo "prometheus: down (only with up --observability)"
   port_open "$AM_PORT" && echo "alertmanager: up (127.0.0.1:$AM_PORT)" || echo "alertmanager: down (only with up --observability)"
   return $rc

@@ -139,7 +139,8 @@ class SQLiteFile:
             yield
         finally:
             _holding.now = False
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):  # closed meanwhile by `close` (which released it)
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _lock_fd(self) -> int | None:
         fd: int | None = getattr(self._local, "lock_fd", None)

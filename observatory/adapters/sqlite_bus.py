@@ -32,9 +32,22 @@ from observatory.topology import QUEUES, routes, routing_key
 
 LEASE_S = 15.0  # a consumer that stops renewing (its process died) loses its messages after this long
 POLL_MIN_S, POLL_MAX_S = 0.02, 0.25  # idle consumers back off between these
+STOP_CHECK_S = 0.02  # how soon a napping consumer notices its stop flag
 
 
 _READY = "queue = ? AND available_us <= ? AND (lease_owner IS NULL OR lease_until_us < ?)"
+
+
+def _nap(seconds: float, wake: threading.Event, stop: threading.Event) -> bool:
+    """Wait up to `seconds` for `wake`, ending early (False) once `stop` is set; whether `wake` came."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if wake.wait(min(left, STOP_CHECK_S)):
+            return True
+    return False
 
 
 class _SQLiteDelivery:
@@ -175,7 +188,7 @@ class SQLiteBus:
                     renewed = now_us()
                 if claimed:
                     poll = POLL_MIN_S
-                elif not wake.wait(poll):  # a wake-up to flush settles is not an idle poll: no back-off
+                elif not _nap(poll, wake, stop):  # a wake-up to flush settles is not an idle poll: no back-off
                     poll = min(poll * 2, POLL_MAX_S)
             deadline = time.monotonic() + drain_s  # no more claims; keep the leases of those in hand
             while time.monotonic() < deadline:
