@@ -11,6 +11,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,7 +59,8 @@ def _lock_path(db: Path) -> Path:
 
 
 def _lock(fd: int, timeout_s: float) -> bool:
-    """Take the lock file (exclusive), looking again every LOCK_POLL_S; False after `timeout_s`."""
+    """Take the lock file (exclusive), looking again every LOCK_POLL_S; TimeoutError after `timeout_s`, and
+    False when the lock file cannot be used at all (the caller goes on without it)."""
     deadline, wait = time.monotonic() + timeout_s, LOCK_POLL_S[0]
     while True:
         try:
@@ -66,9 +68,11 @@ def _lock(fd: int, timeout_s: float) -> bool:
             return True
         except BlockingIOError:
             if time.monotonic() > deadline:
-                return False
+                raise TimeoutError from None
             time.sleep(wait)
             wait = min(wait * 2, LOCK_POLL_S[1])
+        except OSError:
+            return False
 
 
 class SQLiteFile:
@@ -80,7 +84,8 @@ class SQLiteFile:
         self._unavailable = unavailable
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
-        self._fds: list[int] = []  # each thread's lock file descriptor (see `_queued`)
+        self._writer = threading.Lock()  # this process's writers take turns (see `_queued`)
+        self._fd: int | None = None  # the lock file, shared by this process's writers (one at a time)
         self._lock = threading.Lock()
 
     def _conn(self) -> sqlite3.Connection:
@@ -124,35 +129,47 @@ class SQLiteFile:
 
     @contextlib.contextmanager
     def _queued(self) -> Iterator[None]:
-        """Writers take turns on an advisory lock file before SQLite's own lock. SQLite alone makes a writer
-        that finds the file locked sleep 1, 2, 5, 10, 15, 20, 25 ms... between tries, so busy writers from
-        several processes wait far longer than the transactions they wait for; here the next writer goes
-        within a millisecond. Only an optimisation: SQLite's lock still decides, so a writer that cannot
-        have the lock file (or waits past the busy timeout, or already holds another file's) goes on without.
-        Never two at once in a thread, so two threads cannot wait for each other's lock files."""
-        fd = None if getattr(_holding, "now", False) else self._lock_fd()
-        if fd is None or not _lock(fd, BUSY_TIMEOUT_MS / 1000):
+        """Writers take turns before SQLite's own lock: the threads of a process on a lock, the processes on
+        an advisory lock file. SQLite alone makes a writer that finds the file locked sleep 1, 2, 5, 10, 15,
+        20, 25 ms... between tries, so busy writers wait far longer than the transactions they wait for; here
+        the next writer goes within a millisecond. SQLite's lock still decides: a writer that cannot use the
+        lock file goes on without it, and one that already holds another file's turn (a nested write) does
+        not queue, so no two threads ever wait for each other's turns. No turn within the busy timeout is the
+        adapter's error, as SQLite's own "database is locked" would be."""
+        if getattr(_holding, "now", False):
             yield
             return
-        _holding.now = True
+        busy_s = BUSY_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + busy_s
+        if not self._writer.acquire(timeout=busy_s):
+            raise self._unavailable(f"SQLite {self.path}: no turn to write within {busy_s:.0f} s")
         try:
-            yield
+            fd = self._lock_fd()
+            try:
+                locked = fd is not None and _lock(fd, deadline - time.monotonic())
+            except TimeoutError:
+                raise self._unavailable(f"SQLite {self.path}: another process held it for {busy_s:.0f} s") from None
+            _holding.now = True
+            try:
+                yield
+            finally:
+                _holding.now = False
+                if locked:
+                    with contextlib.suppress(OSError):
+                        fcntl.flock(fd, fcntl.LOCK_UN)  # type: ignore[arg-type]
         finally:
-            _holding.now = False
-            with contextlib.suppress(OSError):  # closed meanwhile by `close` (which released it)
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            self._writer.release()
 
     def _lock_fd(self) -> int | None:
-        fd: int | None = getattr(self._local, "lock_fd", None)
-        if fd is None:
+        """This process's descriptor of the lock file (opened once, closed with the object), or None."""
+        if self._fd is None:
             try:
                 fd = os.open(_lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:
+            except (OSError, RuntimeError):  # RuntimeError: an unsafe private folder (see private_tmp)
                 return None
-            self._local.lock_fd = fd
-            with self._lock:
-                self._fds.append(fd)
-        return fd
+            self._fd = fd
+            weakref.finalize(self, os.close, fd)
+        return self._fd
 
     def setup(self) -> None:
         """Bring the file's schema to the newest migration (see observatory.schema)."""
@@ -175,8 +192,4 @@ class SQLiteFile:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._all.clear()
-            for fd in self._fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._fds.clear()
         self._local = threading.local()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -36,6 +37,16 @@ STOP_CHECK_S = 0.02  # how soon a napping consumer notices its stop flag
 
 
 _READY = "queue = ? AND available_us <= ? AND (lease_owner IS NULL OR lease_until_us < ?)"
+
+
+def _settle_in(conn: sqlite3.Connection, settled: Sequence[tuple[int, bool]], owner: str) -> None:
+    """Acks (deleted) and rejects (requeued: unleased), in the caller's transaction. A lease that ran out and
+    moved on to another consumer is not ours to settle."""
+    acked = json.dumps([msg_id for msg_id, requeue in settled if not requeue])
+    requeued = json.dumps([msg_id for msg_id, requeue in settled if requeue])
+    ours = "lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
+    conn.execute(f"DELETE FROM messages WHERE {ours}", (owner, acked))
+    conn.execute(f"UPDATE messages SET lease_owner = NULL, lease_until_us = NULL WHERE {ours}", (owner, requeued))
 
 
 def _nap(seconds: float, wake: threading.Event, stop: threading.Event) -> bool:
@@ -103,22 +114,8 @@ class SQLiteBus:
         return sorted((r["id"], r["body"], r["deliveries"]) for r in rows)
 
     def _settle_many(self, settled: Sequence[tuple[int, bool]], owner: str) -> None:
-        """Acks (deleted) and rejects (requeued: unleased) in one transaction. A lease that ran out and moved
-        on to another consumer is not ours to settle."""
-        acked = [msg_id for msg_id, requeue in settled if not requeue]
-        requeued = [msg_id for msg_id, requeue in settled if requeue]
         with self._db.write() as conn:
-            if acked:
-                conn.execute(
-                    "DELETE FROM messages WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
-                    (owner, json.dumps(acked)),
-                )
-            if requeued:
-                conn.execute(
-                    "UPDATE messages SET lease_owner = NULL, lease_until_us = NULL "
-                    "WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
-                    (owner, json.dumps(requeued)),
-                )
+            _settle_in(conn, settled, owner)
 
     def _heartbeat(self, queue: str, owner: str, ids: list[int]) -> None:
         """Renew the leases of the messages still in flight, and say this consumer is alive."""
@@ -133,8 +130,11 @@ class SQLiteBus:
                 (owner, queue, now_us()),
             )
 
-    def _release(self, owner: str) -> None:
+    def _release(self, owner: str, settled: Callable[[], Sequence[tuple[int, bool]]]) -> None:
+        """The consumer is gone: what its handlers settled until now (taken inside the transaction, so none
+        is left out) is settled, every other message it held goes back to the queue."""
         with self._db.write() as conn:
+            _settle_in(conn, settled(), owner)
             conn.execute("DELETE FROM consumers WHERE owner = ?", (owner,))
             conn.execute(
                 "UPDATE messages SET lease_owner = NULL, lease_until_us = NULL WHERE lease_owner = ?", (owner,)
@@ -159,14 +159,27 @@ class SQLiteBus:
                 settled.append((msg_id, requeue))
             wake.set()
 
-        def flush() -> None:
+        def taken() -> list[tuple[int, bool]]:
             with lock:
                 batch = list(settled)
                 settled.clear()
-            if batch:
+            return batch
+
+        def flush() -> None:
+            batch = taken()
+            if not batch:
+                return
+            try:
                 self._settle_many(batch, owner)
+            except BusUnavailable:
                 with lock:
-                    in_flight.difference_update(msg_id for msg_id, _ in batch)
+                    settled[:0] = batch  # still leased (and renewed): tried again, or settled on release
+                raise
+            with lock:
+                in_flight.difference_update(msg_id for msg_id, _ in batch)
+
+        def until_renewal_s() -> float:
+            return max(0.0, (self._lease_us // 3 - (now_us() - renewed)) / 1_000_000)
 
         poll, renewed = POLL_MIN_S, now_us()
         self._heartbeat(queue, owner, [])
@@ -174,6 +187,8 @@ class SQLiteBus:
             while not stop.is_set():
                 wake.clear()
                 flush()
+                if stop.is_set():
+                    break
                 with lock:
                     free = prefetch - len(in_flight)
                 claimed = self._claim(queue, owner, free) if free > 0 else []
@@ -188,7 +203,8 @@ class SQLiteBus:
                     renewed = now_us()
                 if claimed:
                     poll = POLL_MIN_S
-                elif not _nap(poll, wake, stop):  # a wake-up to flush settles is not an idle poll: no back-off
+                # A wake-up to flush settles is not an idle poll (no back-off); a nap never delays a renewal.
+                elif not _nap(min(poll, until_renewal_s()), wake, stop):
                     poll = min(poll * 2, POLL_MAX_S)
             deadline = time.monotonic() + drain_s  # no more claims; keep the leases of those in hand
             while time.monotonic() < deadline:
@@ -201,10 +217,9 @@ class SQLiteBus:
                 if now_us() - renewed > self._lease_us // 3:
                     self._heartbeat(queue, owner, ids)
                     renewed = now_us()
-                wake.wait(POLL_MIN_S)
-            flush()  # what was settled by the time the loop ended, before the rest goes back
+                wake.wait(min(POLL_MIN_S, until_renewal_s()))
         finally:
-            self._release(owner)  # like a closed AMQP channel: unsettled messages go back to the queue
+            self._release(owner, taken)  # like a closed AMQP channel: unsettled messages go back to the queue
 
     def depth(self, queue: str) -> int:
         """Messages ready for delivery, as RabbitMQ counts them: not those leased or not yet due."""

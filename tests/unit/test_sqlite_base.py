@@ -154,4 +154,6 @@ def test_a_writer_of_one_file_does_not_queue_for_another_files_lock_file(tmp_pat
         t.join(5)
     finally:
         os.close(held)
+        a.close()
+        b.close()
     assert wrote == [True]

@@ -15,6 +15,7 @@ from observatory.adapters import sqlite_bus
 from observatory.adapters.sqlite_bus import SQLiteBus
 from observatory.errors import BusUnavailable
 from observatory.ports import Delivery
+from tests.helpers import wait_for
 from tests.unit.fakes import job_event
 
 T = 1_700_000_000_000_000  # a fixed "now", in microseconds
@@ -163,13 +164,14 @@ def test_stopped_consumer_gives_its_unacked_messages_back_at_once(bus):
 
 
 def test_stopped_consumer_is_no_longer_counted_at_once(bus):
-    with Consumer(bus, "jobs"):
+    with Consumer(bus, "jobs") as c:
         deadline = time.monotonic() + WAIT_S
         while bus.consumers("jobs") == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         attached = bus.consumers("jobs")
 
     assert (attached, bus.consumers("jobs")) == (1, 0)
+    assert c.errors == []
 
 
 def test_consumer_keeps_renewing_the_leases_of_several_messages(tmp_path):
@@ -232,29 +234,44 @@ def stored(bus: SQLiteBus, queue: str) -> int:
         return int(conn.execute("SELECT count(*) FROM messages WHERE queue = ?", (queue,)).fetchone()[0])
 
 
-def test_a_batch_of_acks_is_one_transaction_and_a_stop_still_sends_it(bus, monkeypatch):
-    """Acks queue up and the consumer settles what has collected in one write: five acks given together
-    (here from the consume thread itself, so none is settled in between) cost one transaction, and the
-    consumer stopping right after sends them rather than handing the messages back."""
+def acking_five(bus: SQLiteBus, stop: threading.Event, stop_at_once: bool) -> list[Delivery]:
+    """Five messages consumed and acked together when the fifth arrives (from the consume thread itself, so
+    none is settled in between); the consumer is stopped at once, or once the acks are in the file."""
     bus.publish_many([created() for _ in range(5)])
-    writes: list[int] = []
-    settle_many = bus._settle_many  # noqa: SLF001
-    monkeypatch.setattr(
-        bus, "_settle_many", lambda settled, owner: writes.append(len(settled)) or settle_many(settled, owner)
-    )
     got: list[Delivery] = []
-    stop = threading.Event()
 
     def on_message(d: Delivery) -> None:
         got.append(d)
         if len(got) == 5:
             for each in got:
                 each.ack()
-            stop.set()
+            if stop_at_once:
+                stop.set()
 
     consumer = threading.Thread(target=bus.consume, args=("jobs", on_message, 5, stop), daemon=True)
     consumer.start()
-    stop.wait(WAIT_S)
+    if stop_at_once:
+        stop.wait(WAIT_S)
+    else:
+        wait_for(lambda: stored(bus, "jobs") == 0, "the acks settled", WAIT_S)
+    stop.set()
     consumer.join(WAIT_S)
+    return got
 
-    assert (len(got), writes, stored(bus, "jobs")) == (5, [5], 0)
+
+def test_a_batch_of_acks_is_one_transaction(bus, monkeypatch):
+    writes: list[int] = []
+    settle_many = bus._settle_many  # noqa: SLF001
+    monkeypatch.setattr(
+        bus, "_settle_many", lambda settled, owner: writes.append(len(settled)) or settle_many(settled, owner)
+    )
+
+    got = acking_five(bus, threading.Event(), stop_at_once=False)
+
+    assert (len(got), writes) == (5, [5])
+
+
+def test_acks_given_right_before_a_stop_are_settled_not_handed_back(bus):
+    got = acking_five(bus, threading.Event(), stop_at_once=True)
+
+    assert (len(got), stored(bus, "jobs")) == (5, 0)
