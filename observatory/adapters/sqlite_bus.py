@@ -42,11 +42,15 @@ _READY = "queue = ? AND available_us <= ? AND (lease_owner IS NULL OR lease_unti
 def _settle_in(conn: sqlite3.Connection, settled: Sequence[tuple[int, bool]], owner: str) -> None:
     """Acks (deleted) and rejects (requeued: unleased), in the caller's transaction. A lease that ran out and
     moved on to another consumer is not ours to settle."""
-    acked = json.dumps([msg_id for msg_id, requeue in settled if not requeue])
-    requeued = json.dumps([msg_id for msg_id, requeue in settled if requeue])
+    acked = [msg_id for msg_id, requeue in settled if not requeue]
+    requeued = [msg_id for msg_id, requeue in settled if requeue]
     ours = "lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
-    conn.execute(f"DELETE FROM messages WHERE {ours}", (owner, acked))
-    conn.execute(f"UPDATE messages SET lease_owner = NULL, lease_until_us = NULL WHERE {ours}", (owner, requeued))
+    if acked:
+        conn.execute(f"DELETE FROM messages WHERE {ours}", (owner, json.dumps(acked)))
+    if requeued:
+        conn.execute(
+            f"UPDATE messages SET lease_owner = NULL, lease_until_us = NULL WHERE {ours}", (owner, json.dumps(requeued))
+        )
 
 
 def _nap(seconds: float, wake: threading.Event, stop: threading.Event) -> bool:
