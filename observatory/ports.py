@@ -145,6 +145,9 @@ class JobStore(Protocol):
 
     def get(self, job_id: UUID) -> Job | None: ...
 
+    def get_many(self, job_ids: Sequence[UUID]) -> dict[UUID, Job]:
+        """The jobs among `job_ids` that exist, by id, in one read."""
+
     def list(self, status: JobStatus | None, job_type: str | None, limit: int, cursor: str | None) -> JobPage: ...
 
     def find(self, key: str, limit: int) -> list[Job]:

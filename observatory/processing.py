@@ -2,7 +2,8 @@
 
 Order matters for the guarantees, for one message as for a micro-batch: the outcomes are committed to the
 job store, then their events are published (and retries scheduled), and only then are the messages acked.
-A crash anywhere before an ack means redelivery; every step is safe to repeat.
+A crash anywhere before an ack means redelivery; every step is safe to repeat, and a redelivered message
+first publishes its job's current events again (the crash may have come between a commit and its publish).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from uuid import UUID
 
 from pydantic import ValidationError
 
@@ -122,16 +124,25 @@ class JobProcessor:
         # A redelivered message means its previous consumer died mid-job, so a RUNNING job may run again;
         # a plain duplicate (e.g. re-published by the sweeper) must not start a second run.
         starts = [(job_id, d.redelivered) for _, d, job_id in readable]
+        # Its previous consumer may also have died between committing a transition (a start, a failed
+        # attempt) and publishing its events: publish the job's current state's events again (same ids, so
+        # harmless if they were sent), or its history keeps a gap that no later event fills.
+        before = self._jobs.get_many([job_id for job_id, rerun in starts if rerun])
         here = self._here if all(self._runs_here(work.job_type) for _, _, work in read) else None
         started = self._jobs.start_many(starts, self._worker, here)
         runs: list[tuple[int, Delivery, Job]] = []
+        again: list[Job] = list(before.values())
+        skipped: list[Delivery] = []
         for (i, d, job_id), job in zip(readable, started, strict=True):
             if job is not None:
                 runs.append((i, d, job))
-            else:
-                self._settle_existing(job_id)
-                d.ack()
-        publish_job_events(self._bus, [job for _, _, job in runs], self._source)
+            else:  # a duplicate, or a job no longer startable
+                skipped.append(d)
+                if job_id not in before:
+                    again.extend(self._final(job_id))
+        publish_job_events(self._bus, [*again, *(job for _, _, job in runs)], self._source)
+        for d in skipped:
+            d.ack()
         ran: list[tuple[Job, Outcome, float]] = []
         for _, _, job in runs:
             self._hooks.attempt_started(job.type)
@@ -184,11 +195,10 @@ class JobProcessor:
         current = self._jobs.get(job.id)
         return current is None or current.status is JobStatus.CANCELLED
 
-    def _settle_existing(self, job_id: object) -> None:
-        """A final job's last events may have been lost in a crash after commit: publish them again (same ids)."""
-        job = self._jobs.get(job_id)  # type: ignore[arg-type]
+    def _final(self, job_id: UUID) -> list[Job]:
+        """A final job's last events may have been lost in a crash after commit: it, to publish them again."""
+        job = self._jobs.get(job_id)
         if job is None:
             log.warning("message for unknown job %s dropped", job_id)
-            return
-        if job.status.is_final:
-            publish_job_events(self._bus, [job], self._source)
+            return []
+        return [job] if job.status.is_final else []

@@ -41,6 +41,19 @@ def test_created_job_is_pending_and_readable(store):
     assert (got.status, got.version, got.attempts, got.correlation_id) == (JobStatus.PENDING, 0, 0, "corr-1")
 
 
+def test_get_many_reads_the_jobs_that_exist_by_id(store):
+    a, b = (c.job for c in store.create([new(), new()]))
+    store.start(b.id, "w1", rerun=False)
+
+    got = store.get_many([a.id, b.id, uuid.uuid4()])
+
+    assert {i: (j.status, j.version) for i, j in got.items()} == {
+        a.id: (JobStatus.PENDING, 0),
+        b.id: (JobStatus.RUNNING, 1),
+    }
+    assert store.get_many([]) == {}
+
+
 def test_repeated_idempotency_key_returns_the_first_job(store):
     key = f"k-{uuid.uuid4()}"
     [first] = store.create([new(key=key)])

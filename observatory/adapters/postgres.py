@@ -113,6 +113,13 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
             row = conn.execute(self._q(f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE id = %s"), (job_id,)).fetchone()
         return _job(row) if row else None
 
+    def get_many(self, job_ids: Sequence[UUID]) -> dict[UUID, Job]:
+        if not job_ids:
+            return {}
+        with self._conn() as conn:
+            rows = conn.execute(self._q(f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE id = ANY(%s)"), (list(job_ids),))
+            return {row["id"]: _job(row) for row in rows.fetchall()}
+
     def find(self, key: str, limit: int) -> list[Job]:
         where, args = find_clause(key, "%s")
         q = self._q(f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE ({where}) ORDER BY created_at DESC, id DESC LIMIT %s")

@@ -122,6 +122,13 @@ class SQLiteJobStore(SingleJobCalls):
             row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (str(job_id),)).fetchone()
         return _job(row) if row else None
 
+    def get_many(self, job_ids: Sequence[UUID]) -> dict[UUID, Job]:
+        if not job_ids:
+            return {}
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+        with self._db.read() as conn:
+            return {job.id: job for job in (_job(r) for r in conn.execute(sql, (json_ids(job_ids),)).fetchall())}
+
     def find(self, key: str, limit: int) -> list[Job]:
         where, args = find_clause(key, "?")
         sql = f"SELECT {_COLUMNS} FROM jobs WHERE ({where}) ORDER BY created_us DESC, id DESC LIMIT ?"

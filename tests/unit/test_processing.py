@@ -11,7 +11,7 @@ import pytest
 
 from contracts import EventType, JobStatus
 from observatory.errors import JobFailed
-from observatory.events import event_id, work_message
+from observatory.events import event_id, job_events, work_message
 from observatory.processing import (
     MAX_ERROR_CHARS,
     InlineRunner,
@@ -203,6 +203,36 @@ def test_redelivered_message_of_a_running_job_runs_it_again(jobs, bus):
     assert done.status is JobStatus.COMPLETED
     assert done.attempts == 2
     assert [a.worker for a in jobs.attempts(job.id)] == ["dead-worker", WORKER]
+
+
+def test_redelivered_start_whose_events_were_lost_publishes_them_before_the_rerun(jobs, bus):
+    job = stored_job(jobs)
+    jobs.start(job.id, "dead-worker", rerun=False)  # committed, then the worker died before publishing
+
+    processor(jobs, bus).handle(work_delivery(job, redelivered=True))
+
+    assert [(e.event_type.value, e.payload.version) for e in bus.published] == [
+        ("job.started", 1),
+        ("job.started", 2),
+        ("job.completed", 3),
+    ]
+
+
+def test_redelivered_failed_attempt_whose_events_were_lost_publishes_them_before_the_next_run(jobs, bus):
+    job = stored_job(jobs)
+    jobs.start(job.id, "dead-worker", rerun=False)
+    bus.publish_many(job_events(jobs.get(job.id), SOURCE))  # the start was published
+    jobs.fail(job.id, "worker failed", retry=True)  # the failure committed, then the worker died
+    bus.published.clear()
+
+    processor(jobs, bus).handle(work_delivery(job, redelivered=True))
+
+    assert [(e.event_type.value, e.payload.version) for e in bus.published] == [
+        ("job.failed", 2),
+        ("job.retrying", 3),
+        ("job.started", 4),
+        ("job.completed", 5),
+    ]
 
 
 def test_duplicate_of_a_final_job_publishes_its_final_events_again(jobs, bus):
