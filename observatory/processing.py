@@ -178,17 +178,20 @@ class JobProcessor:
 
     def _record(self, ran: Sequence[tuple[Job, Outcome]]) -> list[JobStatus]:
         """Commit the outcomes, publish their events, schedule retries; the status each job ended up in."""
-        finishing = [(job, o) for job, o in ran if not o.cancelled]  # a cancel already committed and published
+        finishing = [(job, o) for job, o in ran if not o.cancelled]  # a cancel already committed
         done = self._jobs.finish_many(
             [Finish(job.id, o.result, o.error, o.retry, o.dead_letter) for job, o in finishing]
         )
         finished = {job.id: d for (job, _), d in zip(finishing, done, strict=True) if d is not None}
-        publish_job_events(self._bus, list(finished.values()), self._source)
+        # The others were cancelled before or while they ran: their cancellation's events go out again, in
+        # case whoever cancelled committed it and could not publish (e.g. the broker was down).
+        stopped = self._jobs.get_many([job.id for job, _ in ran if job.id not in finished])
+        again = [job for job in stopped.values() if job.status.is_final]
+        publish_job_events(self._bus, [*finished.values(), *again], self._source)
         for d in finished.values():
             if d.status is JobStatus.RETRYING:
                 delay = backoff_s(d.attempts, self._retry.base_s, self._retry.max_s)
                 self._bus.schedule(work_message(d, self._source), delay)
-        # Not finished: cancelled before or while it ran; the cancellation stands.
         return [finished[job.id].status if job.id in finished else JobStatus.CANCELLED for job, _ in ran]
 
     def _is_cancelled(self, job: Job) -> bool:

@@ -465,7 +465,12 @@ def test_handler_bug_is_a_retryable_failure():
 # --- cancellation -----------------------------------------------------------------------------------------
 
 
-def test_cancelled_outcome_leaves_the_job_cancelled_without_more_events(jobs, bus):
+def cancelled_id(job_id: uuid.UUID) -> uuid.UUID:
+    """The id of the `job.cancelled` event that the canceller published (a job started once: version 2)."""
+    return event_id(job_id, EventType.JOB_CANCELLED, 2)
+
+
+def test_cancelled_outcome_leaves_the_job_cancelled_and_only_re_emits_its_cancellation(jobs, bus):
     job = stored_job(jobs)
     runner = ScriptedRunner(Outcome(cancelled=True), before=lambda j, _: jobs.cancel(j.id))
     delivery = work_delivery(job)
@@ -474,7 +479,9 @@ def test_cancelled_outcome_leaves_the_job_cancelled_without_more_events(jobs, bu
 
     assert outcome.cancelled
     assert jobs.get(job.id).status is JobStatus.CANCELLED
-    assert bus.types == ["job.started"]
+    # the canceller's own event, again (stored and counted once): in case the canceller could not publish it
+    assert bus.types == ["job.started", "job.cancelled"]
+    assert bus.published[-1].event_id == cancelled_id(job.id)
     assert bus.scheduled == []
     assert delivery.acked
 
@@ -488,7 +495,8 @@ def test_job_cancelled_while_its_handler_ran_stays_cancelled(jobs, bus):
     done = jobs.get(job.id)
     assert done.status is JobStatus.CANCELLED
     assert done.result is None
-    assert bus.types == ["job.started"]
+    assert bus.types == ["job.started", "job.cancelled"]
+    assert bus.published[-1].event_id == cancelled_id(job.id)
 
 
 def test_job_cancelled_while_its_failing_handler_ran_is_not_retried(jobs, bus):
@@ -498,7 +506,7 @@ def test_job_cancelled_while_its_failing_handler_ran_is_not_retried(jobs, bus):
     processor(jobs, bus, runner).handle(work_delivery(job))
 
     assert jobs.get(job.id).status is JobStatus.CANCELLED
-    assert bus.types == ["job.started"]
+    assert bus.types == ["job.started", "job.cancelled"]
     assert bus.scheduled == []
 
 
