@@ -131,17 +131,17 @@ class JobProcessor:
         here = self._here if all(self._runs_here(work.job_type) for _, _, work in read) else None
         started = self._jobs.start_many(starts, self._worker, here)
         runs: list[tuple[int, Delivery, Job]] = []
-        again: list[Job] = list(before.values())
-        skipped: list[Delivery] = []
+        skipped: list[tuple[Delivery, UUID]] = []  # a duplicate, or a job no longer startable
         for (i, d, job_id), job in zip(readable, started, strict=True):
             if job is not None:
                 runs.append((i, d, job))
-            else:  # a duplicate, or a job no longer startable
-                skipped.append(d)
-                if job_id not in before:
-                    again.extend(self._final(job_id))
+            else:
+                skipped.append((d, job_id))
+        # A PENDING job's event is its work message, which this very message carries: not again.
+        again = [job for job in before.values() if job.status is not JobStatus.PENDING]
+        again += self._finals([job_id for _, job_id in skipped if job_id not in before])
         publish_job_events(self._bus, [*again, *(job for _, _, job in runs)], self._source)
-        for d in skipped:
+        for d, _ in skipped:
             d.ack()
         ran: list[tuple[Job, Outcome, float]] = []
         for _, _, job in runs:
@@ -198,10 +198,10 @@ class JobProcessor:
         current = self._jobs.get(job.id)
         return current is None or current.status is JobStatus.CANCELLED
 
-    def _final(self, job_id: UUID) -> list[Job]:
-        """A final job's last events may have been lost in a crash after commit: it, to publish them again."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            log.warning("message for unknown job %s dropped", job_id)
-            return []
-        return [job] if job.status.is_final else []
+    def _finals(self, job_ids: Sequence[UUID]) -> list[Job]:
+        """Final jobs' last events may have been lost in a crash after commit: those jobs, to publish again."""
+        found = self._jobs.get_many(job_ids)
+        for job_id in job_ids:
+            if job_id not in found:
+                log.warning("message for unknown job %s dropped", job_id)
+        return [job for job in found.values() if job.status.is_final]

@@ -218,6 +218,14 @@ def test_redelivered_start_whose_events_were_lost_publishes_them_before_the_reru
     ]
 
 
+def test_redelivered_message_of_a_pending_job_puts_no_second_work_message_on_the_queue(jobs, bus):
+    job = stored_job(jobs)  # fetched by a consumer that died before starting it
+
+    processor(jobs, bus).handle(work_delivery(job, redelivered=True))
+
+    assert bus.types == ["job.started", "job.completed"]  # no job.created: that is a work message too
+
+
 def test_redelivered_failed_attempt_whose_events_were_lost_publishes_them_before_the_next_run(jobs, bus):
     job = stored_job(jobs)
     jobs.start(job.id, "dead-worker", rerun=False)
