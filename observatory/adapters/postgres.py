@@ -170,64 +170,59 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
     def start_many(
         self, starts: Sequence[tuple[UUID, bool]], worker: str, here: RanOn | None = None
     ) -> list[Job | None]:
-        """One statement claims every job that may start; one more records their attempts; one commit."""
+        """One statement claims every job that may start and records their attempts: one round trip, atomic
+        without a transaction (the attempts' INSERT is a data-modifying WITH on the claimed rows)."""
         if not starts:
             return []
         q = self._q(
-            "UPDATE {ns}.jobs SET status = 'RUNNING', started_at = clock_timestamp(), finished_at = NULL, "
-            "attempts = attempts + 1, worker = %s, version = version + 1, updated_at = clock_timestamp() "
-            "WHERE id = ANY(%s) AND (status IN ('PENDING', 'RETRYING') OR (status = 'RUNNING' AND id = ANY(%s))) "
-            f"{_RETURNING}"
+            "WITH started AS (UPDATE {ns}.jobs SET status = 'RUNNING', started_at = clock_timestamp(), "
+            "finished_at = NULL, attempts = attempts + 1, worker = %s, version = version + 1, "
+            "updated_at = clock_timestamp() WHERE id = ANY(%s) "
+            f"AND (status IN ('PENDING', 'RETRYING') OR (status = 'RUNNING' AND id = ANY(%s))) {_RETURNING}), "
+            "attempt AS (INSERT INTO {ns}.job_attempts (job_id, number, worker, started_at, node, executor) "
+            "SELECT id, attempts, %s, started_at, %s, %s FROM started) "
+            f"SELECT {_COLUMNS} FROM started"
         )
         ids = [job_id for job_id, _ in starts]
         reruns = [job_id for job_id, rerun in starts if rerun]
-        with self._conn() as conn, conn.transaction():
-            started = {row["id"]: _job(row) for row in conn.execute(q, (worker, ids, reruns)).fetchall()}
-            with conn.cursor() as cur:
-                cur.executemany(
-                    self._q(
-                        "INSERT INTO {ns}.job_attempts (job_id, number, worker, started_at, node, executor) "
-                        "VALUES (%s, %s, %s, %s, %s, %s)"
-                    ),
-                    [(j.id, j.attempts, worker, j.started_at, *ran_on_columns(here)) for j in started.values()],
-                )
-        return first_only(ids, started)
+        with self._conn() as conn:
+            rows = conn.execute(q, (worker, ids, reruns, worker, *ran_on_columns(here))).fetchall()
+        return first_only(ids, {row["id"]: _job(row) for row in rows})
 
     def finish_many(self, finishes: Sequence[Finish]) -> list[Job | None]:
-        """Successes in one statement (and one for their attempts); failures, rarer, one by one.
+        """Successes in one statement (which also closes their attempts); failures, rarer, one by one, in the
+        same transaction. A batch of successes only is that one statement: atomic without a transaction.
 
         A job's first finish in the batch is the one that counts, as if they ran in order: a later one finds
         the job no longer RUNNING and gets None (one UPDATE … FROM with a repeated id would pick either row).
         """
         firsts = first_mentions([f.job_id for f in finishes])
         completes = [f for f, first in zip(finishes, firsts, strict=True) if first and f.error is None]
-        with self._conn() as conn, conn.transaction():
-            done = self._complete_all(conn, completes)
-            return [
-                None if not first else done.get(f.job_id) if f.error is None else self._fail(conn, f)
-                for f, first in zip(finishes, firsts, strict=True)
-            ]
+        with self._conn() as conn:
+            if len(completes) == sum(firsts):
+                done = self._complete_all(conn, completes)
+                return [done.get(f.job_id) if first else None for f, first in zip(finishes, firsts, strict=True)]
+            with conn.transaction():
+                done = self._complete_all(conn, completes)
+                return [
+                    None if not first else done.get(f.job_id) if f.error is None else self._fail(conn, f)
+                    for f, first in zip(finishes, firsts, strict=True)
+                ]
 
     def _complete_all(self, conn: psycopg.Connection[dict[str, Any]], completes: Sequence[Finish]) -> dict[UUID, Job]:
         if not completes:
             return {}
         q = self._q(
-            "UPDATE {ns}.jobs AS j SET status = 'COMPLETED', result = v.result, error = NULL, "
+            "WITH done AS (UPDATE {ns}.jobs AS j SET status = 'COMPLETED', result = v.result, error = NULL, "
             "finished_at = clock_timestamp(), version = j.version + 1, updated_at = clock_timestamp() "
             "FROM unnest(%s::uuid[], %s::jsonb[]) AS v(id, result) WHERE j.id = v.id AND j.status = 'RUNNING' "
-            f"RETURNING {', '.join(f'j.{c.strip()}' for c in _COLUMNS.split(','))}"
+            f"RETURNING {', '.join(f'j.{c.strip()}' for c in _COLUMNS.split(','))}), "
+            "closed AS (UPDATE {ns}.job_attempts AS a SET finished_at = d.updated_at, error = NULL FROM done AS d "
+            "WHERE a.job_id = d.id AND a.number = d.attempts AND a.finished_at IS NULL) "
+            f"SELECT {_COLUMNS} FROM done"
         )
         rows = conn.execute(q, ([f.job_id for f in completes], [Jsonb(f.result) for f in completes])).fetchall()
-        done = {row["id"]: _job(row) for row in rows}
-        conn.execute(
-            self._q(
-                "UPDATE {ns}.job_attempts AS a SET finished_at = v.at, error = NULL "
-                "FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[]) AS v(job_id, number, at) "
-                "WHERE a.job_id = v.job_id AND a.number = v.number AND a.finished_at IS NULL"
-            ),
-            ([j.id for j in done.values()], [j.attempts for j in done.values()], [j.updated_at for j in done.values()]),
-        )
-        return done
+        return {row["id"]: _job(row) for row in rows}
 
     def _complete(self, conn: psycopg.Connection[dict[str, Any]], f: Finish) -> Job | None:
         job = self._transition(
