@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -309,3 +311,24 @@ def test_a_draining_consumer_gives_back_what_is_unsettled_at_its_limit(bus):
     assert not t.is_alive()
     [again] = take(bus, "jobs", 1, ack=True, timeout=LEASE_S + WAIT_S)
     assert again.redelivered and again.body == held[0].body
+
+
+def test_rabbitmq_publish_goes_through_after_its_cached_connection_was_lost(settings):
+    """A publisher's connection is cached per thread; when it is lost (a broker restart, a network cut), the
+    next publish fails on it, opens a new one and goes through."""
+    bus = make_bus("rabbitmq", f"{settings.amqp_url} {scratch(f'{settings.namespace}_{uuid.uuid4().hex[:6]}')}", 0)
+    bus.setup()
+    try:
+        first, second = lifecycle(uuid.uuid4())[0], lifecycle(uuid.uuid4())[0]
+        bus.publish(first)
+        cached = bus._local.conn  # type: ignore[attr-defined]
+        socket.socket(fileno=os.dup(cached._impl._transport._sock.fileno())).shutdown(socket.SHUT_RDWR)
+
+        bus.publish(second)
+
+        assert bus._local.conn is not cached  # type: ignore[attr-defined]
+        assert [d.body for d in take(bus, "jobs", 2, ack=True)] == [
+            e.model_dump_json().encode() for e in (first, second)
+        ]
+    finally:
+        bus.close()

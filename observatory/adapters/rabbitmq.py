@@ -158,12 +158,6 @@ class RabbitBus:
                 pass
 
     def _guard(self, fn: Callable[[BlockingChannel], object]) -> object:
-        @retry(
-            stop=stop_after_attempt(PUBLISH_ATTEMPTS),
-            wait=wait_fixed(0.2),
-            retry=retry_if_exception_type(AMQPError),
-            reraise=True,
-        )
         def attempt() -> object:
             try:
                 return fn(self._channel())
@@ -172,7 +166,17 @@ class RabbitBus:
                 raise
 
         try:
-            return attempt()
+            return attempt()  # the usual case: no retry machinery on the hot path
+        except AMQPError:
+            pass  # e.g. the cached connection was dropped: a new one is opened at once, then with pauses
+        retrying = retry(
+            stop=stop_after_attempt(PUBLISH_ATTEMPTS - 1),
+            wait=wait_fixed(0.2),
+            retry=retry_if_exception_type(AMQPError),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)()
         except AMQPError as e:
             raise BusUnavailable(f"RabbitMQ: {e!r}") from e
 
