@@ -139,7 +139,8 @@ class JobProcessor:
                 skipped.append((d, job_id))
         # A PENDING job's event is its work message, which this very message carries: not again.
         again = [job for job in before.values() if job.status is not JobStatus.PENDING]
-        again += self._finals([job_id for _, job_id in skipped if job_id not in before])
+        # (One still PENDING before the start and skipped by it was cancelled meanwhile: its cancel is re-emitted.)
+        again += self._finals([i for _, i in skipped if i not in before or before[i].status is JobStatus.PENDING])
         publish_job_events(self._bus, [*again, *(job for _, _, job in runs)], self._source)
         for d, _ in skipped:
             d.ack()

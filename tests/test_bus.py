@@ -322,7 +322,8 @@ def test_rabbitmq_publish_goes_through_after_its_cached_connection_was_lost(sett
         first, second = lifecycle(uuid.uuid4())[0], lifecycle(uuid.uuid4())[0]
         bus.publish(first)
         cached = bus._local.conn  # type: ignore[attr-defined]
-        socket.socket(fileno=os.dup(cached._impl._transport._sock.fileno())).shutdown(socket.SHUT_RDWR)
+        with socket.socket(fileno=os.dup(cached._impl._transport._sock.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)  # what the connection's socket sees when the broker goes away
 
         bus.publish(second)
 

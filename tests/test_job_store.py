@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import uuid
 from collections import Counter
@@ -456,3 +457,29 @@ def test_pooled_connections_the_server_ended_are_replaced_before_they_are_lent(s
         assert [store.get(c.job.id).id for _ in range(3)] == [c.job.id] * 3
     finally:
         store.close()
+
+
+def test_a_completion_that_waited_for_a_rerun_closes_the_reruns_attempt(settings, real):
+    """A completion blocked on the job's row by a rerun's start (the message redelivered while the first
+    handler still ran) completes the rerun's attempt once that start commits: no attempt is left open."""
+    jobs, ns = real.jobs, settings.namespace
+    [c] = jobs.create([new()])
+    jobs.start(c.job.id, "first", rerun=False)
+    with psycopg.connect(settings.postgres_dsn) as rerun:  # a transaction, held open
+        rerun.execute(f"UPDATE {ns}.jobs SET attempts = attempts + 1, version = version + 1 WHERE id = %s", [c.job.id])
+        rerun.execute(
+            f"INSERT INTO {ns}.job_attempts (job_id, number, worker, started_at) VALUES (%s, 2, 'rerun', now())",
+            [c.job.id],
+        )
+        done: list[object] = []
+        finishing = threading.Thread(target=lambda: done.append(jobs.complete(c.job.id, {"ok": 1})))
+        finishing.start()
+        with psycopg.connect(settings.postgres_dsn, autocommit=True) as admin:
+            waiting = "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%job_attempts%%'"
+            wait_for(lambda: admin.execute(waiting).fetchone() is not None, "the completion waiting for the row", 10)
+        rerun.commit()
+    finishing.join(10)
+
+    [job] = done
+    assert job is not None and job.status is JobStatus.COMPLETED and job.attempts == 2
+    assert [(a.number, a.finished_at is not None) for a in jobs.attempts(c.job.id)] == [(1, False), (2, True)]

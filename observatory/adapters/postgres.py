@@ -196,6 +196,8 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
         A job's first finish in the batch is the one that counts, as if they ran in order: a later one finds
         the job no longer RUNNING and gets None (one UPDATE … FROM with a repeated id would pick either row).
         """
+        if not finishes:
+            return []
         firsts = first_mentions([f.job_id for f in finishes])
         completes = [f for f, first in zip(finishes, firsts, strict=True) if first and f.error is None]
         with self._conn() as conn:
@@ -218,11 +220,19 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
             "FROM unnest(%s::uuid[], %s::jsonb[]) AS v(id, result) WHERE j.id = v.id AND j.status = 'RUNNING' "
             f"RETURNING {', '.join(f'j.{c.strip()}' for c in _COLUMNS.split(','))}), "
             "closed AS (UPDATE {ns}.job_attempts AS a SET finished_at = d.updated_at, error = NULL FROM done AS d "
-            "WHERE a.job_id = d.id AND a.number = d.attempts AND a.finished_at IS NULL) "
-            f"SELECT {_COLUMNS} FROM done"
+            "WHERE a.job_id = d.id AND a.number = d.attempts AND a.finished_at IS NULL RETURNING a.job_id) "
+            f"SELECT {_COLUMNS}, EXISTS (SELECT 1 FROM closed WHERE closed.job_id = done.id) AS closed FROM done"
         )
         rows = conn.execute(q, ([f.job_id for f in completes], [Jsonb(f.result) for f in completes])).fetchall()
-        return {row["id"]: _job(row) for row in rows}
+        done: dict[UUID, Job] = {}
+        for row in rows:
+            closed = row.pop("closed")
+            job = done[row["id"]] = _job(row)
+            if not closed:
+                # Its attempt was started by a rerun that committed while this statement waited for the job's
+                # row: the statement's snapshot cannot see that attempt, a statement of its own can.
+                self._close_attempt(conn, job, None)
+        return done
 
     def _complete(self, conn: psycopg.Connection[dict[str, Any]], f: Finish) -> Job | None:
         job = self._transition(

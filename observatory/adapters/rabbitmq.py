@@ -168,7 +168,7 @@ class RabbitBus:
         try:
             return attempt()  # the usual case: no retry machinery on the hot path
         except AMQPError:
-            pass  # e.g. the cached connection was dropped: a new one is opened at once, then with pauses
+            pass  # e.g. the cached connection was lost: a new one is opened at once, and once more after a pause
         retrying = retry(
             stop=stop_after_attempt(PUBLISH_ATTEMPTS - 1),
             wait=wait_fixed(0.2),

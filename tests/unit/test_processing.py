@@ -226,6 +226,33 @@ def test_redelivered_message_of_a_pending_job_puts_no_second_work_message_on_the
     assert bus.types == ["job.started", "job.completed"]  # no job.created: that is a work message too
 
 
+class CancelledRightAfterRead:
+    """The embedded job store, with each job read by `get_many` cancelled right after the read."""
+
+    def __init__(self, jobs) -> None:
+        self._jobs = jobs
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._jobs, name)
+
+    def get_many(self, job_ids):
+        got = self._jobs.get_many(job_ids)
+        for job_id in job_ids:
+            self._jobs.cancel(job_id)
+        return got
+
+
+def test_redelivered_pending_job_cancelled_before_its_start_has_its_cancellation_re_emitted(jobs, bus):
+    job = stored_job(jobs)
+    delivery = work_delivery(job, redelivered=True)
+
+    processor(CancelledRightAfterRead(jobs), bus).handle(delivery)
+
+    assert bus.types == ["job.cancelled"]
+    assert bus.published[0].event_id == event_id(job.id, EventType.JOB_CANCELLED, 1)
+    assert delivery.acked
+
+
 def test_redelivered_failed_attempt_whose_events_were_lost_publishes_them_before_the_next_run(jobs, bus):
     job = stored_job(jobs)
     jobs.start(job.id, "dead-worker", rerun=False)
