@@ -97,8 +97,13 @@ def most_at_once(spans: list[tuple[int, int]], slack_ms: int = RECORD_SLACK_MS) 
 
 
 def spread_processors(api: httpx.Client) -> set[str] | None:
-    """The worker nodes of the processors when they are alive, consuming, and on different nodes."""
-    procs = [a for a in workers(api)["workers"]["actors"] if a["kind"] == "processor"]
+    """The worker nodes of the processors when they are alive, consuming, and on different nodes (None while
+    the workers app is still starting: the read model answers 503 until it answers within 2 s)."""
+    r = api.get("/read/workers")
+    if r.status_code == 503 and "starting, or down" in r.text:
+        return None
+    assert r.status_code == 200, r.text
+    procs = [a for a in r.json()["workers"]["actors"] if a["kind"] == "processor"]
     nodes = {a["node_id"] for a in procs}
     ok = procs and all(a["state"] == "alive" and a["connected"] for a in procs) and len(nodes) == len(procs)
     return nodes if ok else None
