@@ -234,18 +234,6 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
                 self._close_attempt(conn, job, None)
         return done
 
-    def _complete(self, conn: psycopg.Connection[dict[str, Any]], f: Finish) -> Job | None:
-        job = self._transition(
-            conn,
-            "status = 'COMPLETED', result = %s, error = NULL, finished_at = clock_timestamp()",
-            f.job_id,
-            ["RUNNING"],
-            Jsonb(f.result),
-        )
-        if job is not None:
-            self._close_attempt(conn, job, None)
-        return job
-
     def _fail(self, conn: psycopg.Connection[dict[str, Any]], f: Finish) -> Job | None:
         error = f.error or ""
         job = self._transition(
