@@ -270,9 +270,14 @@ def _running_on(truth, live: set[int]) -> tuple[int, list[uuid.UUID]] | None:
     return max(holding.items(), key=lambda kv: len(kv[1])) if holding else None
 
 
-def _interrupted(truth, pid: int, job_ids: list[uuid.UUID]) -> bool:
-    """Whether the dead processor `pid` left one of these jobs' attempts open (nobody else closes it)."""
-    return any(a.worker.endswith(f":{pid}") and a.finished_at is None for j in job_ids for a in truth.jobs.attempts(j))
+def _interrupted(truth, pid: int, job_ids: list[uuid.UUID]) -> bool | None:
+    """Whether the dead processor `pid` left one of these jobs' attempts open for good; None while that is not
+    known yet. A statement it sent just before it died may still commit and close its attempts, so an open one
+    counts only once another processor has started the job again (completions close the latest attempt only)."""
+    tries = [truth.jobs.attempts(j) for j in job_ids]
+    if any(t[-1].worker.endswith(f":{pid}") and t[-1].finished_at is None for t in tries):
+        return None
+    return any(a.worker.endswith(f":{pid}") and a.finished_at is None for t in tries for a in t)
 
 
 def test_a_processor_killed_mid_micro_batch_repeats_and_loses_nothing(api, truth):
@@ -286,6 +291,7 @@ def test_a_processor_killed_mid_micro_batch_repeats_and_loses_nothing(api, truth
         victim, held = wait_for(lambda: _running_on(truth, actor_pids("ProcessorActor")), "a batch in flight", 60)
         os.kill(victim, signal.SIGKILL)
         victims.append(victim)
+        wait_for(lambda v=victim, h=held: _interrupted(truth, v, h) is not None, "the kill's outcome known", 120)
         if _interrupted(truth, victim, held):
             break
 
