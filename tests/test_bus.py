@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -333,3 +334,61 @@ def test_rabbitmq_publish_goes_through_after_its_cached_connection_was_lost(sett
         ]
     finally:
         bus.close()
+
+
+class _Doorman:
+    """A TCP relay on loopback to the real broker that closes the first `turn_away` connections at once (what a
+    client sees while the broker restarts), then relays every byte both ways."""
+
+    def __init__(self, target: tuple[str, int], turn_away: int) -> None:
+        self._target, self._turn_away = target, turn_away
+        self.connections = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listening socket closed: done
+            while True:
+                client, _ = self._server.accept()
+                self.connections += 1
+                if self.connections <= self._turn_away:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(self._target)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_rabbitmq_publish_tries_again_when_a_new_connection_is_refused(settings):
+    """Opening a connection that the broker drops at once (it is restarting) is tried again like a lost
+    cached one: the publish goes through, with no error for the caller."""
+    url = urlsplit(settings.amqp_url)
+    doorman = _Doorman((url.hostname or "127.0.0.1", url.port or 5672), turn_away=1)
+    ns = scratch(f"{settings.namespace}_{uuid.uuid4().hex[:6]}")
+    user, at, _ = url.netloc.rpartition("@")
+    relayed = url._replace(netloc=f"{user}{at}127.0.0.1:{doorman.port}").geturl()
+    bus, direct = make_bus("rabbitmq", f"{relayed} {ns}", 0), make_bus("rabbitmq", f"{settings.amqp_url} {ns}", 0)
+    try:
+        direct.setup()
+        event = lifecycle(uuid.uuid4())[0]
+        bus.publish(event)
+
+        assert doorman.connections == 2
+        assert [d.body for d in take(direct, "jobs", 1, ack=True)] == [event.model_dump_json().encode()]
+    finally:
+        bus.close()
+        direct.close()
+        doorman.close()

@@ -104,6 +104,14 @@ class _Settler:
             self._ch.basic_ack(tag)
 
 
+def _close(conn: pika.BlockingConnection) -> None:
+    if conn.is_open:
+        try:
+            conn.close()
+        except AMQPError:
+            pass
+
+
 class _PikaDelivery:
     def __init__(self, settler: _Settler, tag: int, body: bytes, redelivered: bool) -> None:
         self.body = body
@@ -136,26 +144,24 @@ class RabbitBus:
         ch: BlockingChannel | None = getattr(self._local, "channel", None)
         if ch is None or not ch.is_open:
             self._drop()
+            conn = pika.BlockingConnection(self._params)  # a refusal is an AMQPError: _guard tries again
             try:
-                conn = pika.BlockingConnection(self._params)
-            except AMQPError as e:
-                raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
-            ch = conn.channel()
-            # Publishes are transactional rather than confirmed one by one: a batch of messages costs one
-            # round trip (tx.commit-ok comes once the broker holds all of them, persisted), and a batch cut
-            # short by a dropped connection is rolled back whole rather than half sent.
-            ch.tx_select()
+                ch = conn.channel()
+                # Publishes are transactional rather than confirmed one by one: a batch of messages costs one
+                # round trip (tx.commit-ok comes once the broker holds all of them, persisted), and a batch
+                # cut short by a dropped connection is rolled back whole rather than half sent.
+                ch.tx_select()
+            except BaseException:
+                _close(conn)
+                raise
             self._local.conn, self._local.channel = conn, ch
         return ch
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
         self._local.conn = self._local.channel = None
-        if conn is not None and conn.is_open:
-            try:
-                conn.close()
-            except AMQPError:
-                pass
+        if conn is not None:
+            _close(conn)
 
     def _guard(self, fn: Callable[[BlockingChannel], object]) -> object:
         def attempt() -> object:
@@ -178,7 +184,7 @@ class RabbitBus:
         try:
             return retrying(attempt)()
         except AMQPError as e:
-            raise BusUnavailable(f"RabbitMQ: {e!r}") from e
+            raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
 
     def setup(self) -> None:
         def declare(ch: BlockingChannel) -> None:
