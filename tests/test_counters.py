@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+import redis
 
 from contracts import Alert, EventEnvelope, Job, JobStatus, Severity, Stats, TypeStats
 from observatory.adapters import sqlite_counters
@@ -207,6 +208,21 @@ def test_a_batch_counts_like_the_same_events_one_by_one(counters):
     s = counters.stats()
     assert (s.total_jobs, s.completed, s.running, s.pending) == (2, 2, 0, 0)
     assert counters.apply_many([]) == []
+
+
+def test_redis_counting_goes_on_after_the_server_forgot_its_scripts(settings):
+    """A restarted or flushed Redis no longer holds the counting script: the next batch loads it again and
+    is counted, with no error for the aggregator."""
+    c = RedisCounters(settings.redis_url, scratch(f"{settings.namespace}_{uuid.uuid4().hex[:6]}"))
+    assert c.finish_rebuild(c.begin_rebuild(30))
+    events = lifecycle(uuid.uuid4(), "hash")
+    assert c.apply_many(events[:1]) == [True]
+
+    redis.Redis.from_url(settings.redis_url).script_flush()
+
+    assert c.apply_many(events[1:]) == [True] * (len(events) - 1)
+    s = c.stats()
+    assert (s.total_jobs, s.completed) == (1, 1)
 
 
 def test_the_token_bucket_lets_a_burst_through_then_the_rate(counters):

@@ -152,22 +152,37 @@ class RedisCounters:
         return self.apply_many([event])[0]
 
     def apply_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
-        """One pipeline (one round trip) of script calls; each call is atomic on its own."""
+        """One pipeline (one round trip) of script calls by digest; each call is atomic on its own, and
+        idempotent. Not through redis-py's pipelined scripts: they ask SCRIPT EXISTS first, a second round
+        trip per batch. A server without the script (restarted, flushed) answers NOSCRIPT: it is loaded and the
+        pipeline sent again."""
+        now = time.time()
+        calls = [
+            (
+                f"{self._job}{e.payload.job_id}",
+                self._counts,
+                self._last,
+                e.payload.version,
+                e.payload.status.value,
+                e.payload.job_type,
+                int(e.occurred_at.timestamp() * 1_000_000),
+                final_state_ttl(self._ttl, e.occurred_at.timestamp(), now),
+                int(e.payload.status in FINAL),
+            )
+            for e in events
+        ]
         with self._translate():
-            pipe = self._r.pipeline(transaction=False)
-            now = time.time()
-            for event in events:
-                p = event.payload
-                args = [
-                    p.version,
-                    p.status.value,
-                    p.job_type,
-                    int(event.occurred_at.timestamp() * 1_000_000),
-                    final_state_ttl(self._ttl, event.occurred_at.timestamp(), now),
-                    int(p.status in FINAL),
-                ]
-                self._apply(keys=[f"{self._job}{p.job_id}", self._counts, self._last], args=args, client=pipe)
-            return [bool(r) for r in pipe.execute()]
+            try:
+                return self._apply_calls(calls)
+            except redis_lib.exceptions.NoScriptError:
+                self._apply.sha = self._r.script_load(self._apply.script)
+                return self._apply_calls(calls)
+
+    def _apply_calls(self, calls: Sequence[tuple[str | int, ...]]) -> list[bool]:
+        pipe = self._r.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(self._apply.sha, 3, *call)
+        return [bool(r) for r in pipe.execute()]
 
     def complete(self) -> bool:
         with self._translate():
