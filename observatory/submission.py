@@ -79,11 +79,18 @@ class SubmissionService:
 
     def cancel(self, job_id: uuid.UUID) -> Job:
         """Cancel a PENDING, RETRYING or RUNNING job. A running handler is stopped by its processor,
-        which checks the job's status while it waits for the handler."""
+        which checks the job's status while it waits for the handler.
+
+        The cancel is committed before its event is published, so a broker that is down does not undo it: the
+        caller is answered with the cancelled job, and `job.cancelled` (same event id) is published again by the
+        processor that meets the job's work message or stops its running handler."""
         job = self._jobs.cancel(job_id) or self._refused(
             job_id, "only PENDING, RETRYING or RUNNING jobs can be cancelled"
         )
-        publish_job_events(self._bus, [job], self._source)
+        try:
+            publish_job_events(self._bus, [job], self._source)
+        except BusUnavailable as e:
+            log.warning("job %s cancelled; its event is left for the processor that meets the job: %s", job_id, e)
         return job
 
     def requeue(self, job_id: uuid.UUID) -> Job:

@@ -197,6 +197,18 @@ def test_cancel_cancels_the_job_and_publishes_job_cancelled(jobs, bus):
     assert [(e.event_type, e.payload.job_id) for e in bus.published] == [(EventType.JOB_CANCELLED, job.id)]
 
 
+def test_cancel_with_the_bus_down_is_still_answered_with_the_cancelled_job(jobs, caplog):
+    # Committed is committed: a processor publishes job.cancelled when it meets the job's message.
+    job = stored_job(jobs)
+
+    with caplog.at_level(logging.WARNING, logger="observatory.submission"):
+        done = service(jobs, RecordingBus(fail_after=0)).cancel(job.id)
+
+    assert done.status is JobStatus.CANCELLED
+    assert jobs.get(job.id).status is JobStatus.CANCELLED
+    assert f"job {job.id} cancelled; its event is left for the processor" in caplog.text
+
+
 def test_cancel_of_an_unknown_job_is_not_found(jobs, bus):
     unknown = uuid.uuid4()
 
