@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
 from observatory.errors import BackendUnavailable
 from observatory.private_tmp import private_folder
 
@@ -49,6 +51,23 @@ def marks(values: Sequence[object]) -> str:
 def json_ids(ids: Sequence[UUID | str]) -> str:
     """Ids as one JSON array: a single parameter for `IN (SELECT value FROM json_each(?))`."""
     return json.dumps([str(i) for i in ids])
+
+
+def _locked(e: BaseException) -> bool:
+    return isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+
+
+@retry(
+    retry=retry_if_exception(_locked),
+    wait=wait_exponential(multiplier=0.005, max=0.5),
+    stop=stop_after_delay(BUSY_TIMEOUT_MS / 1000),
+    reraise=True,
+)
+def _wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (a no-op once it is). Switching needs the file to itself, and SQLite answers
+    "database is locked" at once, without its busy wait, to one of two connections that switch at the same
+    moment (the first connections of a fresh file's threads and processes): that one tries again."""
+    conn.execute("PRAGMA journal_mode = WAL")
 
 
 def _lock_path(db: Path) -> Path:
@@ -97,7 +116,7 @@ class SQLiteFile:
             )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             self._local.conn = conn
             with self._lock:
@@ -181,6 +200,8 @@ class SQLiteFile:
             migrate_sqlite(self.path, self._target)
         except (sqlite3.Error, sqlalchemy.exc.DBAPIError, OSError) as e:
             raise self._unavailable(f"SQLite {self.path}: {e}") from e
+        with self.read():
+            pass  # this thread's connection puts the file in WAL mode now, before other threads open theirs
 
     def ping(self) -> None:
         with self.read() as conn:

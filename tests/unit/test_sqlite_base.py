@@ -157,3 +157,35 @@ def test_a_writer_of_one_file_does_not_queue_for_another_files_lock_file(tmp_pat
         a.close()
         b.close()
     assert wrote == [True]
+
+
+def test_threads_opening_a_fresh_file_at_the_same_moment_all_get_a_connection(tmp_path):
+    """The first connections of a file not yet in WAL mode switch it at once; SQLite refuses one of two
+    simultaneous switches without waiting, so each is tried again until the file is in WAL mode."""
+    threads, rounds = 8, 30
+    for r in range(rounds):
+        path = tmp_path / f"fresh{r}.sqlite3"
+        with sqlite3.connect(path) as conn:  # rollback journal, as a new or restored file is
+            conn.execute(SCHEMA)
+        conn.close()
+        db, errors = SQLiteFile(path, "sqlite_bus", StoreUnavailable), []
+        start = threading.Barrier(threads)
+
+        def first_read(db: SQLiteFile = db, errors: list[BaseException] = errors, start=start) -> None:
+            start.wait()
+            try:
+                with db.read() as c:
+                    c.execute("SELECT count(*) FROM t").fetchone()
+            except BaseException as e:  # noqa: BLE001 - judged in the test's thread
+                errors.append(e)
+
+        workers = [threading.Thread(target=first_read) for _ in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        db.close()
+        assert errors == [], f"round {r}: {errors!r}"
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
