@@ -83,7 +83,9 @@ class SubmissionService:
 
         The cancel is committed before its event is published, so a broker that is down does not undo it: the
         caller is answered with the cancelled job, and `job.cancelled` (same event id) is published again by the
-        processor that meets the job's work message or stops its running handler."""
+        processor that meets the job's work message or stops its running handler. Not for a job whose work
+        message was never published (accepted while the broker was down, cancelled before the sweeper ran):
+        its history stays empty, and the read model's stats fall back to the job store (see healing)."""
         job = self._jobs.cancel(job_id) or self._refused(
             job_id, "only PENDING, RETRYING or RUNNING jobs can be cancelled"
         )

@@ -17,6 +17,7 @@ import pytest
 
 from observatory.adapters.rabbitmq import DELAY_BUCKET_FACTOR
 from observatory.adapters.sqlite_bus import SQLiteBus
+from observatory.errors import BusUnavailable
 from observatory.ports import Bus, Delivery
 from tests.crash_consumer import make_bus
 from tests.helpers import scratch, wait_for
@@ -348,7 +349,7 @@ class _Doorman:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        with contextlib.suppress(OSError):  # the listening socket closed: done
+        with contextlib.suppress(OSError):  # the listening socket was shut down: done
             while True:
                 client, _ = self._server.accept()
                 self.connections += 1
@@ -361,14 +362,18 @@ class _Doorman:
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:
+        """One direction; the first to end shuts both sockets down (ending the other) and closes its source."""
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 dst.sendall(data)
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+        src.close()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (close alone does not)
         self._server.close()
 
 
@@ -392,3 +397,14 @@ def test_rabbitmq_publish_tries_again_when_a_new_connection_is_refused(settings)
         bus.close()
         direct.close()
         doorman.close()
+
+
+def test_rabbitmq_with_a_host_that_does_not_resolve_is_an_unavailable_bus_naming_what_to_check():
+    """pika re-raises a failed name lookup as is (socket.gaierror): publishing, asking and consuming all answer
+    the bus's own error instead, so the gateway leaves jobs for the sweeper and consumers retry."""
+    bus = make_bus("rabbitmq", "amqp://guest:guest@no-such-host.invalid:5672/%2F nowhere", 0)
+    stop = threading.Event()
+    event = lifecycle(uuid.uuid4())[0]
+    for call in (lambda: bus.publish(event), bus.ping, lambda: bus.consume("jobs", print, 1, stop)):
+        with pytest.raises(BusUnavailable, match="check AMQP_URL and that the broker is up"):
+            call()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.exceptions import AMQPError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
@@ -31,6 +32,9 @@ POLL_S = 0.5  # how long a consume loop waits for traffic before it looks at its
 DELAY_BUCKET_FACTOR = 1.25
 # Per-message TTLs are 32-bit milliseconds, so no delay bucket is numbered past log_1.25(2**32) ~ 99.4.
 DELAY_BUCKETS = int(math.log(2**32, DELAY_BUCKET_FACTOR)) + 1
+# What a connection to the broker can fail with: pika's errors, and what its connect re-raises as is (a host
+# name that does not resolve, a TLS set-up error, the connect's own time limit).
+BROKER_ERRORS: tuple[type[Exception], ...] = (AMQPError, AMQPConnectorException, OSError)
 
 
 class _Settler:
@@ -144,7 +148,7 @@ class RabbitBus:
         ch: BlockingChannel | None = getattr(self._local, "channel", None)
         if ch is None or not ch.is_open:
             self._drop()
-            conn = pika.BlockingConnection(self._params)  # a refusal is an AMQPError: _guard tries again
+            conn = pika.BlockingConnection(self._params)  # a refusal is a broker error: _guard tries again
             try:
                 ch = conn.channel()
                 # Publishes are transactional rather than confirmed one by one: a batch of messages costs one
@@ -167,23 +171,23 @@ class RabbitBus:
         def attempt() -> object:
             try:
                 return fn(self._channel())
-            except AMQPError:
+            except BROKER_ERRORS:
                 self._drop()
                 raise
 
         try:
             return attempt()  # the usual case: no retry machinery on the hot path
-        except AMQPError:
+        except BROKER_ERRORS:
             pass  # e.g. the cached connection was lost: a new one is opened at once, and once more after a pause
         retrying = retry(
             stop=stop_after_attempt(PUBLISH_ATTEMPTS - 1),
             wait=wait_fixed(0.2),
-            retry=retry_if_exception_type(AMQPError),
+            retry=retry_if_exception_type(BROKER_ERRORS),
             reraise=True,
         )
         try:
             return retrying(attempt)()
-        except AMQPError as e:
+        except BROKER_ERRORS as e:
             raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
 
     def setup(self) -> None:
@@ -255,7 +259,7 @@ class RabbitBus:
     ) -> None:
         try:
             conn = pika.BlockingConnection(self._params)
-        except AMQPError as e:
+        except BROKER_ERRORS as e:
             raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
         try:
             ch = conn.channel()
