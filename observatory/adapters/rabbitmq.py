@@ -281,11 +281,7 @@ class RabbitBus:
         except AMQPError as e:
             raise BusUnavailable(f"RabbitMQ consumer on {queue!r}: {e!r}") from e
         finally:
-            if conn.is_open:
-                try:
-                    conn.close()
-                except AMQPError:
-                    pass
+            _close(conn)
 
     def depth(self, queue: str) -> int:
         result = self._guard(lambda ch: ch.queue_declare(self.queue_name(queue), passive=True))
