@@ -17,7 +17,10 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 log = logging.getLogger(__name__)
 
-PING_TIMEOUT_S = 10.0  # an actor that cannot answer `info` this fast is treated as dead
+PING_TIMEOUT_S = 10.0  # a started actor that cannot answer `info` this fast is treated as dead
+# A new actor may wait for a node with room, a worker process to start (seconds each on a busy node) and its own
+# set-up: it shows as starting meanwhile, and is re-created only if its creation fails or takes longer than this.
+START_LIMIT_S = 180.0
 STOP_LIMIT_S = 15.0  # how long `stop` waits for the actors to stop themselves before killing them
 DRAIN_LIMIT_S = 330.0  # a draining actor still there after this is killed (its unacked messages go back)
 
@@ -38,12 +41,21 @@ class Supervisor:
     published whole under a lock, so a reader never waits on an actor and never sees half a pass."""
 
     def __init__(
-        self, specs: list[ActorSpec], clock: Callable[[], datetime] = _utcnow, drain_limit_s: float = DRAIN_LIMIT_S
+        self,
+        specs: list[ActorSpec],
+        clock: Callable[[], datetime] = _utcnow,
+        drain_limit_s: float = DRAIN_LIMIT_S,
+        ping_timeout_s: float = PING_TIMEOUT_S,
+        start_limit_s: float = START_LIMIT_S,
     ) -> None:
         self._specs = list(specs)
         self._clock = clock
         self._drain_limit_s = drain_limit_s
+        self._ping_timeout_s = ping_timeout_s
+        self._start_limit_s = start_limit_s
         self._handles: dict[str, ActorHandle] = {}
+        # name -> (its `__ray_ready__`, when it was created): the actors not yet started, never pinged
+        self._starting: dict[str, tuple[ray.ObjectRef, float]] = {}
         self._draining: dict[str, tuple[ActorHandle, ray.ObjectRef, float, ActorSpec]] = {}
         self._lock = threading.Lock()
         self.restarts: dict[str, int] = {s.name: 0 for s in specs}
@@ -61,6 +73,7 @@ class Supervisor:
         for spec in self._specs:
             if spec.name not in keep and spec.name in self._handles:
                 handle = self._handles.pop(spec.name)
+                self._starting.pop(spec.name, None)
                 self._draining[spec.name] = (handle, handle.drain.remote(), time.monotonic(), spec)
                 log.info("draining %s", spec.name)
         for spec in specs:
@@ -68,30 +81,63 @@ class Supervisor:
         self._specs = list(specs)
 
     def reconcile(self) -> dict[str, dict[str, Any]]:
-        """One pass: every actor answers `info`, or is replaced. Returns name -> last info (see `snapshot`)."""
-        pending = {s.name: self._handles[s.name].info.remote() for s in self._specs if s.name in self._handles}
+        """One pass: every started actor answers `info`, or is replaced; one still starting is left to start
+        (replaced if its creation failed or is past the start limit). Returns name -> last info (see `snapshot`)."""
+        failed = self._settle_starts()
+        pending = {
+            s.name: self._handles[s.name].info.remote()
+            for s in self._specs
+            if s.name in self._handles and s.name not in self._starting and s.name not in failed
+        }
+        deadline = time.monotonic() + self._ping_timeout_s  # every ping was sent now: one limit for all
         last = dict(self.last)
         restarts = dict(self.restarts)
         for spec in self._specs:
-            ref = pending.get(spec.name)
-            if ref is None:
-                self._handles[spec.name] = spec.create()
+            if spec.name not in self._handles:
+                self._create(spec)
                 last[spec.name] = {"name": spec.name, "state": "starting", "last_seen": None}
                 continue
-            try:
-                info = ray.get(ref, timeout=PING_TIMEOUT_S)
-                last[spec.name] = {**info, "state": "alive", "last_seen": self._clock()}
-            except (RayActorError, GetTimeoutError) as e:
-                log.warning("actor %s is gone (%s); re-creating it", spec.name, type(e).__name__)
-                ray.kill(self._handles.pop(spec.name), no_restart=True)
-                restarts[spec.name] += 1
-                self._handles[spec.name] = spec.create()
-                seen = last.get(spec.name, {}).get("last_seen")  # when the one it replaces last answered
-                last[spec.name] = {"name": spec.name, "state": "restarted", "last_seen": seen}
+            if spec.name in self._starting:
+                continue  # still "starting" (or "restarted") as the pass that created it said
+            why = failed.get(spec.name)
+            if why is None:
+                try:
+                    info = ray.get(pending[spec.name], timeout=max(0.0, deadline - time.monotonic()))
+                    last[spec.name] = {**info, "state": "alive", "last_seen": self._clock()}
+                    continue
+                except (RayActorError, GetTimeoutError) as e:
+                    why = type(e).__name__
+            log.warning("actor %s is gone (%s); re-creating it", spec.name, why)
+            ray.kill(self._handles.pop(spec.name), no_restart=True)
+            restarts[spec.name] += 1
+            self._create(spec)
+            seen = last.get(spec.name, {}).get("last_seen")  # when the one it replaces last answered
+            last[spec.name] = {"name": spec.name, "state": "restarted", "last_seen": seen}
         self._settle_drains(last)
         with self._lock:
             self.last, self.restarts, self.checked_at = last, restarts, self._clock()
         return self.snapshot()[1]
+
+    def _create(self, spec: ActorSpec) -> None:
+        handle = spec.create()
+        self._handles[spec.name] = handle
+        self._starting[spec.name] = (handle.__ray_ready__.remote(), time.monotonic())
+
+    def _settle_starts(self) -> dict[str, str]:
+        """Forget the actors that have started; returns those whose start failed or is overdue, with why."""
+        failed: dict[str, str] = {}
+        for name, (ref, since) in list(self._starting.items()):
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                del self._starting[name]
+                try:
+                    ray.get(ref, timeout=0)
+                except RayActorError as e:
+                    failed[name] = f"its creation failed: {type(e).__name__}"
+            elif time.monotonic() - since > self._start_limit_s:
+                del self._starting[name]
+                failed[name] = f"not started after {self._start_limit_s:g} s"
+        return failed
 
     def _settle_drains(self, last: dict[str, dict[str, Any]]) -> None:
         """Remove the drained actors (and those past the drain limit); the others show as draining."""
@@ -129,8 +175,16 @@ class Supervisor:
         for handle, _, _, _ in self._draining.values():
             ray.kill(handle, no_restart=True)
         self._draining.clear()
-        # Every actor stops at once (each settles what it holds), under one shared limit.
-        stopping = [(handle, handle.stop.remote()) for handle in self._handles.values()]
+        # An actor not started yet holds nothing: killed at once. The others stop at once (each settles what it
+        # holds), under one shared limit.
+        stopping = []
+        for name, handle in self._handles.items():
+            ready = self._starting.get(name)
+            if ready is not None and not ray.wait([ready[0]], timeout=0)[0]:
+                ray.kill(handle, no_restart=True)
+            else:
+                stopping.append((handle, handle.stop.remote()))
+        self._starting.clear()
         deadline = time.monotonic() + STOP_LIMIT_S
         for handle, ref in stopping:
             try:

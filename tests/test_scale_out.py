@@ -170,17 +170,22 @@ def test_a_job_that_no_node_can_run_says_why_and_can_be_cancelled(stack):
 
 def test_a_backlog_scales_processors_up_to_max_and_back_to_min_and_every_job_runs_once(stack):
     api, truth, _ = stack
-    ids = batch(api, [{"type": "sleep", "payload": {"seconds": 0.1}}] * 2000)
+    # Ready messages call for all four while over 150 are left: long enough for two more to start on a busy node.
+    ids = batch(api, [{"type": "sleep", "payload": {"seconds": 0.1}}] * 1000)
     seen_draining: list[dict[str, Any]] = []
+    last: list[Any] = [None]
 
     def scaled(count: int) -> dict[str, Any] | None:
-        w = workers(api)["workers"]
+        w = last[0] = workers(api)["workers"]
         seen_draining.extend(a for a in w["actors"] if a["state"] == "draining")
         alive = [a for a in w["actors"] if a["kind"] == "processor" and a["state"] == "alive"]
         steady = not any(a["state"] == "draining" for a in w["actors"])
         return w if w["desired"] == w["actual"] == len(alive) == count and steady else None
 
-    up = wait_for(lambda: scaled(MAX), f"{MAX} processors", 120)
+    try:
+        up = wait_for(lambda: scaled(MAX), f"{MAX} processors", 120)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the workers last seen: {last[0]}") from None
     assert up["backlog"] is not None and up["reason"]
     wait_for(lambda: all(s.is_final for (t, s), n in truth.jobs.counts()[0].items() if n), "every job final", 600)
     wait_for(lambda: scaled(MIN), f"back to {MIN} processor", 120)
