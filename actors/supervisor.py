@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import RayError
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,15 @@ class Supervisor:
 
     def resize(self, specs: list[ActorSpec]) -> None:
         """Keep `specs` from now on (called by the thread that reconciles): new ones are created at the next
-        pass; those left out are drained, and removed once drained."""
+        pass; those left out are drained, and removed once drained (one not started yet holds nothing: killed)."""
         keep = {s.name for s in specs}
         for spec in self._specs:
             if spec.name not in keep and spec.name in self._handles:
                 handle = self._handles.pop(spec.name)
-                self._starting.pop(spec.name, None)
+                if self._still_starting(spec.name):
+                    ray.kill(handle, no_restart=True)
+                    log.info("removed %s before it started", spec.name)
+                    continue
                 self._draining[spec.name] = (handle, handle.drain.remote(), time.monotonic(), spec)
                 log.info("draining %s", spec.name)
         for spec in specs:
@@ -83,60 +86,65 @@ class Supervisor:
     def reconcile(self) -> dict[str, dict[str, Any]]:
         """One pass: every started actor answers `info`, or is replaced; one still starting is left to start
         (replaced if its creation failed or is past the start limit). Returns name -> last info (see `snapshot`)."""
-        failed = self._settle_starts()
-        pending = {
-            s.name: self._handles[s.name].info.remote()
-            for s in self._specs
-            if s.name in self._handles and s.name not in self._starting and s.name not in failed
-        }
-        deadline = time.monotonic() + self._ping_timeout_s  # every ping was sent now: one limit for all
+        gone = self._settle_starts()
+        answers = self._ping([s.name for s in self._specs if s.name in self._handles and s.name not in gone], gone)
         last = dict(self.last)
         restarts = dict(self.restarts)
         for spec in self._specs:
             if spec.name not in self._handles:
                 self._create(spec)
                 last[spec.name] = {"name": spec.name, "state": "starting", "last_seen": None}
-                continue
-            if spec.name in self._starting:
-                continue  # still "starting" (or "restarted") as the pass that created it said
-            why = failed.get(spec.name)
-            if why is None:
-                try:
-                    info = ray.get(pending[spec.name], timeout=max(0.0, deadline - time.monotonic()))
-                    last[spec.name] = {**info, "state": "alive", "last_seen": self._clock()}
-                    continue
-                except (RayActorError, GetTimeoutError) as e:
-                    why = type(e).__name__
-            log.warning("actor %s is gone (%s); re-creating it", spec.name, why)
-            ray.kill(self._handles.pop(spec.name), no_restart=True)
-            restarts[spec.name] += 1
-            self._create(spec)
-            seen = last.get(spec.name, {}).get("last_seen")  # when the one it replaces last answered
-            last[spec.name] = {"name": spec.name, "state": "restarted", "last_seen": seen}
+            elif spec.name in answers:
+                last[spec.name] = {**answers[spec.name], "state": "alive", "last_seen": self._clock()}
+            elif spec.name in gone:
+                log.warning("actor %s is gone (%s); re-creating it", spec.name, gone[spec.name])
+                ray.kill(self._handles.pop(spec.name), no_restart=True)
+                restarts[spec.name] += 1
+                self._create(spec)
+                seen = last.get(spec.name, {}).get("last_seen")  # when the one it replaces last answered
+                last[spec.name] = {"name": spec.name, "state": "restarted", "last_seen": seen}
+            # else: still starting, and "starting" (or "restarted") as the pass that created it said
         self._settle_drains(last)
         with self._lock:
             self.last, self.restarts, self.checked_at = last, restarts, self._clock()
         return self.snapshot()[1]
+
+    def _ping(self, names: list[str], gone: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """`info` of each started actor of `names`, all asked at once and answered under one limit (before any
+        actor is created or killed); those that fail or miss it are added to `gone`."""
+        pending = {name: self._handles[name].info.remote() for name in names if name not in self._starting}
+        deadline = time.monotonic() + self._ping_timeout_s
+        answers: dict[str, dict[str, Any]] = {}
+        for name, ref in pending.items():
+            try:
+                answers[name] = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+            except RayError as e:  # died, missed the limit, or lost its node (unschedulable, object lost)
+                gone[name] = type(e).__name__
+        return answers
 
     def _create(self, spec: ActorSpec) -> None:
         handle = spec.create()
         self._handles[spec.name] = handle
         self._starting[spec.name] = (handle.__ray_ready__.remote(), time.monotonic())
 
+    def _still_starting(self, name: str) -> bool:
+        """Whether `name` has not started yet (forgetting it as starting when it has, or when it is asked)."""
+        ready = self._starting.pop(name, None)
+        return ready is not None and not ray.wait([ready[0]], timeout=0)[0]
+
     def _settle_starts(self) -> dict[str, str]:
         """Forget the actors that have started; returns those whose start failed or is overdue, with why."""
         failed: dict[str, str] = {}
         for name, (ref, since) in list(self._starting.items()):
-            ready, _ = ray.wait([ref], timeout=0)
-            if ready:
-                del self._starting[name]
+            if ray.wait([ref], timeout=0)[0]:
                 try:
                     ray.get(ref, timeout=0)
-                except RayActorError as e:
+                except RayError as e:  # its constructor raised, or it could not be placed
                     failed[name] = f"its creation failed: {type(e).__name__}"
-            elif time.monotonic() - since > self._start_limit_s:
                 del self._starting[name]
+            elif time.monotonic() - since > self._start_limit_s:
                 failed[name] = f"not started after {self._start_limit_s:g} s"
+                del self._starting[name]
         return failed
 
     def _settle_drains(self, last: dict[str, dict[str, Any]]) -> None:
@@ -147,7 +155,7 @@ class Supervisor:
             if ready or overdue:
                 try:
                     handled = ray.get(ref, timeout=0) if ready else None
-                except (RayActorError, GetTimeoutError) as e:
+                except RayError as e:
                     handled = f"unknown ({type(e).__name__})"
                 log.info("%s %s (handled %s); removing it", name, "drained" if ready else "overdue", handled)
                 ray.kill(handle, no_restart=True)
@@ -178,9 +186,8 @@ class Supervisor:
         # An actor not started yet holds nothing: killed at once. The others stop at once (each settles what it
         # holds), under one shared limit.
         stopping = []
-        for name, handle in self._handles.items():
-            ready = self._starting.get(name)
-            if ready is not None and not ray.wait([ready[0]], timeout=0)[0]:
+        for name, handle in list(self._handles.items()):
+            if self._still_starting(name):
                 ray.kill(handle, no_restart=True)
             else:
                 stopping.append((handle, handle.stop.remote()))
@@ -189,7 +196,7 @@ class Supervisor:
         for handle, ref in stopping:
             try:
                 ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
-            except (RayActorError, GetTimeoutError):
+            except RayError:
                 pass
             ray.kill(handle, no_restart=True)
         self._handles.clear()

@@ -32,6 +32,7 @@ from observatory.topology import QUEUES
 log = logging.getLogger(__name__)
 
 ACTOR_NAMESPACE = "observatory"
+PASS_LIMIT_S = 30.0  # how long stopping waits for a supervisor pass under way (pings answer within 10 s)
 DRAIN_SLACK_S = 30.0  # past a processor's own drain limit, the supervisor waits this long before killing it
 
 
@@ -239,6 +240,7 @@ class Workers:
 
     def __del__(self) -> None:
         self._stop.set()
+        self._thread.join(timeout=PASS_LIMIT_S)  # a pass under way ends first: it may be creating actors
         self._supervisor.stop()
 
 

@@ -57,7 +57,7 @@ def states_until(supervisor: Supervisor, name: str, state: str, timeout_s: float
 
 
 def test_an_actor_slower_to_start_than_the_ping_limit_starts_once_and_then_answers():
-    supervisor = Supervisor([spec("slow", start_s=3)], ping_timeout_s=0.5)
+    supervisor = Supervisor([spec("slow", start_s=5)], ping_timeout_s=2)
     try:
         seen = states_until(supervisor, "slow", "alive")
         assert set(seen[:-1]) == {"starting"} and len(seen) > 2, seen
@@ -85,3 +85,14 @@ def test_an_actor_past_the_start_limit_is_created_again_and_one_still_starting_s
         began = time.monotonic()
         supervisor.stop()
     assert time.monotonic() - began < 5  # not the 15 s a started actor gets to settle what it holds
+
+
+def test_an_actor_scaled_away_before_it_started_is_removed_not_drained():
+    supervisor = Supervisor([spec("late", start_s=600), spec("kept", start_s=0)], ping_timeout_s=2)
+    try:
+        supervisor.reconcile()
+        supervisor.resize([spec("kept", start_s=0)])
+        assert supervisor.names() == {"kept"} and supervisor.draining == 0
+        assert set(supervisor.reconcile()) == {"kept"}
+    finally:
+        supervisor.stop()

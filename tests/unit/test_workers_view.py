@@ -1,5 +1,5 @@
-"""The workers view without Ray: the supervisor's passes (with a fake `ray.get`), the Workers deployment's
-status, and the view built from `ray.nodes()` entries."""
+"""The workers view without Ray: the supervisor's passes (with a fake `ray.get` and `ray.wait`), the Workers
+deployment's status, and the view built from `ray.nodes()` entries."""
 
 from __future__ import annotations
 
@@ -20,14 +20,26 @@ HEAD, OTHER = "a" * 56, "b" * 56
 
 
 class FakeActor:
-    """A handle whose `info.remote()` is its own answer; `gone` makes `ray.get` raise as for a dead actor."""
+    """A handle whose `info.remote()` is its own answer; `gone` makes `ray.get` raise as for a dead actor.
+    It has started at once: `__ray_ready__.remote()` is ready."""
 
     def __init__(self, name: str, pid: int) -> None:
         self.gone = False
         self.answer = {"name": name, "pid": pid, "node_id": HEAD, "node_ip": "127.0.0.1", "in_flight": 1, "handled": 7}
         self.info = self
+        self.__ray_ready__ = Started(self)
 
     def remote(self) -> FakeActor:
+        return self
+
+
+class Started:
+    def __init__(self, actor: FakeActor) -> None:
+        self.actor = actor
+        self.gone = False
+        self.answer = True
+
+    def remote(self) -> Started:
         return self
 
 
@@ -37,13 +49,16 @@ class FakeRay:
         self.hold: threading.Event | None = None  # set: every ray.get waits until it is released
         self.waiting = threading.Event()
 
-    def get(self, ref: FakeActor, timeout: float) -> dict[str, Any]:
+    def wait(self, refs: list[FakeActor | Started], timeout: float) -> tuple[list[Any], list[Any]]:
+        return list(refs), []
+
+    def get(self, ref: FakeActor | Started, timeout: float) -> Any:
         if self.hold is not None:
             self.waiting.set()
             self.hold.wait()
         if ref.gone:
             raise RayActorError()
-        return dict(ref.answer)
+        return dict(ref.answer) if isinstance(ref, FakeActor) else ref.answer
 
     def kill(self, handle: FakeActor, no_restart: bool) -> None:
         self.killed.append(handle)
@@ -63,6 +78,7 @@ def ray_(monkeypatch) -> FakeRay:
     fake = FakeRay()
     monkeypatch.setattr(supervisor_module.ray, "get", fake.get)
     monkeypatch.setattr(supervisor_module.ray, "kill", fake.kill)
+    monkeypatch.setattr(supervisor_module.ray, "wait", fake.wait)
     return fake
 
 
