@@ -73,7 +73,7 @@ class Supervisor:
         for spec in self._specs:
             if spec.name not in keep and spec.name in self._handles:
                 handle = self._handles.pop(spec.name)
-                if self._still_starting(spec.name):
+                if self._forget_start(spec.name):
                     ray.kill(handle, no_restart=True)
                     log.info("removed %s before it started", spec.name)
                     continue
@@ -87,7 +87,8 @@ class Supervisor:
         """One pass: every started actor answers `info`, or is replaced; one still starting is left to start
         (replaced if its creation failed or is past the start limit). Returns name -> last info (see `snapshot`)."""
         gone = self._settle_starts()
-        answers = self._ping([s.name for s in self._specs if s.name in self._handles and s.name not in gone], gone)
+        started = [s.name for s in self._specs if s.name in self._handles and s.name not in self._starting]
+        answers = self._ping([name for name in started if name not in gone], gone)
         last = dict(self.last)
         restarts = dict(self.restarts)
         for spec in self._specs:
@@ -110,9 +111,9 @@ class Supervisor:
         return self.snapshot()[1]
 
     def _ping(self, names: list[str], gone: dict[str, str]) -> dict[str, dict[str, Any]]:
-        """`info` of each started actor of `names`, all asked at once and answered under one limit (before any
+        """`info` of each actor of `names` (started ones), all asked at once and answered under one limit (before any
         actor is created or killed); those that fail or miss it are added to `gone`."""
-        pending = {name: self._handles[name].info.remote() for name in names if name not in self._starting}
+        pending = {name: self._handles[name].info.remote() for name in names}
         deadline = time.monotonic() + self._ping_timeout_s
         answers: dict[str, dict[str, Any]] = {}
         for name, ref in pending.items():
@@ -127,8 +128,8 @@ class Supervisor:
         self._handles[spec.name] = handle
         self._starting[spec.name] = (handle.__ray_ready__.remote(), time.monotonic())
 
-    def _still_starting(self, name: str) -> bool:
-        """Whether `name` has not started yet (forgetting it as starting when it has, or when it is asked)."""
+    def _forget_start(self, name: str) -> bool:
+        """Stop watching `name`'s start (it is being removed); returns whether it had not started yet."""
         ready = self._starting.pop(name, None)
         return ready is not None and not ray.wait([ready[0]], timeout=0)[0]
 
@@ -187,7 +188,7 @@ class Supervisor:
         # holds), under one shared limit.
         stopping = []
         for name, handle in list(self._handles.items()):
-            if self._still_starting(name):
+            if self._forget_start(name):
                 ray.kill(handle, no_restart=True)
             else:
                 stopping.append((handle, handle.stop.remote()))
