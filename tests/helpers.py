@@ -18,6 +18,10 @@ CONNECTIONS = ("AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL")
 FAST_RETRIES = {"OBSERVATORY_RETRY_BASE_S": "0.5", "OBSERVATORY_RETRY_MAX_S": "5"}
 # Namespaces this test session used on the shared servers; their queues are deleted when it ends.
 SCRATCH_NAMESPACES: set[str] = set()
+# Generation only: tighter upper bounds keep the fuzz's jobs quick (it drives the pipeline, not the CPU); each
+# lies inside its field's published range, so a payload held under them stays valid under the published schema.
+QUICK = {"rounds": 1000, "limit": 200_000, "samples": 200_000, "shards": 4, "seconds": 1.0}
+QUICK_ATTEMPTS = 3
 REAL_BACKENDS = {"bus": "rabbitmq", "jobs": "postgresql", "events": "mongodb", "counters": "redis"}
 
 

@@ -28,13 +28,14 @@ from contracts import ApiKeyCreate, ApiKeyInfo, JobStatus
 from observatory import backends
 from observatory import keys as api_keys
 from tests.cluster import ROOT
-from tests.helpers import final_jobs, stats_match_the_store, wait_for
+from tests.helpers import QUICK, QUICK_ATTEMPTS, final_jobs, stats_match_the_store, wait_for
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLES_PER_OPERATION = 8  # with every phase (coverage, stateful) this is well over 8 requests per operation
 KEYLESS_EXAMPLES = 3  # without a key every answer is the same 401: a few per operation, besides the coverage phase
 JOB_EXAMPLES = 25
+KEYLESS = "tests.fuzz_keyless"
 
 FUZZ = settings(
     max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck), database=None
@@ -42,9 +43,6 @@ FUZZ = settings(
 JOBS = settings(FUZZ, max_examples=JOB_EXAMPLES)
 JSON = {"content-type": "application/json"}
 
-# Generation only: tighter upper bounds keep the generated jobs quick (the fuzz drives the pipeline, not
-# the CPU); every payload drawn from the tightened schema is still valid under the published one.
-QUICK = {"rounds": 1000, "limit": 200_000, "samples": 200_000, "seconds": 1.0}
 WRONG_TYPE = st.one_of(
     st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
 )
@@ -73,8 +71,9 @@ def conformance(
         text=True,
         timeout=900,
         cwd=scratch,  # schemathesis keeps its state (.schemathesis/) in the working directory
-        # The keyless run's own check (every answer 401) comes from a hooks module, loaded only for it.
-        env={**os.environ, "PYTHONPATH": str(ROOT), **({} if key else {"SCHEMATHESIS_HOOKS": "tests.fuzz_hooks"})},
+        # With a key, the jobs of schema-valid cases are made quick (tests/fuzz_hooks.py); the keyless run
+        # has its own check instead (every answer 401, tests/fuzz_keyless.py).
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks" if key else KEYLESS},
     )
     report = run.stdout + run.stderr
     assert f"Selected: {operations}/{operations}" in report, report[-3000:]
@@ -136,7 +135,7 @@ def _submission(job_type: str, payload_schema: dict[str, Any]) -> dict[str, Any]
         "properties": {
             "type": {"enum": [job_type]},
             "payload": quick(payload_schema),
-            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 3},
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": QUICK_ATTEMPTS},
         },
     }
 
@@ -149,8 +148,8 @@ def expected_outcomes(sub: dict[str, Any]) -> set[str]:
 
 
 def cancel_unfinished(api: httpx.Client) -> None:
-    """The gateway's fuzz submits schema-valid jobs up to the published limits (a 300 s sleep, 50 million
-    primes): cancel what is left unfinished, so the tests after it do not wait behind them."""
+    """The gateway's fuzz submits schema-valid jobs, some of them failing on purpose and retried: cancel what
+    is left unfinished, so the tests after it do not wait behind them."""
 
     def unfinished() -> list[str]:
         statuses = ("PENDING", "RETRYING", "RUNNING")
