@@ -299,6 +299,18 @@ def test_find_by_key_correlation_id_or_id_and_cursor_paging(browser, api):
     assert not set(first) & set(second) and len(second) == min(50, total - 50)
 
 
+def test_leaving_a_page_closes_its_live_stream(browser, api):
+    """A page left with its stream open would hold one of chromium's six connections to the host until the
+    stream ended (50 s): the seventh load in a row would wait that long."""
+    browser.set_page_load_timeout(20)
+    try:
+        for load in range(8):
+            open_page(browser, api, "#/")
+            until(lambda: card(browser, "total_jobs") != "", f"load {load + 1}: the live stream's first snapshot")
+    finally:
+        browser.set_page_load_timeout(60)
+
+
 def test_first_load_is_light(api):
     total = sum(len(api.get(p).content) for p in ("/", "/static/app.js", "/static/app.css", "/static/favicon.svg"))
     assert total < 300_000

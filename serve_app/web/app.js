@@ -732,6 +732,14 @@ async function links() {
 document.getElementById("keyform").addEventListener("submit", useKey);
 document.querySelector(".skip").addEventListener("click", (e) => { e.preventDefault(); main.focus(); });
 window.addEventListener("hashchange", route);
+// Leaving the page closes its stream: left open (a page kept for back/forward holds it too) it would take one
+// of the browser's six connections to this host until it ended, up to 50 s on, and the seventh page waits.
+window.addEventListener("pagehide", () => {
+  const ctl = state.stream;
+  state.stream = null;  // no reconnect from the aborted stream
+  if (ctl) ctl.abort();
+});
+window.addEventListener("pageshow", (e) => { if (e.persisted) connect(); });  // back from that cache
 route();
 connect();
 links();
