@@ -64,7 +64,27 @@ def real(settings: Settings) -> Iterator[backends.Backends]:
 # --- end-to-end stacks: one loopback Ray cluster per test module and mode -------------------------------
 
 
-@pytest.fixture(scope="module", params=["real", "embedded"])
+MODES = ("real", "embedded")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each module's tests grouped by the mode they run in, in a stable order: one stack per module and mode.
+    pytest groups by a value's position in its parametrization, and a test that asks for one mode alone
+    (`parametrize("mode", ["embedded"], indirect=True)`) numbers it 0, as the fixture numbers "real"."""
+    modules: dict[str, int] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], len(modules))
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        callspec = getattr(item, "callspec", None)
+        mode = callspec.params.get("mode") if callspec else None
+        return modules[item.nodeid.split("::")[0]], MODES.index(mode) if mode in MODES else -1
+
+    items.sort(key=order)
+
+
+@pytest.fixture(scope="module", params=list(MODES))
 def mode(request, settings, tmp_path_factory) -> tuple[str, Settings]:
     """real: the four servers; embedded: no connection variables at all, data under a fresh folder.
     Each test module gets a namespace of its own, so no module sees another's jobs or counters."""
