@@ -163,7 +163,7 @@ def cluster(settings, tmp_path_factory) -> Iterator[Cluster]:
         wait_ready()
         yield c
     finally:
-        _stop(env)
+        _stop(env, hard_stop=True)  # a graceful stop costs ~30 s; test_restart covers both ways
         c.keys.close()
         c.truth.close()
 
