@@ -306,7 +306,8 @@ def test_leaving_a_page_closes_its_live_stream(browser, api):
     try:
         for load in range(8):
             open_page(browser, api, "#/")
-            until(lambda: card(browser, "total_jobs") != "", f"load {load + 1}: the live stream's first snapshot")
+            snapshot = f"load {load + 1}: the live stream's first snapshot"
+            until(lambda: card(browser, "total_jobs") != "", snapshot, timeout_s=20)
     finally:
         browser.set_page_load_timeout(60)
 

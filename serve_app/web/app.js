@@ -118,6 +118,12 @@ function notice(text, error = false) {
 
 const KEY = "observatory.apiKey";  // kept only for this browser session (sessionStorage)
 let lost = null;
+let retry = null;  // the next connect(), while one is due
+
+function reconnect(ms) {
+  clearTimeout(retry);
+  retry = setTimeout(connect, ms);
+}
 
 function authHeaders() {
   const key = sessionStorage.getItem(KEY);
@@ -138,8 +144,7 @@ function useKey(e) {
   sessionStorage.setItem(KEY, input.value.trim());
   input.value = "";
   document.getElementById("keyform").hidden = true;
-  if (state.stream) state.stream.abort();
-  connect();
+  connect();  // in place of the stream that was refused
   route();
   links();
 }
@@ -177,13 +182,15 @@ function dispatch(block) {
 // The live stream, read with fetch (an EventSource cannot send the API key). Each stream ends after 50 s
 // and is opened again at once; a failed one is retried every 2 s.
 async function connect() {
+  clearTimeout(retry);
+  if (state.stream) state.stream.abort();  // one stream per page, whoever asks
   const ctl = new AbortController();
   state.stream = ctl;
   let r;
   try {
     r = await fetch("/read/stream", { headers: { Accept: "text/event-stream", ...authHeaders() }, signal: ctl.signal, cache: "no-store" });
   } catch {
-    if (state.stream === ctl) { streamLost(); setTimeout(connect, 2000); }
+    if (state.stream === ctl) { streamLost(); reconnect(2000); }
     return;
   }
   if (r.status === 401 || r.status === 403) {
@@ -195,7 +202,7 @@ async function connect() {
   }
   if (!r.ok || !r.body) {
     streamLost();
-    setTimeout(connect, 2000);
+    reconnect(2000);
     return;
   }
   clearTimeout(lost);
@@ -217,7 +224,7 @@ async function connect() {
   } catch { /* the connection dropped */ }
   // A stream that ran its course reconnects at once; one that ended before any event waits the 2 s its
   // `retry:` asks for, so a server that closes at once is not asked five times a second.
-  if (state.stream === ctl) { streamLost(); setTimeout(connect, events > 1 ? 200 : 2000); }
+  if (state.stream === ctl) { streamLost(); reconnect(events > 1 ? 200 : 2000); }
 }
 
 function countsChanged(snap, previous) {
@@ -738,6 +745,8 @@ window.addEventListener("pagehide", () => {
   const ctl = state.stream;
   state.stream = null;  // no reconnect from the aborted stream
   if (ctl) ctl.abort();
+  clearTimeout(retry);  // nor from one that was due (timers only pause while a page is kept for back/forward)
+  clearTimeout(lost);
 });
 window.addEventListener("pageshow", (e) => { if (e.persisted) connect(); });  // back from that cache
 route();
