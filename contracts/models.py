@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 # The event contract's version, MAJOR.MINOR. 1.1 added the retry, dead-letter, cancel and requeue events;
 # 1.2 lets a reader take any 1.x event (see EventEnvelope._tolerant).
@@ -258,6 +258,14 @@ class EventEnvelope(_Strict):
         if v.tzinfo is None:
             raise ValueError("occurred_at must carry a timezone")
         return v.astimezone(UTC)
+
+
+class EventBatch(RootModel[list[EventEnvelope]]):
+    """Several events in one message on the events queue: what one publish sends the aggregators besides its
+    work events (`job.created`, `job.requeued`, which go one per message, as the processors take them). A
+    message on the events queue is either one `event_envelope` or this array, in the order they happened."""
+
+    root: list[EventEnvelope] = Field(min_length=2)
 
 
 class TypeStats(_Strict):

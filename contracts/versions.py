@@ -19,6 +19,7 @@ REGISTRY: dict[str, tuple[type[BaseModel], str]] = {
     "job": (models.Job, "1.2"),
     "dead_letter": (models.DeadLetter, "1.0"),
     "event_envelope": (models.EventEnvelope, models.CONTRACT_VERSION),
+    "event_batch": (models.EventBatch, "1.0"),
     "stats": (models.Stats, "1.1"),
     "error_response": (models.ErrorResponse, "1.0"),
     "alert_list": (models.AlertList, "1.0"),

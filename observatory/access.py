@@ -212,38 +212,47 @@ class Admission:
             raise refusal
 
     def admit_many(self, requests: Sequence[tuple[Principal, int]]) -> list[RateLimited | None]:
-        """`admit` for each (principal, jobs) in turn, as one group: None for an admitted request, else its
-        refusal. The backlog is counted at most once per group, and a counters backend that failed is not
-        asked again within the group (one timeout, not one per request)."""
-        out: list[RateLimited | None] = []
-        may_count, limiting = True, self._rate > 0
-        for principal, n in requests:
-            try:
-                if self._bound > 0:
+        """`admit` for each (principal, jobs), as one group: None for an admitted request, else its refusal.
+        The backlog is counted at most once per group (each request is checked against it as if those before it
+        were admitted), then each principal's bucket is asked once for all its requests that passed, in order
+        (one round trip, not one per request); a counters backend that failed is not asked again (one timeout)."""
+        out: list[RateLimited | None] = [None] * len(requests)
+        may_count = True
+        for i, (_, n) in enumerate(requests):
+            if self._bound > 0:
+                try:
                     if may_count and self._recount(n):
                         may_count = False
                     self._check_bound(n)
-                if limiting:
-                    limiting = self._take(principal, n)
-            except RateLimited as e:
-                out.append(e)
-                continue
+                except RateLimited as e:
+                    out[i] = e
+                    continue
             with self._lock:
                 self._unfinished += n  # until the next count, this replica's own submissions count too
-            out.append(None)
+        if self._rate > 0:
+            self._take_all(requests, [i for i, refusal in enumerate(out) if refusal is None], out)
         return out
 
-    def _take(self, principal: Principal, n: int) -> bool:
-        """Take `n` tokens from the principal's bucket (RateLimited when it holds too few); False when the
-        counters backend is down and the rate limit is not applied."""
-        try:
-            wait = self._counters.take(principal.bucket, self._rate, self._burst, n)
-        except CacheUnavailable as e:
-            log.warning("rate limit not applied: %s", e)
-            return False
-        if wait > 0:
-            raise RateLimited(f"over the rate limit of {self._rate:g} jobs/s; retry later", wait)
-        return True
+    def _take_all(
+        self, requests: Sequence[tuple[Principal, int]], passed: list[int], out: list[RateLimited | None]
+    ) -> None:
+        """Take the tokens of the requests at `passed`, one round trip per bucket; a request refused for its
+        rate gets its RateLimited in `out` and no longer counts as unfinished. With the counters backend down,
+        submissions are not rate limited (logged): the job store, not the cache, decides whether a job is taken."""
+        by_bucket: dict[str, list[int]] = {}
+        for i in passed:
+            by_bucket.setdefault(requests[i][0].bucket, []).append(i)
+        for bucket, indexes in by_bucket.items():
+            try:
+                waits = self._counters.take_many(bucket, self._rate, self._burst, [requests[i][1] for i in indexes])
+            except CacheUnavailable as e:
+                log.warning("rate limit not applied: %s", e)
+                return
+            for i, wait in zip(indexes, waits, strict=True):
+                if wait > 0:
+                    out[i] = RateLimited(f"over the rate limit of {self._rate:g} jobs/s; retry later", wait)
+                    with self._lock:
+                        self._unfinished -= requests[i][1]
 
     def _recount(self, n: int) -> bool:
         """Count the unfinished jobs again when due; True when it did. Due once a second, and for every

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from contracts import EventEnvelope
 from observatory import unreadable
@@ -18,6 +19,7 @@ EventHook = Callable[[str, bool, float], None]
 DeadLetterHook = Callable[[str, str], None]
 
 log = logging.getLogger(__name__)
+_MANY = TypeAdapter(list[EventEnvelope])
 
 
 class EventAggregator:
@@ -38,25 +40,58 @@ class EventAggregator:
         self.handle_batch([delivery])
 
     def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
-        """Fold a batch: one event-store write and one counters round trip, then the acks."""
-        readable: list[tuple[Delivery, EventEnvelope]] = []
+        """Fold a batch: one event-store write and one counters round trip, then the acks. A message holds one
+        event or several (contracts: event_batch); either way it is acked once all of them are folded."""
+        readable: list[tuple[Delivery, list[EventEnvelope]]] = []
         for delivery in deliveries:
-            try:
-                readable.append((delivery, EventEnvelope.model_validate_json(delivery.body)))
-            except ValidationError as e:
-                log.error("unprocessable event rejected: %s", e.errors(include_url=False)[:3])
-                if self._dead_letter is not None and unreadable.only_for_aggregators(delivery.body):
-                    self._dead_letter(unreadable.reason(e), delivery.body.decode("utf-8", "replace"))
+            found = self._read(delivery.body)
+            if found is None:
                 delivery.reject(requeue=False)
-        events = [event for _, event in readable]
+            else:
+                readable.append((delivery, found))
+        pairs = [(delivery, event) for delivery, found in readable for event in found]
+        events = [event for _, event in pairs]
         # Both steps are idempotent on event_id, so a redelivery after a crash between them is harmless.
         stored = self._events.append_many(events)
         self._counters.apply_many(events)
-        now = datetime.now(UTC)
-        for (delivery, event), new in zip(readable, stored, strict=True):
+        folded = list(zip(pairs, stored, strict=True))  # an answer missing: nothing is acked, all come again
+        for delivery, _ in readable:
             delivery.ack()
+        now = datetime.now(UTC)
+        for (_, event), new in folded:
             if new:
                 self.stored += 1
             else:
                 self.duplicates += 1
             self._on_event(event.event_type.value, not new, (now - event.occurred_at).total_seconds())
+
+    def _read(self, body: bytes) -> list[EventEnvelope] | None:
+        """The events of a message; None when none of it can be read (then it is rejected). In an array, an
+        element that cannot be read is treated as a message of its own would be, and the others are folded."""
+        if not body.lstrip().startswith(b"["):
+            try:
+                return [EventEnvelope.model_validate_json(body)]
+            except ValidationError as e:
+                self._unreadable(e, body, unreadable.only_for_aggregators(body))
+                return None
+        try:
+            return _MANY.validate_json(body)
+        except ValidationError as e:
+            try:
+                items = json.loads(body)
+            except ValueError:
+                self._unreadable(e, body, False)  # not JSON: left to the processors, as any such message
+                return None
+        found = []
+        for item in items if isinstance(items, list) else [items]:
+            try:
+                found.append(EventEnvelope.model_validate(item))
+            except ValidationError as e:
+                raw = json.dumps(item).encode()
+                self._unreadable(e, raw, unreadable.only_for_aggregators(raw))
+        return found or None
+
+    def _unreadable(self, e: ValidationError, body: bytes, keep: bool) -> None:
+        log.error("unprocessable event rejected: %s", e.errors(include_url=False)[:3])
+        if keep and self._dead_letter is not None:
+            self._dead_letter(unreadable.reason(e), body.decode("utf-8", "replace"))

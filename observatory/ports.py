@@ -296,6 +296,9 @@ class Counters(Protocol):
         most `burst`). Returns 0.0 when taken, else the seconds until the request could pass (nothing taken).
         A cost above the burst passes on a full bucket and leaves it in debt, so big batches still flow at the rate."""
 
+    def take_many(self, bucket: str, rate_per_s: float, burst: float, costs: Sequence[float]) -> list[float]:
+        """`take` for each cost in turn, in one round trip: the wait of each (0.0 when taken)."""
+
     def ping(self) -> None: ...
 
     def close(self) -> None: ...

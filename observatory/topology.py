@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from contracts import EventEnvelope
 
@@ -19,6 +19,9 @@ QUEUES: dict[str, tuple[str, ...]] = {
     "events": ("job.#", INLINE_PREFIX + "#"),
 }
 RETRY_KEY = "work.retry"  # routing key of delayed retries; outside `job.#`, so events never see them
+# Routing key of a message holding several events (contracts: event_batch); inside `job.#` but not a work key,
+# so it reaches the events queue only.
+BATCH_KEY = "job.batch"
 
 
 def routing_key(event: EventEnvelope, inline_types: Collection[str]) -> str:
@@ -42,3 +45,24 @@ def matches(pattern: str, key: str) -> bool:
 
 def routes(key: str) -> list[str]:
     return [queue for queue, patterns in QUEUES.items() if any(matches(p, key) for p in patterns)]
+
+
+def messages(events: Sequence[EventEnvelope], inline_types: Collection[str]) -> list[tuple[str, list[EventEnvelope]]]:
+    """How one publish goes out, as (routing key, events) per message: each work event alone, as the processors
+    take jobs one at a time, then every other event of the publish in one message for the aggregators, who fold
+    them together anyway (one message per event, not per job and step: the broker, the publisher and the
+    aggregator each pay per message). A single other event goes as itself."""
+    out = [(routing_key(e, inline_types), [e]) for e in events if e.event_type.value in WORK_KEYS]
+    rest = [e for e in events if e.event_type.value not in WORK_KEYS]
+    if len(rest) == 1:
+        out.append((routing_key(rest[0], inline_types), rest))
+    elif rest:
+        out.append((BATCH_KEY, rest))
+    return out
+
+
+def body(events: Sequence[EventEnvelope]) -> bytes:
+    """A message's body: the event itself (contracts: event_envelope), or the array of them (event_batch)."""
+    if len(events) == 1:
+        return events[0].model_dump_json().encode()
+    return b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"

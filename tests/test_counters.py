@@ -234,6 +234,13 @@ def test_the_token_bucket_lets_a_burst_through_then_the_rate(counters):
     assert counters.take(f"{bucket}x", 1.0, 3, 1) == 0.0  # another bucket is unaffected
 
 
+def test_many_takes_in_one_call_go_in_turn_and_a_refused_one_takes_nothing(counters):
+    bucket = f"k{uuid.uuid4().hex[:6]}"
+    waits = counters.take_many(bucket, 1.0, 3, [2, 2, 1])
+    assert waits[0] == 0.0 and 0.5 < waits[1] <= 1.0 and waits[2] == 0.0  # 3 - 2, refused (1 < 2), 1 - 1
+    assert counters.take(bucket, 1.0, 3, 1) > 0  # all three tokens are gone, none came back for the refused one
+
+
 def test_a_cost_above_the_burst_passes_on_a_full_bucket_and_leaves_a_debt(counters):
     bucket = f"k{uuid.uuid4().hex[:6]}"
     assert counters.take(bucket, 10.0, 5, 20) == 0.0

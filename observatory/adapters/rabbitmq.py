@@ -22,7 +22,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 from contracts import EventEnvelope
 from observatory.errors import BusUnavailable
 from observatory.ports import Delivery
-from observatory.topology import QUEUES, RETRY_KEY, routing_key
+from observatory.topology import BATCH_KEY, QUEUES, RETRY_KEY, body, messages
 
 PUBLISH_ATTEMPTS = 3  # a dropped cached connection is re-opened; past this the broker is really down
 POLL_S = 0.5  # how long a consume loop waits for traffic before it looks at its stop flag
@@ -202,16 +202,17 @@ class RabbitBus:
         self._guard(declare)
 
     @staticmethod
-    def _message(event: EventEnvelope, expiration: str | None = None) -> tuple[bytes, pika.BasicProperties]:
+    def _message(events: list[EventEnvelope], expiration: str | None = None) -> tuple[bytes, pika.BasicProperties]:
+        one = events[0] if len(events) == 1 else None
         props = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent,
-            message_id=str(event.event_id),
-            correlation_id=event.correlation_id,
-            type=event.event_type.value,
+            message_id=str(one.event_id) if one else None,
+            correlation_id=one.correlation_id if one else None,
+            type=one.event_type.value if one else BATCH_KEY,
             expiration=expiration,
         )
-        return event.model_dump_json().encode(), props
+        return body(events), props
 
     def publish(self, event: EventEnvelope) -> None:
         self.publish_many([event])
@@ -219,11 +220,11 @@ class RabbitBus:
     def publish_many(self, events: Sequence[EventEnvelope]) -> None:
         if not events:
             return
-        messages = [(routing_key(e, self._inline), *self._message(e)) for e in events]
+        out = [(key, *self._message(batch)) for key, batch in messages(events, self._inline)]
 
         def send(ch: BlockingChannel) -> None:
-            for key, body, props in messages:  # every key is bound (the events queue takes job.# and inline.#)
-                ch.basic_publish(self._exchange, key, body, props)
+            for key, data, props in out:  # every key is bound (the events queue takes job.# and inline.#)
+                ch.basic_publish(self._exchange, key, data, props)
             ch.tx_commit()
 
         self._guard(send)
@@ -231,7 +232,7 @@ class RabbitBus:
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:
         delay_ms = max(1, int(delay_s * 1000))
         queue = self.queue_name(f"delay.{int(math.log(delay_ms, DELAY_BUCKET_FACTOR))}")
-        body, props = self._message(event, expiration=str(delay_ms))
+        data, props = self._message([event], expiration=str(delay_ms))
 
         def send(ch: BlockingChannel) -> None:
             if queue not in self._delay_queues:
@@ -244,7 +245,7 @@ class RabbitBus:
                     },
                 )
                 self._delay_queues.add(queue)
-            ch.basic_publish("", queue, body, props)
+            ch.basic_publish("", queue, data, props)
             ch.tx_commit()
 
         self._guard(send)

@@ -49,22 +49,30 @@ if ts > tonumber(redis.call('GET', KEYS[3]) or '0') then redis.call('SET', KEYS[
 return counted
 """
 
-# KEYS: the bucket's hash. ARGV: rate per second, burst, cost. Returns the seconds to wait, "0" when taken.
-# Redis's own clock, so every gateway replica sees the same time.
+# KEYS: the bucket's hash. ARGV: rate per second, burst, then each cost in turn. Returns the seconds each one
+# waits, "0" when taken (a refused one takes nothing). Redis's own clock, so every gateway replica sees the same time.
 _TAKE = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1000000
-local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(b[1]) or burst
 local at = tonumber(b[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local need = math.min(cost, burst)
-local wait = 0
-if tokens >= need then tokens = tokens - cost else wait = (need - tokens) / rate end
+local waits = {}
+for i = 3, #ARGV do
+  local cost = tonumber(ARGV[i])
+  local need = math.min(cost, burst)
+  if tokens >= need then
+    tokens = tokens - cost
+    waits[#waits + 1] = '0'
+  else
+    waits[#waits + 1] = tostring((need - tokens) / rate)
+  end
+end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(math.max(0, burst - tokens) / rate) + 60)  -- full again by then
-return tostring(wait)
+return waits
 """
 
 # Lua: delete every job-state key matching PATTERN (replaced by the argument that holds it), then return 1.
@@ -248,8 +256,11 @@ class RedisCounters:
         return [Alert.model_validate_json(v) for v in raw.values()]
 
     def take(self, bucket: str, rate_per_s: float, burst: float, cost: float) -> float:
+        return self.take_many(bucket, rate_per_s, burst, [cost])[0]
+
+    def take_many(self, bucket: str, rate_per_s: float, burst: float, costs: Sequence[float]) -> list[float]:
         with self._translate():
-            return float(self._take(keys=[self._buckets + bucket], args=[rate_per_s, burst, cost]))
+            return [float(w) for w in self._take(keys=[self._buckets + bucket], args=[rate_per_s, burst, *costs])]
 
     def ping(self) -> None:
         with self._translate():

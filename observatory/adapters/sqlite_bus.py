@@ -29,7 +29,7 @@ from contracts import EventEnvelope
 from observatory.adapters.sqlite_base import SQLiteFile, marks, now_us
 from observatory.errors import BusUnavailable
 from observatory.ports import Delivery
-from observatory.topology import QUEUES, routes, routing_key
+from observatory.topology import QUEUES, body, messages, routes
 
 LEASE_S = 15.0  # a consumer that stops renewing (its process died) loses its messages after this long
 POLL_MIN_S, POLL_MAX_S = 0.02, 0.25  # idle consumers back off between these
@@ -86,22 +86,23 @@ class SQLiteBus:
     def setup(self) -> None:
         self._db.setup()
 
-    def _enqueue(self, messages: Sequence[tuple[str, EventEnvelope]], delay_s: float = 0.0) -> None:
+    def _enqueue(self, out: Sequence[tuple[str, bytes]], delay_s: float = 0.0) -> None:
         available = now_us() + int(delay_s * 1_000_000)
         with self._db.write() as conn:  # committed == confirmed; one transaction for the whole batch
             conn.executemany(
                 "INSERT INTO messages (queue, body, available_us) VALUES (?, ?, ?)",
-                [(q, event.model_dump_json().encode(), available) for q, event in messages],
+                [(q, data, available) for q, data in out],
             )
 
     def publish(self, event: EventEnvelope) -> None:
         self.publish_many([event])
 
     def publish_many(self, events: Sequence[EventEnvelope]) -> None:
-        self._enqueue([(q, e) for e in events for q in routes(routing_key(e, self._inline))])
+        out = [(body(batch), routes(key)) for key, batch in messages(events, self._inline)]
+        self._enqueue([(q, data) for data, queues in out for q in queues])
 
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:
-        self._enqueue([("jobs", event)], delay_s)
+        self._enqueue([("jobs", body([event]))], delay_s)
 
     def _claim(self, queue: str, owner: str, n: int) -> list[tuple[int, bytes, int]]:
         now = now_us()

@@ -159,23 +159,28 @@ class SQLiteCounters:
             return [Alert.model_validate_json(r["alert"]) for r in conn.execute("SELECT alert FROM alerts")]
 
     def take(self, bucket: str, rate_per_s: float, burst: float, cost: float) -> float:
+        return self.take_many(bucket, rate_per_s, burst, [cost])[0]
+
+    def take_many(self, bucket: str, rate_per_s: float, burst: float, costs: Sequence[float]) -> list[float]:
         """The Redis script's token bucket in one write transaction; every process shares this file's clock."""
         with self._db.write() as conn:
             now = time.time()
             row = conn.execute("SELECT tokens, at FROM buckets WHERE name = ?", (bucket,)).fetchone()
             tokens = burst if row is None else min(burst, row["tokens"] + max(0.0, now - row["at"]) * rate_per_s)
-            need = min(cost, burst)
-            wait = 0.0
-            if tokens >= need:
-                tokens -= cost
-            else:
-                wait = (need - tokens) / rate_per_s
+            waits = []
+            for cost in costs:
+                need = min(cost, burst)
+                if tokens >= need:
+                    tokens -= cost
+                    waits.append(0.0)
+                else:
+                    waits.append((need - tokens) / rate_per_s)
             conn.execute(
                 "INSERT INTO buckets VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET tokens = excluded.tokens, "
                 "at = excluded.at",
                 (bucket, tokens, now),
             )
-            return wait
+            return waits
 
     def ping(self) -> None:
         self._db.ping()

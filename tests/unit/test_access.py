@@ -188,7 +188,7 @@ class DownCounters:
     def __init__(self) -> None:
         self.takes = 0
 
-    def take(self, bucket: str, rate_per_s: float, burst: float, cost: float) -> float:
+    def take_many(self, bucket: str, rate_per_s: float, burst: float, costs: list[float]) -> list[float]:
         self.takes += 1
         raise CacheUnavailable("redis: timed out")
 
@@ -209,6 +209,26 @@ def test_a_group_asks_a_failed_counters_backend_once_and_admits_everyone():
     admission = Admission(Settings(OBSERVATORY_RATE_LIMIT=1, OBSERVATORY_RATE_BURST=1), counters, jobs)  # type: ignore[arg-type]
     assert admission.admit_many([(access.OPEN, 1)] * 50) == [None] * 50  # not rate limited while it is down
     assert counters.takes == 1  # one timeout for the group, not fifty in a row
+
+
+class CountedCounters(SQLiteCounters):
+    """The embedded counters, counting the round trips to the token bucket."""
+
+    calls = 0
+
+    def take_many(self, bucket: str, rate_per_s: float, burst: float, costs: list[float]) -> list[float]:
+        self.calls += 1
+        return super().take_many(bucket, rate_per_s, burst, costs)
+
+
+def test_a_group_takes_its_tokens_in_one_round_trip_and_refuses_only_what_is_over_the_rate(tmp_path):
+    counters = CountedCounters(tmp_path / "c.sqlite3")
+    counters.setup()
+    admission = Admission(Settings(OBSERVATORY_RATE_LIMIT=1, OBSERVATORY_RATE_BURST=3), counters, CountedJobs(0))  # type: ignore[arg-type]
+    refusals = admission.admit_many([(access.OPEN, 1)] * 5)
+    assert [type(r).__name__ if r else None for r in refusals] == [None, None, None, "RateLimited", "RateLimited"]
+    assert counters.calls == 1
+    assert admission.unfinished == 3  # the refused ones do not count as waiting jobs
 
 
 def test_a_group_near_the_bound_counts_the_backlog_once_and_refuses_only_what_passes_it(tmp_path):

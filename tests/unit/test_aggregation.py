@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from contracts import EventEnvelope, EventType, JobStatus
 from observatory.aggregation import EventAggregator
+from observatory.topology import body
 from tests.unit.fakes import FakeDelivery, Logged, job_event
 
 
@@ -197,3 +198,56 @@ def test_event_store_answering_fewer_events_than_asked_fails_the_batch(events, c
         EventAggregator(ShortAnswers(), counters).handle_batch(deliveries)
 
     assert not deliveries[-1].acked  # the event without an answer is redelivered
+
+
+def _lifecycle_of(job_id: uuid.UUID) -> list[EventEnvelope]:
+    now = datetime.now(UTC)
+    steps = [
+        (EventType.JOB_CREATED, JobStatus.PENDING),
+        (EventType.JOB_STARTED, JobStatus.RUNNING),
+        (EventType.JOB_COMPLETED, JobStatus.COMPLETED),
+    ]
+    return [job_event(job_id, v, st, et, now) for v, (et, st) in enumerate(steps)]
+
+
+def test_a_message_of_several_events_is_folded_whole_and_acked_once(events, counters):
+    jobs = [uuid.uuid4() for _ in range(3)]
+    lives = [_lifecycle_of(j) for j in jobs]
+    created = [delivery_of(life[0]) for life in lives]
+    batch = FakeDelivery(body([e for life in lives for e in life[1:]]))
+    agg = EventAggregator(events, counters)
+
+    agg.handle_batch([*created, batch])
+
+    assert (agg.stored, agg.duplicates) == (9, 0)
+    assert [events.for_job(j) for j in jobs] == lives
+    assert (counters.stats().completed, counters.stats().total_jobs) == (3, 3)
+    assert batch.acked and batch.rejected is None
+
+
+def test_a_message_of_several_events_delivered_again_is_counted_once(events, counters):
+    life = _lifecycle_of(uuid.uuid4())
+    agg = EventAggregator(events, counters)
+    agg.handle_batch([delivery_of(life[0]), FakeDelivery(body(life[1:]))])
+    again = FakeDelivery(body(life[1:]))
+
+    agg.handle(again)
+
+    assert (agg.stored, agg.duplicates) == (3, 2)
+    assert (counters.stats().completed, counters.stats().running) == (1, 0)
+    assert again.acked
+
+
+def test_an_unreadable_event_in_a_message_of_several_is_dead_lettered_alone(events, counters):
+    kept: list[tuple[str, str]] = []
+    life = _lifecycle_of(uuid.uuid4())
+    bad = json.loads(_from_another_major(EventType.JOB_FAILED))
+    message = FakeDelivery(b"[" + b",".join([life[1].model_dump_json().encode(), json.dumps(bad).encode()]) + b"]")
+    agg = EventAggregator(events, counters, dead_letter=lambda *d: kept.append(d))
+
+    agg.handle_batch([delivery_of(life[0]), message])
+
+    assert events.for_job(life[0].payload.job_id) == life[:2]
+    [(reason, stored)] = kept
+    assert "unknown major version" in reason and json.loads(stored) == bad
+    assert message.acked and message.rejected is None
