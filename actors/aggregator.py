@@ -13,6 +13,7 @@ from observatory import backends, logs
 from observatory.aggregation import EventAggregator
 from observatory.metrics import metrics
 from observatory.settings import get_settings
+from observatory.topology import EVENT_QUEUES
 
 
 @ray.remote(num_cpus=0)
@@ -31,8 +32,14 @@ class AggregatorActor:
         )
         # One batch thread: events are folded in the order they arrive (the counters converge either way).
         self._batches = MicroBatcher(self._aggregator.handle_batch, prefetch, 1, name)
-        self._loop = ConsumerLoop(self._backends.bus, "events", self._batches.put, 2 * prefetch, name)
-        self._loop.start()
+        # Single events, and messages of several (each up to a processor's micro-batch of events): fewer of those
+        # in hand, so a batch of messages stays a few hundred events.
+        self._loops = [
+            ConsumerLoop(self._backends.bus, queue, self._batches.put, n, name)
+            for queue, n in zip(EVENT_QUEUES, (2 * prefetch, max(2, prefetch // 32)), strict=True)
+        ]
+        for loop in self._loops:
+            loop.start()
 
     def info(self) -> dict[str, Any]:
         stored, duplicates = self._aggregator.stored, self._aggregator.duplicates
@@ -41,13 +48,16 @@ class AggregatorActor:
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "node_ip": ray.util.get_node_ip_address(),
-            "connected": self._loop.connected,
+            "connected": all(loop.connected for loop in self._loops),
             "stored": stored,
             "duplicates": duplicates,
             "handled": stored + duplicates,  # events folded in (unreadable ones, dead-lettered, are not counted)
         }
 
     def stop(self) -> None:
-        self._loop.stop()
+        for loop in self._loops:
+            loop.request_stop()
+        for loop in self._loops:
+            loop.join(10.0)
         self._batches.stop()
         self._backends.close()

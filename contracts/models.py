@@ -212,7 +212,8 @@ class JobEventPayload(_Strict):
 
 
 class EventEnvelope(_Strict):
-    """Every message on the bus and every document in the event store."""
+    """One event: every document in the event store, and every message on the bus but those of several events
+    (event_batch)."""
 
     contract_version: str = Field(
         default=CONTRACT_VERSION,

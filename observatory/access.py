@@ -217,28 +217,29 @@ class Admission:
         were admitted), then each principal's bucket is asked once for all its requests that passed, in order
         (one round trip, not one per request); a counters backend that failed is not asked again (one timeout)."""
         out: list[RateLimited | None] = [None] * len(requests)
-        may_count = True
+        may_count, ahead = True, 0  # ahead: jobs of this group's requests before this one that passed the bound
         for i, (_, n) in enumerate(requests):
             if self._bound > 0:
                 try:
-                    if may_count and self._recount(n):
+                    if may_count and self._recount(ahead + n):
                         may_count = False
-                    self._check_bound(n)
+                    self._check_bound(ahead + n)
                 except RateLimited as e:
                     out[i] = e
                     continue
-            with self._lock:
-                self._unfinished += n  # until the next count, this replica's own submissions count too
+            ahead += n
         if self._rate > 0:
             self._take_all(requests, [i for i, refusal in enumerate(out) if refusal is None], out)
+        with self._lock:  # until the next count, this replica's own submissions count too
+            self._unfinished += sum(n for (_, n), refusal in zip(requests, out, strict=True) if refusal is None)
         return out
 
     def _take_all(
         self, requests: Sequence[tuple[Principal, int]], passed: list[int], out: list[RateLimited | None]
     ) -> None:
         """Take the tokens of the requests at `passed`, one round trip per bucket; a request refused for its
-        rate gets its RateLimited in `out` and no longer counts as unfinished. With the counters backend down,
-        submissions are not rate limited (logged): the job store, not the cache, decides whether a job is taken."""
+        rate gets its RateLimited in `out`. With the counters backend down, submissions are not rate limited
+        (logged): the job store, not the cache, decides whether a job can be taken."""
         by_bucket: dict[str, list[int]] = {}
         for i in passed:
             by_bucket.setdefault(requests[i][0].bucket, []).append(i)
@@ -251,8 +252,6 @@ class Admission:
             for i, wait in zip(indexes, waits, strict=True):
                 if wait > 0:
                     out[i] = RateLimited(f"over the rate limit of {self._rate:g} jobs/s; retry later", wait)
-                    with self._lock:
-                        self._unfinished -= requests[i][1]
 
     def _recount(self, n: int) -> bool:
         """Count the unfinished jobs again when due; True when it did. Due once a second, and for every

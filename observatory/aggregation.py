@@ -41,20 +41,29 @@ class EventAggregator:
 
     def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
         """Fold a batch: one event-store write and one counters round trip, then the acks. A message holds one
-        event or several (contracts: event_batch); either way it is acked once all of them are folded."""
+        event or several (contracts: event_batch); either way it is acked once all of them are folded. What
+        cannot be read is dead-lettered only after the fold succeeded, so a batch that is delivered again (the
+        fold failed) does not keep it twice."""
         readable: list[tuple[Delivery, list[EventEnvelope]]] = []
+        rejected: list[Delivery] = []
+        keep: list[tuple[str, str]] = []
         for delivery in deliveries:
-            found = self._read(delivery.body)
-            if found is None:
-                delivery.reject(requeue=False)
-            else:
+            found = self._read(delivery.body, keep)
+            if found:
                 readable.append((delivery, found))
+            else:
+                rejected.append(delivery)
         pairs = [(delivery, event) for delivery, found in readable for event in found]
         events = [event for _, event in pairs]
         # Both steps are idempotent on event_id, so a redelivery after a crash between them is harmless.
         stored = self._events.append_many(events)
         self._counters.apply_many(events)
         folded = list(zip(pairs, stored, strict=True))  # an answer missing: nothing is acked, all come again
+        for reason, message in keep:
+            if self._dead_letter is not None:
+                self._dead_letter(reason, message)
+        for delivery in rejected:
+            delivery.reject(requeue=False)
         for delivery, _ in readable:
             delivery.ack()
         now = datetime.now(UTC)
@@ -65,33 +74,34 @@ class EventAggregator:
                 self.duplicates += 1
             self._on_event(event.event_type.value, not new, (now - event.occurred_at).total_seconds())
 
-    def _read(self, body: bytes) -> list[EventEnvelope] | None:
-        """The events of a message; None when none of it can be read (then it is rejected). In an array, an
-        element that cannot be read is treated as a message of its own would be, and the others are folded."""
+    def _read(self, body: bytes, keep: list[tuple[str, str]]) -> list[EventEnvelope]:
+        """The events of a message (none: it is rejected). What cannot be read goes to `keep`, (reason, message),
+        when the aggregators are the ones to keep it: a single event that only they receive, or any element of
+        an array (arrays come only on the batches queue, which only they consume) on its own, the others folded."""
         if not body.lstrip().startswith(b"["):
             try:
                 return [EventEnvelope.model_validate_json(body)]
             except ValidationError as e:
-                self._unreadable(e, body, unreadable.only_for_aggregators(body))
-                return None
+                self._unreadable(e, body, keep if unreadable.only_for_aggregators(body) else None)
+                return []
         try:
             return _MANY.validate_json(body)
         except ValidationError as e:
             try:
                 items = json.loads(body)
-            except ValueError:
-                self._unreadable(e, body, False)  # not JSON: left to the processors, as any such message
-                return None
+            except (ValueError, RecursionError):  # not JSON: its routing is unknown, it is left to the processors
+                self._unreadable(e, body, None)
+                return []
         found = []
         for item in items if isinstance(items, list) else [items]:
             try:
                 found.append(EventEnvelope.model_validate(item))
             except ValidationError as e:
-                raw = json.dumps(item).encode()
-                self._unreadable(e, raw, unreadable.only_for_aggregators(raw))
-        return found or None
+                self._unreadable(e, json.dumps(item).encode(), keep)
+        return found
 
-    def _unreadable(self, e: ValidationError, body: bytes, keep: bool) -> None:
+    @staticmethod
+    def _unreadable(e: ValidationError, body: bytes, keep: list[tuple[str, str]] | None) -> None:
         log.error("unprocessable event rejected: %s", e.errors(include_url=False)[:3])
-        if keep and self._dead_letter is not None:
-            self._dead_letter(unreadable.reason(e), body.decode("utf-8", "replace"))
+        if keep is not None:
+            keep.append((unreadable.reason(e), body.decode("utf-8", "replace")))

@@ -9,19 +9,21 @@ from contracts import EventEnvelope
 # Logical queue -> binding patterns (AMQP topic syntax). `job.created` and `job.requeued` reach both the
 # processors and the aggregators; every other job event only the aggregators. Jobs of inline types (see
 # JobType.isolated) have their own queue, so a processor takes them in micro-batches without holding back
-# jobs that wait for one of its task slots. Retries reach the jobs queue through the bus's delay mechanism
+# jobs that wait for one of its task slots. Messages of several events (contracts: event_batch) have their own
+# queue too, outside `job.#`: an aggregator of an older release, still consuming the events queue during an
+# upgrade, never receives a form it cannot read. Retries reach the jobs queue through the bus's delay mechanism
 # (`Bus.schedule`), not through a binding.
 INLINE_PREFIX = "inline."
 WORK_KEYS = ("job.created", "job.requeued")
+BATCH_KEY = "events.batch"
 QUEUES: dict[str, tuple[str, ...]] = {
     "jobs": WORK_KEYS,
     "inline": tuple(INLINE_PREFIX + k for k in WORK_KEYS),
     "events": ("job.#", INLINE_PREFIX + "#"),
+    "batches": (BATCH_KEY,),
 }
+EVENT_QUEUES = ("events", "batches")  # what the aggregators consume
 RETRY_KEY = "work.retry"  # routing key of delayed retries; outside `job.#`, so events never see them
-# Routing key of a message holding several events (contracts: event_batch); inside `job.#` but not a work key,
-# so it reaches the events queue only.
-BATCH_KEY = "job.batch"
 
 
 def routing_key(event: EventEnvelope, inline_types: Collection[str]) -> str:
@@ -50,8 +52,8 @@ def routes(key: str) -> list[str]:
 def messages(events: Sequence[EventEnvelope], inline_types: Collection[str]) -> list[tuple[str, list[EventEnvelope]]]:
     """How one publish goes out, as (routing key, events) per message: each work event alone, as the processors
     take jobs one at a time, then every other event of the publish in one message for the aggregators, who fold
-    them together anyway (one message per event, not per job and step: the broker, the publisher and the
-    aggregator each pay per message). A single other event goes as itself."""
+    them together anyway (one message per publish, not per job and step: the broker, the publisher and the
+    aggregator each pay per message). A single other event goes as itself, to the events queue."""
     out = [(routing_key(e, inline_types), [e]) for e in events if e.event_type.value in WORK_KEYS]
     rest = [e for e in events if e.event_type.value not in WORK_KEYS]
     if len(rest) == 1:

@@ -2,7 +2,8 @@
 
 A work event (`job.created`, `job.requeued`) reaches both the processors and the aggregators; the processors
 dead-letter it when it cannot be read. Every other event reaches only the aggregators, so they dead-letter
-those, and each unreadable message is kept once."""
+those, and each unreadable message is kept once. An element of a message of several events (only the
+aggregators receive those) is kept on its own by the aggregators."""
 
 from __future__ import annotations
 

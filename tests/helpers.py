@@ -96,7 +96,7 @@ def settled(api: httpx.Client, truth: Backends) -> bool:
     counts = truth.jobs.counts()[0]
     return (
         all(s.is_final for (_, s), n in counts.items() if n)
-        and truth.bus.depth("events") == 0
+        and truth.bus.depth("events") == truth.bus.depth("batches") == 0
         and stats_match_the_store(api, truth) is not None
     )
 

@@ -135,8 +135,9 @@ def committed(directory: Path) -> dict[int, set[int]]:
     for job_id, version, published in _query(directory / "jobs.sqlite3", "SELECT id, version, published FROM jobs"):
         add(job_id, 0, *([2] if published else []), *(5, 9)[:version])
     for (body,) in _query(directory / "bus.sqlite3", "SELECT body FROM messages"):
-        payload = json.loads(body)["payload"]
-        add(payload["job_id"], (1, 6, 10)[payload["version"]])
+        message = json.loads(body)
+        for event in message if isinstance(message, list) else [message]:  # one event, or several (event_batch)
+            add(event["payload"]["job_id"], (1, 6, 10)[event["payload"]["version"]])
     for job_id, version in _query(directory / "events.sqlite3", "SELECT job_id, version FROM events"):
         add(job_id, (3, 7, 11)[version])
     for job_id, version in _query(directory / "counters.sqlite3", "SELECT job_id, version FROM job_state"):

@@ -140,8 +140,8 @@ def test_an_unreadable_event_only_the_aggregators_get_is_dead_lettered_with_the_
 
 @pytest.mark.parametrize(
     "body",
-    [_from_another_major(EventType.JOB_CREATED), _from_another_major(EventType.JOB_REQUEUED), b"not json", b"[1]"],
-    ids=["job.created", "job.requeued", "not-json", "not-an-object"],
+    [_from_another_major(EventType.JOB_CREATED), _from_another_major(EventType.JOB_REQUEUED), b"not json", b"[1"],
+    ids=["job.created", "job.requeued", "not-json", "not-json-array"],
 )
 def test_work_events_and_bodies_of_unknown_routing_are_left_to_the_processors(events, counters, body):
     kept: list[tuple[str, str]] = []
@@ -251,3 +251,43 @@ def test_an_unreadable_event_in_a_message_of_several_is_dead_lettered_alone(even
     [(reason, stored)] = kept
     assert "unknown major version" in reason and json.loads(stored) == bad
     assert message.acked and message.rejected is None
+
+
+def test_an_array_of_nothing_readable_is_rejected_and_each_element_kept_once(events, counters):
+    """Arrays come only on the batches queue, which only the aggregators consume: they keep what is bad."""
+    kept: list[tuple[str, str]] = []
+    delivery = FakeDelivery(b"[1]")
+
+    EventAggregator(events, counters, dead_letter=lambda *d: kept.append(d)).handle(delivery)
+
+    assert delivery.rejected is False and not delivery.acked
+    [(reason, message)] = kept
+    assert reason.startswith("unreadable message") and message == "1"
+
+
+def test_a_batch_whose_fold_failed_keeps_its_unreadable_element_once_when_delivered_again(events, counters):
+    class FailsOnce:
+        def __init__(self) -> None:
+            self.failed = False
+
+        def __getattr__(self, name):
+            return getattr(events, name)
+
+        def append_many(self, batch):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("event store down")
+            return events.append_many(batch)
+
+    kept: list[tuple[str, str]] = []
+    life = _lifecycle_of(uuid.uuid4())
+    body = b"[" + life[1].model_dump_json().encode() + b"," + _from_another_major(EventType.JOB_FAILED) + b"]"
+    agg = EventAggregator(FailsOnce(), counters, dead_letter=lambda *d: kept.append(d))
+    first, again = FakeDelivery(body), FakeDelivery(body)
+
+    with pytest.raises(RuntimeError):
+        agg.handle(first)
+    agg.handle(again)
+
+    assert not first.acked and first.rejected is None and again.acked
+    assert len(kept) == 1
