@@ -25,6 +25,14 @@ from tests.helpers import CONNECTIONS, FAST_RETRIES, SCRATCH_NAMESPACES, assert_
 SERVERS = ("AMQP_URL", "POSTGRES_DSN", "MONGO_URL", "REDIS_URL")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--screenshots",
+        action="store_true",
+        help="the browser tests also refresh README's pictures, docs/web-*.png (a plain run leaves the tree as it is)",
+    )
+
+
 @pytest.fixture(scope="session")
 def namespace() -> str:
     """A fresh namespace per test session keeps runs apart on shared servers."""

@@ -247,7 +247,7 @@ def no_horizontal_scroll(b: WebDriver) -> bool:
     return b.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 
 
-def test_no_console_errors_or_failed_requests_and_no_horizontal_scroll_at_both_sizes(browser, api, mode):
+def test_no_console_errors_or_failed_requests_and_no_horizontal_scroll_at_both_sizes(browser, api, mode, request):
     job_id = submit(api, {"type": "hash", "payload": {"data": "shown"}})
     wait_for(lambda: api.get(f"/read/jobs/{job_id}").json()["status"] == "COMPLETED", "the job done", WAIT_S)
     errors(browser)
@@ -266,7 +266,13 @@ def test_no_console_errors_or_failed_requests_and_no_horizontal_scroll_at_both_s
             until(lambda ready=ready: browser.find_elements(By.CSS_SELECTOR, ready), f"{fragment} at {width}px")
             assert no_horizontal_scroll(browser), f"{fragment} scrolls sideways at {width}×{height}"
             assert errors(browser) == [], fragment
-            if width == DESKTOP[0] and mode[0] == "real" and fragment in ("#/", f"#/jobs/{job_id}"):
+            pictured = ("#/", f"#/jobs/{job_id}")
+            if (
+                request.config.getoption("--screenshots")
+                and width == DESKTOP[0]
+                and mode[0] == "real"
+                and fragment in pictured
+            ):
                 name = "overview" if fragment == "#/" else "job-detail"
                 time.sleep(1.5)  # let the live charts and the timeline draw before the picture
                 browser.save_screenshot(str(ROOT / "docs" / f"web-{name}.png"))
