@@ -32,6 +32,7 @@ POLL_S = 0.5  # how long a consume loop waits for traffic before it looks at its
 DELAY_BUCKET_FACTOR = 1.25
 # Per-message TTLs are 32-bit milliseconds, so no delay bucket is numbered past log_1.25(2**32) ~ 99.4.
 DELAY_BUCKETS = int(math.log(2**32, DELAY_BUCKET_FACTOR)) + 1
+EARLY_SLACK_MS = 5  # added to every delay: see schedule
 # What a connection to the broker can fail with: pika's errors, and what its connect re-raises as is (a host
 # name that does not resolve, a TLS set-up error, the connect's own time limit).
 BROKER_ERRORS: tuple[type[Exception], ...] = (AMQPError, AMQPConnectorException, OSError)
@@ -230,7 +231,9 @@ class RabbitBus:
         self._guard(send)
 
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:
-        delay_ms = max(1, int(delay_s * 1000))
+        # Rounded up, plus a little: the broker keeps a message's time in whole milliseconds and was seen to let
+        # one go ~2 ms before its TTL by this process's clock; a retry must never run before its backoff.
+        delay_ms = math.ceil(delay_s * 1000) + EARLY_SLACK_MS
         queue = self.queue_name(f"delay.{int(math.log(delay_ms, DELAY_BUCKET_FACTOR))}")
         data, props = self._message([event], expiration=str(delay_ms))
 
