@@ -76,6 +76,8 @@ class Healer:
         if time.monotonic() - self._compared < COMPARE_EVERY_S:
             return
         cached = counters.stats()  # first the cache, then the store: a right cache never counts more
+        if cached is None and not counters.complete():
+            return  # a rebuild began after the mark was read (`observatory replay`): no comparison now
         counts, _ = self._b.jobs.counts()
         now, store_total = time.monotonic(), sum(counts.values())
         self._compared = now

@@ -89,6 +89,29 @@ def test_the_keeper_leaves_a_running_rebuild_alone(jobs, events, counters):
     assert stats_differences(counters.stats(), jobs.counts()) == []
 
 
+def test_a_rebuild_that_begins_during_a_comparison_is_no_divergence(jobs, events, counters, monkeypatch):
+    """`observatory replay` wipes the counters just after the keeper found them complete: the keeper must
+    not compare the empty cache with the store (readers would use the store until its next comparison)."""
+    pipeline(jobs, events, counters, 3)
+    monkeypatch.setattr(healing, "LAG_S", 0.0)
+    monkeypatch.setattr(healing, "COMPARE_EVERY_S", 0.0)
+    keeper = Healer(Backends(RecordingBus(), jobs, events, counters))
+    keeper.check()
+    assert not keeper.diverged
+    real = counters.complete
+
+    def complete_then_a_rebuild_begins() -> bool:
+        was = real()
+        monkeypatch.setattr(counters, "complete", real)
+        counters.begin_rebuild(30)
+        return was
+
+    monkeypatch.setattr(counters, "complete", complete_then_a_rebuild_begins)
+    keeper.check()
+    assert counters.complete is real  # the race really happened in this round
+    assert not keeper.diverged
+
+
 def test_late_events_are_not_rebuilt_over_and_over(jobs, events, counters, monkeypatch):
     pipeline(jobs, events, counters, 2)
     jobs.create([new_job(key=f"late{i}") for i in range(3)])  # stored; their events have not arrived
