@@ -74,6 +74,22 @@ def publish_job_events(bus: Bus, jobs: Sequence[Job], source: Producer) -> None:
     bus.publish_many([event for job in jobs for event in job_events(job, source)])
 
 
+def unpublished_events(job: Job, source: Producer) -> list[EventEnvelope]:
+    """What the sweeper publishes for a job whose last publish was never confirmed: a PENDING job's work
+    message; a job cancelled since (with the broker down for the cancel too, no processor ever meets it)
+    its current state's events, so the stats count it — and, when the cancel was its only transition
+    (version 1: created, then cancelled), its `job.created` as the submission would have sent it."""
+    if job.status is not JobStatus.CANCELLED:
+        return [work_message(job, source)]
+    events = job_events(job, source)
+    if job.version == 1:
+        created = job.model_copy(
+            update={"status": JobStatus.PENDING, "version": 0, "updated_at": job.created_at, "finished_at": None}
+        )
+        events.insert(0, work_message(created, source))
+    return events
+
+
 def work_message(job: Job, source: Producer) -> EventEnvelope:
     """What goes onto the jobs queue for the job's next run: its latest event."""
     return job_events(job, source)[-1]

@@ -142,7 +142,8 @@ class JobStore(Protocol):
         """`first_run_only`: skip jobs requeued since (a late mark from their first submission must not
         hide a requeued job from the sweeper)."""
 
-    def unpublished(self, older_than_s: float, limit: int) -> list[Job]: ...
+    def unpublished(self, older_than_s: float, limit: int) -> list[Job]:
+        """PENDING or CANCELLED jobs not marked published, created over `older_than_s` ago, oldest first."""
 
     def get(self, job_id: UUID) -> Job | None: ...
 

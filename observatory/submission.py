@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from contracts import EventType, Job, JobAccepted, JobSubmission, Producer
 from observatory.errors import BusUnavailable, JobConflict, JobNotFound
-from observatory.events import event_id, publish_job_events, work_message
+from observatory.events import event_id, publish_job_events, unpublished_events, work_message
 from observatory.jobs import Registry
 from observatory.ports import Bus, Created, JobStore, NewJob
 
@@ -83,9 +83,9 @@ class SubmissionService:
 
         The cancel is committed before its event is published, so a broker that is down does not undo it: the
         caller is answered with the cancelled job, and `job.cancelled` (same event id) is published again by the
-        processor that meets the job's work message or stops its running handler. Not for a job whose work
-        message was never published (accepted while the broker was down, cancelled before the sweeper ran):
-        its history stays empty, and the read model's stats fall back to the job store (see healing)."""
+        processor that meets the job's work message or stops its running handler, or, for a job whose work
+        message was never published either (accepted while the broker was down, cancelled before the sweeper
+        ran), by the sweeper (see `sweep`)."""
         job = self._jobs.cancel(job_id) or self._refused(
             job_id, "only PENDING, RETRYING or RUNNING jobs can be cancelled"
         )
@@ -124,9 +124,12 @@ def _stamped(new: Sequence[NewJob], correlation_id: str) -> list[NewJob]:
 
 
 def sweep(jobs: JobStore, bus: Bus, source: Producer, older_than_s: float, limit: int = 500) -> int:
-    """Publish PENDING jobs whose `job.created` was never confirmed. Safe to repeat: same event ids."""
+    """Publish the jobs whose last publish was never confirmed (PENDING ones, and those cancelled since: see
+    `unpublished_events`), then mark them. Safe to repeat: same event ids."""
     stale = jobs.unpublished(older_than_s, limit)
-    publish_work(jobs, bus, stale, source)
+    if stale:
+        bus.publish_many([event for job in stale for event in unpublished_events(job, source)])
+        jobs.mark_published([job.id for job in stale])
     return len(stale)
 
 

@@ -136,13 +136,17 @@ def test_garbage_cursor_is_a_client_error(store):
         store.list(None, None, 10, "not-a-cursor")
 
 
-def test_unpublished_lists_only_unconfirmed_pending_jobs(store):
-    [a], [b] = store.create([new()]), store.create([new()])
-    store.mark_published([a.job.id])
+def test_unpublished_lists_only_unconfirmed_pending_or_cancelled_jobs(store):
+    [a], [b], [c], [d], [r] = (store.create([new()]) for _ in range(5))
+    store.mark_published([a.job.id, d.job.id])
+    store.cancel(c.job.id)  # cancelled before its publish was confirmed: the sweeper's too
+    store.cancel(d.job.id)
+    store.start(r.job.id, "w", rerun=False)  # published, its mark lost: a processor has it
 
     stale = {j.id for j in store.unpublished(0.0, 1000)}
 
-    assert b.job.id in stale and a.job.id not in stale
+    assert b.job.id in stale and c.job.id in stale
+    assert not stale & {a.job.id, d.job.id, r.job.id}
 
 
 def test_a_late_first_run_mark_does_not_hide_a_requeued_job_from_the_sweeper(store):

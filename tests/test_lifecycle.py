@@ -313,12 +313,15 @@ def services(action: str, server: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["real"], indirect=True)  # the embedded mode has no servers to stop
-def test_broker_and_database_outages_lose_nothing(api, mode):
+def test_broker_and_database_outages_lose_nothing(api, mode, truth):
     """The broker, then the database, is stopped while clients keep submitting, and stays down until the
     outage has been seen: jobs accepted while the broker is down (published later by the sweeper), and a
-    submission refused with 503 while the database is down. Every answer is judged in this thread."""
+    submission refused with 503 while the database is down. Every answer is judged in this thread. One job
+    accepted while the broker is down is cancelled before it comes back: no processor ever meets that job,
+    and it is still counted and has its history."""
     rounds: list[tuple[float, int, int, str, str | None]] = []  # (when, readyz, submit status, readyz body, id)
     marks: dict[str, float] = {}
+    cancelled: list[str] = []
 
     def accepted_since(t0: float, bus_down: bool = False) -> int:
         down = [(t, c) for t, ready, c, body, _ in rounds if not bus_down or (ready == 503 and '["bus"]' in body)]
@@ -348,15 +351,28 @@ def test_broker_and_database_outages_lose_nothing(api, mode):
             ready = api.get("/api/readyz", timeout=30)
             r = api.post("/api/jobs", json={"type": "primes", "payload": {"limit": 2000}}, timeout=30)
             rounds.append((time.monotonic(), ready.status_code, r.status_code, ready.text, r.json().get("job_id")))
+            if not cancelled and r.status_code == 202 and ready.status_code == 503 and '["bus"]' in ready.text:
+                cancelled.append(r.json()["job_id"])  # the broker stays down until two more are accepted
+                c = api.post(f"/api/jobs/{cancelled[0]}/cancel", timeout=30)
+                assert c.status_code == 200 and c.json()["status"] == "CANCELLED", c.text
             time.sleep(0.05)  # pacing: a steady trickle of submissions through both outages
         drilling.result()  # a failed stop or start fails the test
 
     assert {c for *_, c, _b, _i in rounds} == {202, 503}  # refused while down, never a 5xx, an error or a hang
     assert {ready for _, ready, *_ in rounds} == {200, 503}
     assert any(ready == 503 and '["jobs"]' in body for _, ready, _c, body, _i in rounds)
-    ids = [i for *_, c, _b, i in rounds if c == 202 and i]
+    ids = [i for *_, c, _b, i in rounds if c == 202 and i and i not in cancelled]
     jobs = wait_for(lambda: final_jobs(api, ids), "every accepted job final", 240)
     assert {j["status"] for j in jobs.values()} == {"COMPLETED"}
+    assert cancelled, "no job was accepted while the broker was down"
+    history = wait_for(
+        lambda: len(h := api.get(f"/read/jobs/{cancelled[0]}/events").json()) == 2 and h,
+        "the cancelled job's events, from the sweeper",
+        120,
+    )
+    assert [(e["event_type"], e["payload"]["version"]) for e in history] == [("job.created", 0), ("job.cancelled", 1)]
+    assert api.get(f"/read/jobs/{cancelled[0]}").json()["status"] == "CANCELLED"
+    wait_for(lambda: stats_match_the_store(api, truth), "stats equal to the job store", 120)
 
 
 def test_stats_equal_the_store_in_every_status_after_the_lifecycle_tests(api, truth):

@@ -102,7 +102,7 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
 
     def unpublished(self, older_than_s: float, limit: int) -> list[Job]:
         q = self._q(
-            f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE NOT published AND status = 'PENDING' "
+            f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE NOT published AND status IN ('PENDING', 'CANCELLED') "
             "AND created_at < clock_timestamp() - make_interval(secs => %s) ORDER BY created_at LIMIT %s"
         )
         with self._conn() as conn:

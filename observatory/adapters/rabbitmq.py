@@ -109,6 +109,10 @@ class _Settler:
             self._ch.basic_ack(tag)
 
 
+def _unavailable(e: BaseException) -> BusUnavailable:
+    return BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up")
+
+
 def _close(conn: pika.BlockingConnection) -> None:
     if conn.is_open:
         try:
@@ -189,7 +193,7 @@ class RabbitBus:
         try:
             return retrying(attempt)()
         except BROKER_ERRORS as e:
-            raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
+            raise _unavailable(e) from e
 
     def setup(self) -> None:
         def declare(ch: BlockingChannel) -> None:
@@ -264,7 +268,7 @@ class RabbitBus:
         try:
             conn = pika.BlockingConnection(self._params)
         except BROKER_ERRORS as e:
-            raise BusUnavailable(f"RabbitMQ: {e!r}; check AMQP_URL and that the broker is up") from e
+            raise _unavailable(e) from e
         try:
             ch = conn.channel()
             ch.basic_qos(prefetch_count=prefetch)

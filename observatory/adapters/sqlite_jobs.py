@@ -111,8 +111,8 @@ class SQLiteJobStore(SingleJobCalls):
         cutoff = now_us() - int(older_than_s * 1_000_000)
         with self._db.read() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE published = 0 AND status = 'PENDING' AND created_us < ? "
-                "ORDER BY created_us LIMIT ?",
+                f"SELECT {_COLUMNS} FROM jobs WHERE published = 0 AND status IN ('PENDING', 'CANCELLED') "
+                "AND created_us < ? ORDER BY created_us LIMIT ?",
                 (cutoff, limit),
             ).fetchall()
         return [_job(r) for r in rows]

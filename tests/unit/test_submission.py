@@ -11,6 +11,7 @@ from contracts import EventType, JobStatus, JobSubmission
 from observatory.errors import InvalidSubmission, JobConflict, JobNotFound
 from observatory.events import event_id
 from observatory.submission import SubmissionService, sweep
+from observatory.views import stats_differences
 from tests.unit.fakes import SOURCE, RecordingBus, new_job, registry, stored_job
 
 
@@ -298,6 +299,46 @@ def test_sweep_marks_what_it_published(jobs, bus):
 
     assert n == 0
     assert bus.published == []
+
+
+def test_a_job_accepted_and_cancelled_while_the_broker_was_down_is_swept_as_its_events(jobs, counters):
+    """No processor ever meets such a job (its work message was never sent, its cancel not either): the sweeper
+    publishes the events it would have had, with the ids they would have had, so the stats count it."""
+    down = RecordingBus(fail_after=0)
+    [accepted] = service(jobs, down).submit([new_job()], "c")
+    cancelled = service(jobs, down).cancel(accepted.body.job_id)
+    bus = RecordingBus()
+
+    assert sweep(jobs, bus, SOURCE, older_than_s=0) == 1
+
+    created, cancel = bus.published
+    assert (created.event_type, created.payload.version, created.payload.status) == (
+        EventType.JOB_CREATED,
+        0,
+        JobStatus.PENDING,
+    )
+    assert created.event_id == accepted.body.event_id  # what the submission would have sent
+    assert created.occurred_at == cancelled.created_at
+    assert (cancel.event_type, cancel.payload.version) == (EventType.JOB_CANCELLED, cancelled.version)
+    counters.apply_many(bus.published)
+    assert stats_differences(counters.stats(), jobs.counts()) == []
+    bus.published.clear()
+    assert sweep(jobs, bus, SOURCE, older_than_s=0) == 0  # marked: once
+    assert bus.published == []
+
+
+def test_a_job_cancelled_after_a_retry_is_swept_as_its_current_state_only(jobs, counters):
+    """Its earlier events cannot be told from the row (which transitions came between): only the truthful
+    ones go out, the cancel's, and the job is counted."""
+    job = stored_job(jobs)  # its work message published, the mark lost (the job store was down then)
+    jobs.start(job.id, "w", rerun=False)
+    jobs.fail(job.id, "boom", retry=True)
+    cancelled = service(jobs, RecordingBus(fail_after=0)).cancel(job.id)
+    bus = RecordingBus()
+
+    sweep(jobs, bus, SOURCE, older_than_s=0)
+
+    assert [(e.event_type, e.payload.version) for e in bus.published] == [(EventType.JOB_CANCELLED, cancelled.version)]
 
 
 def test_sweep_publishes_at_most_limit_jobs(jobs, bus):
