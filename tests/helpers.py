@@ -11,6 +11,7 @@ import yaml
 
 from contracts import JobStatus, Stats
 from observatory.backends import Backends
+from observatory.views import stats_differences
 from tests.cluster import CONFIG
 
 SETTLE_TIMEOUT_S = 240
@@ -37,14 +38,15 @@ def workers_arg(name: str) -> int:
     return int(apps["workers"]["args"][name])
 
 
-def wait_for(predicate: Any, what: str, timeout_s: float = SETTLE_TIMEOUT_S) -> Any:
+def wait_for(predicate: Any, what: str, timeout_s: float = SETTLE_TIMEOUT_S, explain: Any = None) -> Any:
+    """`explain`: called on a timeout, what it returns goes into the error (what was seen instead)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f": {explain()}" if explain else ""))
 
 
 def final_jobs(api: httpx.Client, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -89,6 +91,18 @@ def stats_match_the_store(api: httpx.Client, truth: Backends) -> dict[str, Any] 
     want = Stats.from_counts(truth.jobs.counts()[0], None, "cache").model_dump(mode="json", exclude={"last_event_at"})
     got = api.get("/read/stats").json()
     return got if {k: got[k] for k in want} == want else None
+
+
+def stats_mismatch(api: httpx.Client, truth: Backends) -> str:
+    """How the read model's stats differ from the job store's counts now (for a timeout's message)."""
+    got = api.get("/read/stats").json()
+    lines = stats_differences(Stats.model_validate(got), truth.jobs.counts())
+    return f"source {got['source']}; " + ("; ".join(lines) or "no difference now")
+
+
+def stats_settle(api: httpx.Client, truth: Backends, what: str, timeout_s: float) -> dict[str, Any]:
+    """Wait until `stats_match_the_store`; a timeout says how they still differ."""
+    return wait_for(lambda: stats_match_the_store(api, truth), what, timeout_s, lambda: stats_mismatch(api, truth))
 
 
 def settled(api: httpx.Client, truth: Backends) -> bool:
