@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from contracts import EventType, Job, JobAccepted, JobSubmission, Producer
 from observatory.errors import BusUnavailable, JobConflict, JobNotFound
-from observatory.events import event_id, publish_job_events, unpublished_events, work_message
+from observatory.events import event_id, publish_job_events, unpublished_events
 from observatory.jobs import Registry
 from observatory.ports import Bus, Created, JobStore, NewJob
 
@@ -127,9 +127,7 @@ def sweep(jobs: JobStore, bus: Bus, source: Producer, older_than_s: float, limit
     """Publish the jobs whose last publish was never confirmed (PENDING ones, and those cancelled since: see
     `unpublished_events`), then mark them. Safe to repeat: same event ids."""
     stale = jobs.unpublished(older_than_s, limit)
-    if stale:
-        bus.publish_many([event for job in stale for event in unpublished_events(job, source)])
-        jobs.mark_published([job.id for job in stale])
+    publish_work(jobs, bus, stale, source)
     return len(stale)
 
 
@@ -137,5 +135,5 @@ def publish_work(jobs: JobStore, bus: Bus, work: Sequence[Job], source: Producer
     """Put the jobs on the work queues in one publish, then mark them published (a crash in between only
     means the sweeper publishes them again, with the same event ids)."""
     if work:
-        bus.publish_many([work_message(job, source) for job in work])
+        bus.publish_many([event for job in work for event in unpublished_events(job, source)])
         (mark or jobs.mark_published)([job.id for job in work])

@@ -21,14 +21,7 @@ from observatory.events import producer, work_message
 from observatory.ports import NewJob
 from observatory.topology import routes
 from tests.cluster import ROOT
-from tests.helpers import (
-    actor_pids,
-    alive,
-    final_jobs,
-    handler_pids,
-    stats_settle,
-    wait_for,
-)
+from tests.helpers import actor_pids, alive, final_jobs, handler_pids, stats_settle, wait_for
 
 pytestmark = pytest.mark.e2e
 
