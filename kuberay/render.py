@@ -23,7 +23,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from kuberay.profile import PROFILE, PYTHON_TAG, RAY_VERSION, WORKER_RESOURCE, Pod, Profile
 from kuberay.secret import ADMIN_KEY
-from observatory.serve_ingress import SERVE_INGRESS_ENV
+from observatory.serve_ingress import SERVE_INGRESS_ENV, WORKER_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERAY = ROOT / "kuberay"
@@ -124,6 +124,8 @@ def _env(profile: Profile) -> list[dict[str, Any]]:
         {"name": "RAY_GRAFANA_IFRAME_HOST", "value": f"http://localhost:{profile.host_ports['grafana']}"},
         # Serve's HTTP through HAProxy straight to the ingress replicas (observatory/serve_ingress.py).
         *({"name": k, "value": v} for k, v in SERVE_INGRESS_ENV.items()),
+        # The observatory's actors are its services: not niced like batch tasks (observatory/serve_ingress.py).
+        *({"name": k, "value": v} for k, v in WORKER_ENV.items()),
     ]
 
 

@@ -297,11 +297,15 @@ def test_workers_lists_the_configured_actors_alive_on_listed_nodes_and_counts_th
     assert sorted(a["kind"] for a in w["actors"]) == ["aggregator"] * aggregators + ["processor"] * processors
     assert {a["pid"] for a in w["actors"] if a["kind"] == "processor"} == actor_pids("ProcessorActor")
     assert {a["pid"] for a in w["actors"] if a["kind"] == "aggregator"} == actor_pids("AggregatorActor")
+    # The observatory's actors are services, not niced like Ray's batch workers (serve_ingress.WORKER_ENV).
+    assert {os.getpriority(os.PRIO_PROCESS, a["pid"]) for a in w["actors"]} == {0}
     for a in w["actors"]:
         node = nodes[a["node_id"]]  # on a node Ray lists, alive, which names it
         assert node["alive"] and a["name"] in node["actors"] and a["node_ip"] == node["address"], (a, node)
         assert a["last_seen"] is not None and a["restarts"] == 0 and a["handled"] is not None
-    assert handled(api, "processor") >= len(submitted)  # each job handled at least once
+    # Each job handled at least once: the count comes with the supervisor's next look (every check_interval_s),
+    # and a processor counts a batch only after its acks, which follow the commit that made the jobs final.
+    wait_for(lambda: handled(api, "processor") >= len(submitted), "every job counted as handled", 30)
     head = next(n for n in view["nodes"] if n["is_head"])
     assert head["resources"]["CPU"] == 4 and head["resources"]["memory"] > 0  # the loopback head: --num-cpus 4
 
