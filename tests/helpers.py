@@ -100,7 +100,7 @@ def stats_mismatch(api: httpx.Client, truth: Backends) -> str:
     return f"source {got['source']}; " + ("; ".join(lines) or "no difference now")
 
 
-def stats_settle(api: httpx.Client, truth: Backends, what: str, timeout_s: float) -> dict[str, Any]:
+def stats_settle(api: httpx.Client, truth: Backends, what: str, timeout_s: float = SETTLE_TIMEOUT_S) -> dict[str, Any]:
     """Wait until `stats_match_the_store`; a timeout says how they still differ."""
     return wait_for(lambda: stats_match_the_store(api, truth), what, timeout_s, lambda: stats_mismatch(api, truth))
 

@@ -17,7 +17,7 @@ import redis
 from contracts import JobStatus
 from observatory.jobs.builtin.primes import count_primes_below
 from observatory.settings import Settings
-from tests.helpers import actor_pids, final_jobs, settled, stats_match_the_store, wait_for, workers_arg
+from tests.helpers import actor_pids, final_jobs, settled, stats_settle, wait_for, workers_arg
 
 pytestmark = pytest.mark.e2e
 
@@ -121,7 +121,7 @@ def test_each_jobs_events_are_stored_in_order_without_duplicates(api, submitted)
 
 
 def test_stats_equal_the_postgresql_truth(api, submitted, truth):
-    stats = wait_for(lambda: stats_match_the_store(api, truth), "the cached stats to equal the job store")
+    stats = stats_settle(api, truth, "the cached stats to equal the job store")
 
     assert stats["total_jobs"] >= len(submitted)
     assert stats["dead_lettered"] == sum(1 for j, _ in submitted if expected(j)[0] is JobStatus.DEAD_LETTERED)
@@ -270,7 +270,7 @@ def test_stats_stay_right_when_the_cache_is_emptied_and_come_back_from_it(api, m
 
     # From the store until the read model's keeper has rebuilt the cache (within seconds): right either way.
     assert stats["source"] in ("store", "cache") and stats["total_jobs"] == sum(counts.values()), stats
-    wait_for(lambda: stats_match_the_store(api, truth), "the cache rebuilt by itself", 60)
+    stats_settle(api, truth, "the cache rebuilt by itself", 60)
 
 
 def all_alive(api: httpx.Client, processors: int, aggregators: int) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import redis
 from redis import Redis
 
 from tests.cluster import BIN
-from tests.helpers import settled, stats_match_the_store, wait_for
+from tests.helpers import settled, stats_match_the_store, stats_settle, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -70,7 +70,7 @@ def test_wiped_counters_heal_by_themselves_and_are_never_served_partial(api, mod
                     wipe(mode, truth)
                     wiped["at"] = time.monotonic()
                 time.sleep(0.25)
-        healed = wait_for(lambda: stats_match_the_store(api, truth), "the stats to equal the job store", 120)
+        healed = stats_settle(api, truth, "the stats to equal the job store", 120)
     finally:
         done.set()
         poller.join()

@@ -22,7 +22,7 @@ from kuberay.profile import WORKER_RESOURCE
 from observatory import backends
 from observatory.settings import Settings
 from tests.cluster import DASHBOARD, two_node_cluster
-from tests.helpers import FAST_RETRIES, assert_backends, final_jobs, scratch, stats_match_the_store, wait_for
+from tests.helpers import FAST_RETRIES, assert_backends, final_jobs, scratch, stats_settle, wait_for
 from tests.test_e2e import expected, submit_workload, workload
 
 pytestmark = pytest.mark.e2e
@@ -69,7 +69,7 @@ def test_every_job_type_completes_and_the_stats_are_exact(stack):
         assert final[job_id]["status"] == status, (job, final[job_id])
         if status is JobStatus.COMPLETED and job["type"] != "monte_carlo_pi":
             assert final[job_id]["result"] == result
-    stats = wait_for(lambda: stats_match_the_store(api, truth), "the cached stats to equal the job store")
+    stats = stats_settle(api, truth, "the cached stats to equal the job store")
     assert stats["total_jobs"] == len(ids)
 
 

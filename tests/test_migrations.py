@@ -25,7 +25,7 @@ from observatory.ports import NewJob
 from observatory.schema import SQLITE_FILES, SchemaState, migrate_postgres, migrate_sqlite
 from observatory.settings import Settings
 from tests.cluster import BIN, serve_cluster
-from tests.helpers import CONNECTIONS, FAST_RETRIES, final_jobs, scratch, stats_match_the_store, wait_for
+from tests.helpers import CONNECTIONS, FAST_RETRIES, final_jobs, scratch, stats_settle, wait_for
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 LEGACY_NAMESPACE = "legacy_fixture"  # the namespace build.py wrote the data dir under
@@ -154,7 +154,7 @@ def test_the_observatory_runs_on_a_migrated_data_dir(legacy_dir):
             ids = [a["job_id"] for a in r.json()["accepted"]]
             final = wait_for(lambda: final_jobs(api, ids), "the new jobs final")
             assert {j["status"] for j in final.values()} == {"COMPLETED"}
-            wait_for(lambda: stats_match_the_store(api, truth), "the stats to equal the job store")
+            stats_settle(api, truth, "the stats to equal the job store")
         for name, target in SQLITE_FILES.items():
             assert at_head(migrate_sqlite(legacy_dir.embedded_dir / name, target, check=True)), name
     finally:

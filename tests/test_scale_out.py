@@ -21,7 +21,7 @@ from contracts import EventType, JobStatus
 from observatory import backends
 from observatory.settings import Settings
 from tests.cluster import CONFIG, DASHBOARD, multi_node_cluster
-from tests.helpers import FAST_RETRIES, final_jobs, scratch, stats_match_the_store, wait_for
+from tests.helpers import FAST_RETRIES, final_jobs, scratch, stats_settle, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -199,7 +199,7 @@ def test_a_backlog_scales_processors_up_to_max_and_back_to_min_and_every_job_run
     for i in random.sample(ids, 100):  # the event store is slower to ask job by job: a sample
         completed = [e for e in truth.events.for_job(uuid.UUID(i)) if e.event_type is EventType.JOB_COMPLETED]
         assert len(completed) == 1
-    wait_for(lambda: stats_match_the_store(api, truth), "stats equal to the job store", 60)
+    stats_settle(api, truth, "stats equal to the job store", 60)
 
 
 def test_a_worker_node_killed_mid_run_loses_no_job_and_repeats_none(stack):
@@ -228,4 +228,4 @@ def test_a_worker_node_killed_mid_run_loses_no_job_and_repeats_none(stack):
         events = truth.events.for_job(uuid.UUID(job_id))
         assert sum(e.event_type is EventType.JOB_COMPLETED for e in events) == 1
     assert worker_nodes(api) == {n.node_id for n in ray.worker_nodes if n is not victim}
-    wait_for(lambda: stats_match_the_store(api, truth), "stats equal to the job store", 120)
+    stats_settle(api, truth, "stats equal to the job store", 120)
