@@ -18,7 +18,7 @@ from observatory.topology import EVENT_QUEUES
 
 @ray.remote(num_cpus=0)
 class AggregatorActor:
-    def __init__(self, name: str, prefetch: int, fill_s: float = 0.0) -> None:
+    def __init__(self, name: str, prefetch: int) -> None:
         settings = get_settings()
         logs.configure(settings.log_level)
         self._name = name
@@ -30,9 +30,8 @@ class AggregatorActor:
             metrics().event,
             lambda reason, message: jobs.dead_letter(None, None, reason, message),
         )
-        # One batch thread: events are folded in the order they arrive (the counters converge either way). Nobody
-        # waits on a fold, so a batch may gather for `fill_s`: one write per batch costs less than per message.
-        self._batches = MicroBatcher(self._aggregator.handle_batch, prefetch, 1, name, fill_s=fill_s)
+        # One batch thread: events are folded in the order they arrive (the counters converge either way).
+        self._batches = MicroBatcher(self._aggregator.handle_batch, prefetch, 1, name)
         # Single events, and messages of several (each up to a processor's micro-batch of events): fewer of those
         # in hand, so a batch of messages stays a few hundred events.
         self._loops = [

@@ -39,7 +39,7 @@ SERVE_INGRESS_ENV: dict[str, str] = {
 # Ray starts its worker processes at nice 15, fit for batch tasks beside an interactive head node. The
 # observatory's workers are its services (the ingress replicas, processors, aggregators): at nice 15 they lost
 # every contended moment to the databases and to the clients on the same machine. At 0, measured on a 2-core
-# machine: single submits ~155 → ~210 per second at 16 clients.
+# machine: single submits ~150 → ~200 per second at 16 clients.
 WORKER_ENV: dict[str, str] = {"RAY_worker_niceness": "0"}
 LOOPBACK_ENV: dict[str, str] = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every node on loopback

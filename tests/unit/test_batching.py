@@ -60,34 +60,3 @@ def test_deliveries_that_arrive_while_a_batch_runs_form_the_next_batch():
     wait_for(lambda: sum(map(len, batches)) == 6, "every delivery handled", 5)
     assert batches == [[b"0"], [b"1", b"2", b"3"], [b"4", b"5"]]
     batcher.stop()
-
-
-def _recording(batches: list[list[bytes]]):
-    def handle(ds: Sequence[Delivery]) -> None:
-        batches.append([d.body for d in ds])
-        for d in ds:
-            d.ack()
-
-    return handle
-
-
-def test_a_fill_window_gathers_what_arrives_after_the_first_delivery_until_the_batch_is_full():
-    batches: list[list[bytes]] = []
-    batcher = MicroBatcher(_recording(batches), max_size=2, threads=1, name="t", fill_s=60)
-    batcher.put(FakeDelivery(b"a"))
-    wait_for(lambda: batcher._queue.empty(), "the first delivery taken", 5)  # noqa: SLF001
-    batcher.put(FakeDelivery(b"b"))
-    batcher.put(FakeDelivery(b"c"))
-
-    wait_for(lambda: len(batches) == 1, "a full batch handled without waiting out the window", 5)
-    assert batches == [[b"a", b"b"]]
-    batcher.stop(timeout=0)
-
-
-def test_a_batch_that_does_not_fill_goes_when_its_window_ends():
-    batches: list[list[bytes]] = []
-    batcher = MicroBatcher(_recording(batches), max_size=10, threads=1, name="t", fill_s=0.05)
-    batcher.put(FakeDelivery(b"a"))
-
-    wait_for(lambda: batches == [[b"a"]], "the lone delivery handled", 5)
-    batcher.stop()
