@@ -139,8 +139,10 @@ class JobProcessor:
                 skipped.append((d, job_id))
         # A PENDING job's event is its work message, which this very message carries: not again.
         again = [job for job in before.values() if job.status is not JobStatus.PENDING]
-        # (One still PENDING before the start and skipped by it was cancelled meanwhile: its cancel is re-emitted.)
-        again += self._finals([i for _, i in skipped if i not in before or before[i].status is JobStatus.PENDING])
+        # A job skipped by the start that was not final when read before it changed in between: e.g. PENDING,
+        # then cancelled; or RUNNING, then completed by the dead consumer's last statement, which the database
+        # still committed after the kill. Read it again: its final events may never have been published.
+        again += self._finals([i for _, i in skipped if i not in before or not before[i].status.is_final])
         publish_job_events(self._bus, [*again, *(job for _, _, job in runs)], self._source)
         for d, _ in skipped:
             d.ack()

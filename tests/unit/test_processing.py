@@ -253,6 +253,41 @@ def test_redelivered_pending_job_cancelled_before_its_start_has_its_cancellation
     assert delivery.acked
 
 
+class CompletedRightAfterFirstRead:
+    """The embedded job store, where a killed processor's completion, sent just before the kill, commits on the
+    server right after the redelivery's first read (`get_many`) of the job."""
+
+    def __init__(self, jobs) -> None:
+        self._jobs, self._reads = jobs, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._jobs, name)
+
+    def get_many(self, job_ids):
+        got = self._jobs.get_many(job_ids)
+        self._reads += 1
+        if self._reads == 1:
+            for job_id in job_ids:
+                self._jobs.complete(job_id, "late")
+        return got
+
+
+def test_redelivered_running_job_completed_by_its_dead_processor_after_the_read_has_its_completion_published(jobs, bus):
+    job = stored_job(jobs)
+    jobs.start(job.id, "dead-worker", rerun=False)  # started and published; then the killed worker's finish
+    runner = ScriptedRunner(Outcome(result=1))
+    delivery = work_delivery(job, redelivered=True)
+
+    processor(CompletedRightAfterFirstRead(jobs), bus, runner).handle(delivery)
+
+    assert runner.calls == []  # no second run: the job was no longer RUNNING when this processor claimed it
+    assert [(e.event_type.value, e.payload.version) for e in bus.published] == [
+        ("job.started", 1),
+        ("job.completed", 2),  # the store says COMPLETED: without this event the stats say RUNNING for ever
+    ]
+    assert delivery.acked
+
+
 def test_redelivered_failed_attempt_whose_events_were_lost_publishes_them_before_the_next_run(jobs, bus):
     job = stored_job(jobs)
     jobs.start(job.id, "dead-worker", rerun=False)
