@@ -226,39 +226,12 @@ def test_redelivered_message_of_a_pending_job_puts_no_second_work_message_on_the
     assert bus.types == ["job.started", "job.completed"]  # no job.created: that is a work message too
 
 
-class CancelledRightAfterRead:
-    """The embedded job store, with each job read by `get_many` cancelled right after the read."""
+class ChangedRightAfterFirstRead:
+    """The embedded job store, where someone else changes each job that the first `get_many` reads (the
+    redelivery's look at its jobs) right after that read: `change(store, job_id)`."""
 
-    def __init__(self, jobs) -> None:
-        self._jobs = jobs
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._jobs, name)
-
-    def get_many(self, job_ids):
-        got = self._jobs.get_many(job_ids)
-        for job_id in job_ids:
-            self._jobs.cancel(job_id)
-        return got
-
-
-def test_redelivered_pending_job_cancelled_before_its_start_has_its_cancellation_re_emitted(jobs, bus):
-    job = stored_job(jobs)
-    delivery = work_delivery(job, redelivered=True)
-
-    processor(CancelledRightAfterRead(jobs), bus).handle(delivery)
-
-    assert bus.types == ["job.cancelled"]
-    assert bus.published[0].event_id == event_id(job.id, EventType.JOB_CANCELLED, 1)
-    assert delivery.acked
-
-
-class CompletedRightAfterFirstRead:
-    """The embedded job store, where a killed processor's completion, sent just before the kill, commits on the
-    server right after the redelivery's first read (`get_many`) of the job."""
-
-    def __init__(self, jobs) -> None:
-        self._jobs, self._reads = jobs, 0
+    def __init__(self, jobs, change) -> None:
+        self._jobs, self._change, self._reads = jobs, change, 0
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._jobs, name)
@@ -268,8 +241,19 @@ class CompletedRightAfterFirstRead:
         self._reads += 1
         if self._reads == 1:
             for job_id in job_ids:
-                self._jobs.complete(job_id, "late")
+                self._change(self._jobs, job_id)
         return got
+
+
+def test_redelivered_pending_job_cancelled_before_its_start_has_its_cancellation_re_emitted(jobs, bus):
+    job = stored_job(jobs)
+    delivery = work_delivery(job, redelivered=True)
+
+    processor(ChangedRightAfterFirstRead(jobs, lambda store, i: store.cancel(i)), bus).handle(delivery)
+
+    assert bus.types == ["job.cancelled"]
+    assert bus.published[0].event_id == event_id(job.id, EventType.JOB_CANCELLED, 1)
+    assert delivery.acked
 
 
 def test_redelivered_running_job_completed_by_its_dead_processor_after_the_read_has_its_completion_published(jobs, bus):
@@ -278,7 +262,9 @@ def test_redelivered_running_job_completed_by_its_dead_processor_after_the_read_
     runner = ScriptedRunner(Outcome(result=1))
     delivery = work_delivery(job, redelivered=True)
 
-    processor(CompletedRightAfterFirstRead(jobs), bus, runner).handle(delivery)
+    # The killed processor's completion, sent just before the kill, commits on the server after that read.
+    late_completion = ChangedRightAfterFirstRead(jobs, lambda store, i: store.complete(i, "late"))
+    processor(late_completion, bus, runner).handle(delivery)
 
     assert runner.calls == []  # no second run: the job was no longer RUNNING when this processor claimed it
     assert [(e.event_type.value, e.payload.version) for e in bus.published] == [
