@@ -6,6 +6,7 @@ it is free, so a quiet system handles each message at once, and a busy one handl
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -38,6 +39,52 @@ class Once:
         if not self.settled:
             self.settled = True
             self._inner.reject(requeue)
+
+
+class _Whole:
+    """A message that carries several jobs' work, settled once all its parts are: acked, or requeued whole when
+    any part asked to be (the parts that were done are skipped when it comes back, as duplicates are)."""
+
+    def __init__(self, inner: Delivery, parts: int) -> None:
+        self._inner, self._left, self._requeue = inner, parts, False
+        self._lock = threading.Lock()
+
+    def settle(self, requeue: bool) -> None:
+        with self._lock:
+            self._left -= 1
+            self._requeue = self._requeue or requeue
+            if self._left:
+                return
+        if self._requeue:
+            self._inner.reject(requeue=True)
+        else:
+            self._inner.ack()  # a part rejected for good was dead-lettered with its body by the handler
+
+
+class _Part:
+    """One job's work out of a message of several (topology.messages)."""
+
+    def __init__(self, whole: _Whole, body: bytes, redelivered: bool) -> None:
+        self._whole, self.body, self.redelivered = whole, body, redelivered
+
+    def ack(self) -> None:
+        self._whole.settle(requeue=False)
+
+    def reject(self, requeue: bool) -> None:
+        self._whole.settle(requeue)
+
+
+def split(delivery: Delivery) -> list[Delivery]:
+    """The parts of a message of several events (a JSON array), each one event's body; a message that is not a
+    non-empty array is one part, itself (the handler dead-letters what it cannot read)."""
+    try:
+        items = json.loads(delivery.body)
+    except ValueError:
+        return [delivery]
+    if not isinstance(items, list) or not items:
+        return [delivery]
+    whole = _Whole(delivery, len(items))
+    return [_Part(whole, json.dumps(item).encode(), delivery.redelivered) for item in items]
 
 
 class MicroBatcher:

@@ -12,7 +12,7 @@ from typing import Any
 
 import ray
 
-from actors.batching import MicroBatcher, Once, handle_or_requeue
+from actors.batching import MicroBatcher, Once, handle_or_requeue, split
 from actors.consumer import ConsumerLoop
 from actors.runner import RayTaskRunner, here
 from contracts import Job
@@ -28,6 +28,7 @@ from observatory.settings import get_settings
 log = logging.getLogger(__name__)
 
 BATCH_THREADS = 2  # two micro-batches in flight: one runs while the other waits on the database or broker
+BATCH_PREFETCH = 4  # messages of several inline jobs held at once
 DRAIN_S = 300.0  # how long a draining processor waits for the jobs in its hands (see `drain`)
 DRAIN_GRACE_S = 5.0  # and a little more for its consumer threads to close
 
@@ -70,6 +71,8 @@ class ProcessorActor:
         self._loops = [
             ConsumerLoop(bus, "jobs", self._to_slot, prefetch, name, drain_s),  # never more than the free slots
             ConsumerLoop(bus, "inline", self._to_batch, 2 * batch_size, f"{name}-inline", drain_s),  # two batches
+            # Messages of several inline jobs each (a publish's worth): a few in hand keep both batch threads busy.
+            ConsumerLoop(bus, "inline_batches", self._to_batches, BATCH_PREFETCH, f"{name}-inline-batches", drain_s),
         ]
         self._drain_s = drain_s
         for loop in self._loops:
@@ -89,6 +92,12 @@ class ProcessorActor:
     def _to_batch(self, delivery: Delivery) -> None:
         self._count(+1)
         self._batches.put(delivery)
+
+    def _to_batches(self, delivery: Delivery) -> None:
+        parts = split(delivery)
+        self._count(+len(parts))
+        for part in parts:
+            self._batches.put(part)
 
     def _one(self, delivery: Once) -> None:
         handle_or_requeue(self._processor.handle_batch, [delivery])

@@ -9,20 +9,26 @@ from contracts import EventEnvelope
 # Logical queue -> binding patterns (AMQP topic syntax). `job.created` and `job.requeued` reach both the
 # processors and the aggregators; every other job event only the aggregators. Jobs of inline types (see
 # JobType.isolated) have their own queue, so a processor takes them in micro-batches without holding back
-# jobs that wait for one of its task slots. Messages of several events (contracts: event_batch) have their own
-# queue too, outside `job.#`: an aggregator of an older release, still consuming the events queue during an
-# upgrade, never receives a form it cannot read. Retries reach the jobs queue through the bus's delay mechanism
-# (`Bus.schedule`), not through a binding.
+# jobs that wait for one of its task slots. Messages of several events (contracts: event_batch) have queues of
+# their own too, outside `job.#` and `inline.#` (`batches` for the aggregators, `inline_batches` for the
+# processors: several inline jobs' work): a consumer of an older release, still consuming the queues of one
+# event during an upgrade, never receives a form it cannot read. Retries reach the jobs queue through the bus's
+# delay mechanism (`Bus.schedule`), not through a binding.
 INLINE_PREFIX = "inline."
 WORK_KEYS = ("job.created", "job.requeued")
 BATCH_KEY = "events.batch"
+INLINE_BATCH_KEY = "work.inline.batch"  # several inline jobs' work in one message; outside `job.#` and `inline.#`
+# Inline jobs per message at most: a large batch request still spreads over the processors (and their nodes).
+INLINE_BATCH_MAX = 32
 QUEUES: dict[str, tuple[str, ...]] = {
     "jobs": WORK_KEYS,
     "inline": tuple(INLINE_PREFIX + k for k in WORK_KEYS),
+    "inline_batches": (INLINE_BATCH_KEY,),
     "events": ("job.#", INLINE_PREFIX + "#"),
     "batches": (BATCH_KEY,),
 }
 EVENT_QUEUES = ("events", "batches")  # what the aggregators consume
+WORK_QUEUES = ("jobs", "inline", "inline_batches")  # what the processors consume
 RETRY_KEY = "work.retry"  # routing key of delayed retries; outside `job.#`, so events never see them
 
 
@@ -50,12 +56,22 @@ def routes(key: str) -> list[str]:
 
 
 def messages(events: Sequence[EventEnvelope], inline_types: Collection[str]) -> list[tuple[str, list[EventEnvelope]]]:
-    """How one publish goes out, as (routing key, events) per message: each work event alone, as the processors
-    take jobs one at a time, then every other event of the publish in one message for the aggregators, who fold
-    them together anyway (one message per publish, not per job and step: the broker, the publisher and the
-    aggregator each pay per message). A single other event goes as itself, to the events queue."""
-    out = [(routing_key(e, inline_types), [e]) for e in events if e.event_type.value in WORK_KEYS]
+    """How one publish goes out, as (routing key, events) per message. The work of jobs of isolated types goes
+    one event per message, as a processor takes those one per task slot. The work of two or more jobs of inline
+    types goes in messages of several (up to INLINE_BATCH_MAX each, as even as can be) to the processors, which
+    run those in micro-batches anyway; their events go to the aggregators with every other event of the publish,
+    in one message: the aggregators fold them together (messages per publish, not per job and step: the broker,
+    the publisher and the consumers each pay per message). A single event of either kind goes as itself, to the
+    queues that take one event."""
+    work = [e for e in events if e.event_type.value in WORK_KEYS]
+    inline = [e for e in work if e.payload.job_type in inline_types]
+    batched = len(inline) > 1
+    out = [(routing_key(e, inline_types), [e]) for e in work if not (batched and e.payload.job_type in inline_types)]
     rest = [e for e in events if e.event_type.value not in WORK_KEYS]
+    if batched:
+        n, k = len(inline), -(-len(inline) // INLINE_BATCH_MAX)  # k messages of over 16 each when k > 1
+        out += [(INLINE_BATCH_KEY, inline[i * n // k : (i + 1) * n // k]) for i in range(k)]
+        rest = inline + rest
     if len(rest) == 1:
         out.append((routing_key(rest[0], inline_types), rest))
     elif rest:
@@ -63,8 +79,15 @@ def messages(events: Sequence[EventEnvelope], inline_types: Collection[str]) -> 
     return out
 
 
-def body(events: Sequence[EventEnvelope]) -> bytes:
-    """A message's body: the event itself (contracts: event_envelope), or the array of them (event_batch)."""
-    if len(events) == 1:
-        return events[0].model_dump_json().encode()
-    return b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"
+def body(events: Sequence[EventEnvelope], memo: dict[int, bytes] | None = None) -> bytes:
+    """A message's body: the event itself (contracts: event_envelope), or the array of them (event_batch).
+    `memo` (by object) serializes an event that goes in two messages of a publish once."""
+    memo = {} if memo is None else memo
+
+    def one(e: EventEnvelope) -> bytes:
+        data = memo.get(id(e))
+        if data is None:
+            data = memo[id(e)] = e.model_dump_json().encode()
+        return data
+
+    return one(events[0]) if len(events) == 1 else b"[" + b",".join(map(one, events)) + b"]"

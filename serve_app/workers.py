@@ -27,7 +27,7 @@ from observatory.events import producer
 from observatory.metrics import metrics
 from observatory.settings import get_settings
 from observatory.submission import sweep
-from observatory.topology import QUEUES
+from observatory.topology import QUEUES, WORK_QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class Workers:
         if self._policy.fixed:
             return
         b = self._backends
-        backlog = b.bus.depth("jobs") + b.bus.depth("inline")
+        backlog = sum(b.bus.depth(q) for q in WORK_QUEUES)
         oldest = b.jobs.oldest_pending()
         waited = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else None
         d = self._autoscaler.decide(backlog, waited, len(self._processors))

@@ -281,6 +281,27 @@ def test_work_of_inline_job_types_goes_to_the_inline_queue_and_to_events(bus_whe
         inline.close()
 
 
+def test_work_of_several_inline_jobs_goes_in_one_message_and_their_events_with_the_others(bus_where):
+    """Two or more inline jobs' work in one publish: one message of all of it on `inline_batches` (nothing on the
+    queues of one event), and the aggregators' copy in the publish's one message of several events."""
+    inline = make_bus(*bus_where, LEASE_S, inline_types=("noop",))
+    inline.setup()
+    first, second = (lifecycle(uuid.uuid4(), "noop") for _ in range(2))
+    other = lifecycle(uuid.uuid4(), "hash")[0]
+    try:
+        inline.publish_many([first[0], other, second[0], first[1]])
+
+        [work] = take(inline, "inline_batches", 1, ack=True)
+        assert EventBatch.model_validate_json(work.body).root == [first[0], second[0]]
+        assert [d.body for d in take(inline, "jobs", 1, ack=True)] == [other.model_dump_json().encode()]
+        assert [d.body for d in take(inline, "events", 1, ack=True)] == [other.model_dump_json().encode()]
+        [events] = take(inline, "batches", 1, ack=True)
+        assert EventBatch.model_validate_json(events.body).root == [first[0], second[0], first[1]]
+        assert [inline.depth(q) for q in ("inline", "inline_batches", "jobs", "events", "batches")] == [0] * 5
+    finally:
+        inline.close()
+
+
 def test_a_draining_consumer_takes_no_more_and_settles_what_it_holds(bus):
     """Stopped with `drain_s`, a consumer keeps its connection until the messages it handed over are acked:
     they are not delivered again, and the ones it never took stay on the queue for another consumer."""

@@ -207,7 +207,9 @@ class RabbitBus:
         self._guard(declare)
 
     @staticmethod
-    def _message(events: list[EventEnvelope], expiration: str | None = None) -> tuple[bytes, pika.BasicProperties]:
+    def _message(
+        events: list[EventEnvelope], expiration: str | None = None, memo: dict[int, bytes] | None = None
+    ) -> tuple[bytes, pika.BasicProperties]:
         one = events[0] if len(events) == 1 else None
         props = pika.BasicProperties(
             content_type="application/json",
@@ -217,7 +219,7 @@ class RabbitBus:
             type=one.event_type.value if one else BATCH_KEY,
             expiration=expiration,
         )
-        return body(events), props
+        return body(events, memo), props
 
     def publish(self, event: EventEnvelope) -> None:
         self.publish_many([event])
@@ -225,10 +227,11 @@ class RabbitBus:
     def publish_many(self, events: Sequence[EventEnvelope]) -> None:
         if not events:
             return
-        out = [(key, *self._message(batch)) for key, batch in messages(events, self._inline)]
+        memo: dict[int, bytes] = {}
+        out = [(key, *self._message(batch, memo=memo)) for key, batch in messages(events, self._inline)]
 
         def send(ch: BlockingChannel) -> None:
-            for key, data, props in out:  # every key is bound (the events queue takes job.# and inline.#)
+            for key, data, props in out:  # every key is bound (see topology.QUEUES)
                 ch.basic_publish(self._exchange, key, data, props)
             ch.tx_commit()
 

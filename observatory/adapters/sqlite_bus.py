@@ -98,7 +98,8 @@ class SQLiteBus:
         self.publish_many([event])
 
     def publish_many(self, events: Sequence[EventEnvelope]) -> None:
-        out = [(body(batch), routes(key)) for key, batch in messages(events, self._inline)]
+        memo: dict[int, bytes] = {}
+        out = [(body(batch, memo), routes(key)) for key, batch in messages(events, self._inline)]
         self._enqueue([(q, data) for data, queues in out for q in queues])
 
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 
 from actors import batching
-from actors.batching import MicroBatcher, Once, handle_or_requeue
+from actors.batching import MicroBatcher, Once, handle_or_requeue, split
 from observatory.errors import StoreUnavailable
 from observatory.ports import Delivery
 from tests.helpers import wait_for
@@ -60,3 +60,36 @@ def test_deliveries_that_arrive_while_a_batch_runs_form_the_next_batch():
     wait_for(lambda: sum(map(len, batches)) == 6, "every delivery handled", 5)
     assert batches == [[b"0"], [b"1", b"2", b"3"], [b"4", b"5"]]
     batcher.stop()
+
+
+def test_a_message_of_several_jobs_is_acked_once_all_its_parts_are():
+    whole = FakeDelivery(b'[{"a": 1}, {"b": [2, 3]}, {"c": "x"}]', redelivered=True)
+    parts = split(whole)
+    assert [(p.body, p.redelivered) for p in parts] == [
+        (b'{"a": 1}', True),
+        (b'{"b": [2, 3]}', True),
+        (b'{"c": "x"}', True),
+    ]
+
+    parts[2].ack()
+    parts[0].reject(requeue=False)  # dead-lettered by the handler, with its body
+    assert whole.calls == []
+    parts[1].ack()
+    assert whole.calls == ["ack"]
+
+
+def test_a_message_of_several_jobs_goes_back_whole_when_any_part_asks_after_all_are_settled():
+    whole = FakeDelivery(b"[1, 2, 3]")
+    first, second, third = split(whole)
+
+    second.reject(requeue=True)
+    first.ack()
+    assert whole.calls == []  # the first may still be running: nothing goes back before all are settled
+    third.ack()
+    assert whole.calls == ["reject requeue=True"]
+
+
+def test_a_message_that_is_not_an_array_of_events_is_one_part_itself():
+    for body in (b"not json", b"[]", b'{"event_type": "job.created"}'):
+        whole = FakeDelivery(body)
+        assert split(whole) == [whole]

@@ -1,0 +1,28 @@
+"""How a publish is cut into messages (topology.messages): pure logic, no bus."""
+
+from __future__ import annotations
+
+import uuid
+
+from observatory.topology import BATCH_KEY, INLINE_BATCH_KEY, INLINE_BATCH_MAX, messages, routes
+from tests.test_event_store import lifecycle
+
+
+def test_a_large_publish_of_inline_work_spreads_over_even_messages_in_order():
+    created = [lifecycle(uuid.uuid4(), "noop")[0] for _ in range(2 * INLINE_BATCH_MAX + 1)]
+
+    out = messages(created, {"noop"})
+
+    work = [events for key, events in out if key == INLINE_BATCH_KEY]
+    assert [len(w) for w in work] == [21, 22, 22]
+    assert [e for w in work for e in w] == created
+    assert [key for key, _ in out] == [INLINE_BATCH_KEY] * 3 + [BATCH_KEY]  # the aggregators' copy, one message
+    assert out[-1][1] == created
+    assert routes(INLINE_BATCH_KEY) == ["inline_batches"]
+
+
+def test_a_single_inline_job_goes_alone_to_the_queues_of_one_event():
+    [created] = [lifecycle(uuid.uuid4(), "noop")[0]]
+
+    assert messages([created], {"noop"}) == [("inline.job.created", [created])]
+    assert routes("inline.job.created") == ["inline", "events"]
