@@ -28,7 +28,6 @@ from observatory.settings import get_settings
 log = logging.getLogger(__name__)
 
 BATCH_THREADS = 2  # two micro-batches in flight: one runs while the other waits on the database or broker
-BATCH_PREFETCH = 4  # messages of several inline jobs held at once
 DRAIN_S = 300.0  # how long a draining processor waits for the jobs in its hands (see `drain`)
 DRAIN_GRACE_S = 5.0  # and a little more for its consumer threads to close
 
@@ -70,9 +69,10 @@ class ProcessorActor:
         bus = self._backends.bus
         self._loops = [
             ConsumerLoop(bus, "jobs", self._to_slot, prefetch, name, drain_s),  # never more than the free slots
-            ConsumerLoop(bus, "inline", self._to_batch, 2 * batch_size, f"{name}-inline", drain_s),  # two batches
-            # Messages of several inline jobs each (a publish's worth): a few in hand keep both batch threads busy.
-            ConsumerLoop(bus, "inline_batches", self._to_batches, BATCH_PREFETCH, f"{name}-inline-batches", drain_s),
+            # Inline jobs, up to 32 a message (topology.messages), and an older release's, one a message: two
+            # batches' worth of messages in hand, so a quiet system's messages of one job fill batches too.
+            ConsumerLoop(bus, "inline_batches", self._to_batches, 2 * batch_size, f"{name}-inline-batches", drain_s),
+            ConsumerLoop(bus, "inline", self._to_batch, 2 * batch_size, f"{name}-inline", drain_s),
         ]
         self._drain_s = drain_s
         for loop in self._loops:

@@ -262,11 +262,12 @@ class EventEnvelope(_Strict):
 
 
 class EventBatch(RootModel[list[EventEnvelope]]):
-    """Several events in one message on the events queue: what one publish sends the aggregators besides its
-    work events (`job.created`, `job.requeued`, which go one per message, as the processors take them). A
-    message on the events queue is either one `event_envelope` or this array, in the order they happened."""
+    """Events in one message, in the order they happened, on a queue of arrays: on `batches`, what one publish
+    sends the aggregators besides the work of isolated jobs (`job.created`, `job.requeued`, one per message, as
+    the processors take those one per task slot); on `inline_batches`, the work of inline jobs, up to 32 per
+    message. A message on the other queues is one `event_envelope`."""
 
-    root: list[EventEnvelope] = Field(min_length=2)
+    root: list[EventEnvelope] = Field(min_length=1)
 
 
 class TypeStats(_Strict):

@@ -265,7 +265,7 @@ def test_a_published_batch_arrives_whole_and_in_order(bus):
     assert bus.depth("events") == bus.depth("batches") == 0
 
 
-def test_work_of_inline_job_types_goes_to_the_inline_queue_and_to_events(bus_where):
+def test_work_of_a_single_inline_job_goes_as_an_array_to_the_processors_and_with_the_events(bus_where):
     inline = make_bus(*bus_where, LEASE_S, inline_types=("noop",))
     inline.setup()
     created, started, _ = lifecycle(uuid.uuid4(), "noop")
@@ -273,16 +273,19 @@ def test_work_of_inline_job_types_goes_to_the_inline_queue_and_to_events(bus_whe
     try:
         inline.publish_many([created, started, other])
 
-        assert [d.body for d in take(inline, "inline", 1, ack=True)] == [created.model_dump_json().encode()]
+        [work] = take(inline, "inline_batches", 1, ack=True)
+        assert EventBatch.model_validate_json(work.body).root == [created]
         assert [d.body for d in take(inline, "jobs", 1, ack=True)] == [other.model_dump_json().encode()]
-        assert len(take(inline, "events", 3, ack=True)) == 3
-        assert inline.depth("inline") == inline.depth("jobs") == 0
+        assert [d.body for d in take(inline, "events", 1, ack=True)] == [other.model_dump_json().encode()]
+        [events] = take(inline, "batches", 1, ack=True)
+        assert EventBatch.model_validate_json(events.body).root == [created, started]
+        assert [inline.depth(q) for q in ("inline", "inline_batches", "jobs", "events", "batches")] == [0] * 5
     finally:
         inline.close()
 
 
 def test_work_of_several_inline_jobs_goes_in_one_message_and_their_events_with_the_others(bus_where):
-    """Two or more inline jobs' work in one publish: one message of all of it on `inline_batches` (nothing on the
+    """Several inline jobs' work in one publish: one message of all of it on `inline_batches` (nothing on the
     queues of one event), and the aggregators' copy in the publish's one message of several events."""
     inline = make_bus(*bus_where, LEASE_S, inline_types=("noop",))
     inline.setup()

@@ -22,7 +22,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fi
 from contracts import EventEnvelope
 from observatory.errors import BusUnavailable
 from observatory.ports import Delivery
-from observatory.topology import BATCH_KEY, QUEUES, RETRY_KEY, body, messages
+from observatory.topology import ARRAY_KEYS, QUEUES, RETRY_KEY, body, messages
 
 PUBLISH_ATTEMPTS = 3  # a dropped cached connection is re-opened; past this the broker is really down
 POLL_S = 0.5  # how long a consume loop waits for traffic before it looks at its stop flag
@@ -207,19 +207,20 @@ class RabbitBus:
         self._guard(declare)
 
     @staticmethod
+    @staticmethod
     def _message(
-        events: list[EventEnvelope], expiration: str | None = None, memo: dict[int, bytes] | None = None
+        key: str, events: list[EventEnvelope], expiration: str | None = None, memo: dict[int, bytes] | None = None
     ) -> tuple[bytes, pika.BasicProperties]:
-        one = events[0] if len(events) == 1 else None
+        one = events[0] if key not in ARRAY_KEYS else None
         props = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent,
             message_id=str(one.event_id) if one else None,
             correlation_id=one.correlation_id if one else None,
-            type=one.event_type.value if one else BATCH_KEY,
+            type=one.event_type.value if one else key,
             expiration=expiration,
         )
-        return body(events, memo), props
+        return body(events, key, memo), props
 
     def publish(self, event: EventEnvelope) -> None:
         self.publish_many([event])
@@ -228,7 +229,7 @@ class RabbitBus:
         if not events:
             return
         memo: dict[int, bytes] = {}
-        out = [(key, *self._message(batch, memo=memo)) for key, batch in messages(events, self._inline)]
+        out = [(key, *self._message(key, batch, memo=memo)) for key, batch in messages(events, self._inline)]
 
         def send(ch: BlockingChannel) -> None:
             for key, data, props in out:  # every key is bound (see topology.QUEUES)
@@ -242,7 +243,7 @@ class RabbitBus:
         # one go ~2 ms before its TTL by this process's clock; a retry must never run before its backoff.
         delay_ms = math.ceil(delay_s * 1000) + EARLY_SLACK_MS
         queue = self.queue_name(f"delay.{int(math.log(delay_ms, DELAY_BUCKET_FACTOR))}")
-        data, props = self._message([event], expiration=str(delay_ms))
+        data, props = self._message(RETRY_KEY, [event], expiration=str(delay_ms))
 
         def send(ch: BlockingChannel) -> None:
             if queue not in self._delay_queues:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from contracts import EventEnvelope, EventType, JobStatus
 from observatory.aggregation import EventAggregator
-from observatory.topology import body
+from observatory.topology import BATCH_KEY, body
 from tests.unit.fakes import FakeDelivery, Logged, job_event
 
 
@@ -214,7 +214,7 @@ def test_a_message_of_several_events_is_folded_whole_and_acked_once(events, coun
     jobs = [uuid.uuid4() for _ in range(3)]
     lives = [_lifecycle_of(j) for j in jobs]
     created = [delivery_of(life[0]) for life in lives]
-    batch = FakeDelivery(body([e for life in lives for e in life[1:]]))
+    batch = FakeDelivery(body([e for life in lives for e in life[1:]], BATCH_KEY))
     agg = EventAggregator(events, counters)
 
     agg.handle_batch([*created, batch])
@@ -228,8 +228,8 @@ def test_a_message_of_several_events_is_folded_whole_and_acked_once(events, coun
 def test_a_message_of_several_events_delivered_again_is_counted_once(events, counters):
     life = _lifecycle_of(uuid.uuid4())
     agg = EventAggregator(events, counters)
-    agg.handle_batch([delivery_of(life[0]), FakeDelivery(body(life[1:]))])
-    again = FakeDelivery(body(life[1:]))
+    agg.handle_batch([delivery_of(life[0]), FakeDelivery(body(life[1:], BATCH_KEY))])
+    again = FakeDelivery(body(life[1:], BATCH_KEY))
 
     agg.handle(again)
 

@@ -104,13 +104,14 @@ def test_scheduled_message_is_due_exactly_after_its_delay(bus, monkeypatch):
     assert (before, due) == (0, 1)
 
 
-def test_work_of_an_inline_job_type_goes_to_the_inline_queue(tmp_path):
+def test_work_of_an_inline_job_type_goes_to_the_inline_batches_queue(tmp_path):
     b = SQLiteBus(tmp_path / "bus.sqlite3", inline_types={"quick"})
     b.setup()
 
     b.publish_many([created("quick"), created("echo")])
 
-    assert [b.depth(q) for q in ("inline", "jobs", "events")] == [1, 1, 2]
+    queues = ("inline_batches", "inline", "jobs", "events", "batches")
+    assert [b.depth(q) for q in queues] == [1, 0, 1, 1, 1]
 
 
 def test_depth_of_an_unknown_queue_names_it(bus):

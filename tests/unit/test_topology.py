@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from observatory.topology import BATCH_KEY, INLINE_BATCH_KEY, INLINE_BATCH_MAX, messages, routes
+from observatory.topology import BATCH_KEY, INLINE_BATCH_KEY, INLINE_BATCH_MAX, body, messages, routes
 from tests.test_event_store import lifecycle
 
 
@@ -21,8 +21,11 @@ def test_a_large_publish_of_inline_work_spreads_over_even_messages_in_order():
     assert routes(INLINE_BATCH_KEY) == ["inline_batches"]
 
 
-def test_a_single_inline_job_goes_alone_to_the_queues_of_one_event():
-    [created] = [lifecycle(uuid.uuid4(), "noop")[0]]
+def test_a_single_inline_job_goes_as_an_array_too_and_a_single_other_event_as_itself():
+    created, started, _ = lifecycle(uuid.uuid4(), "noop")
 
-    assert messages([created], {"noop"}) == [("inline.job.created", [created])]
-    assert routes("inline.job.created") == ["inline", "events"]
+    assert messages([created], {"noop"}) == [(INLINE_BATCH_KEY, [created]), (BATCH_KEY, [created])]
+    assert body([created], INLINE_BATCH_KEY) == b"[" + created.model_dump_json().encode() + b"]"
+    assert messages([started], {"noop"}) == [("job.started", [started])]
+    assert body([started], "job.started") == started.model_dump_json().encode()
+    assert routes("job.started") == ["events"]
