@@ -103,9 +103,9 @@ class Bus(Protocol):
 
     def publish_many(self, events: Sequence[EventEnvelope]) -> None:
         """Publish all durably; returns once the broker has confirmed every one of them, with one wait for the
-        whole batch (raises BusUnavailable: then any of them may or may not be published). Work events go one
-        per message, in order, but those of two or more inline jobs all in one; the others together in one message,
-        in order, after them (topology.messages)."""
+        whole batch (raises BusUnavailable: then any of them may or may not be published). Work events of
+        isolated jobs go one per message, in order, and those of inline jobs in arrays of up to 32; the others
+        together in one message, in order, after them (topology.messages)."""
 
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:
         """Put `event` on the jobs queue after `delay_s` (retries): durable, never by sleeping."""

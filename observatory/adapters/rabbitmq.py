@@ -207,7 +207,6 @@ class RabbitBus:
         self._guard(declare)
 
     @staticmethod
-    @staticmethod
     def _message(
         key: str, events: list[EventEnvelope], expiration: str | None = None, memo: dict[int, bytes] | None = None
     ) -> tuple[bytes, pika.BasicProperties]:
