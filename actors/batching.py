@@ -76,10 +76,11 @@ class _Part:
 
 def split(delivery: Delivery) -> list[Delivery]:
     """The parts of a message of several events (a JSON array), each one event's body; a message that is not a
-    non-empty array is one part, itself (the handler dead-letters what it cannot read)."""
+    non-empty array is one part, itself (the handler dead-letters what it cannot read). Never raises: it runs on
+    the consumer's thread, which a poison message must not stop."""
     try:
         items = json.loads(delivery.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return [delivery]
     if not isinstance(items, list) or not items:
         return [delivery]

@@ -1,6 +1,7 @@
 """The processor actor: consumes the work queues. Jobs of isolated types (each run a Ray task that a timeout
-or a cancel can kill) come from `jobs`, one per slot, `prefetch` slots; jobs of inline types come from
-`inline` and run in micro-batches of up to `batch_size`."""
+or a cancel can kill) come from `jobs`, one per slot, `prefetch` slots; jobs of inline types come in arrays from
+`inline_batches` (and one a message from `inline`, as an older release sent them) and run in micro-batches of up
+to `batch_size`."""
 
 from __future__ import annotations
 

@@ -76,8 +76,9 @@ class EventAggregator:
 
     def _read(self, body: bytes, keep: list[tuple[str, str]]) -> list[EventEnvelope]:
         """The events of a message (none: it is rejected). What cannot be read goes to `keep`, (reason, message),
-        when the aggregators are the ones to keep it: a single event that only they receive, or any element of
-        an array (arrays come only on the batches queue, which only they consume) on its own, the others folded."""
+        when the aggregators are the ones to keep it: a single event that only they receive, or an element of an
+        array on its own (the others folded) unless it names a work event type: that is inline work, which the
+        processors receive in an array of their own and keep (observatory.unreadable)."""
         if not body.lstrip().startswith(b"["):
             try:
                 return [EventEnvelope.model_validate_json(body)]
@@ -97,7 +98,8 @@ class EventAggregator:
             try:
                 found.append(EventEnvelope.model_validate(item))
             except ValidationError as e:
-                self._unreadable(e, json.dumps(item).encode(), keep)
+                element = json.dumps(item).encode()
+                self._unreadable(e, element, None if unreadable.names_work(element) else keep)
         return found
 
     @staticmethod

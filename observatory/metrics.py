@@ -141,7 +141,8 @@ class Metrics:
         self.processors_desired = Gauge("observatory_processors_desired", "Processors the autoscaler wants.")
         self.processors_actual = Gauge("observatory_processors_actual", "Processors alive at the last check.")
         self.autoscaler_backlog = Gauge(
-            "observatory_autoscaler_backlog", "Ready messages (jobs and inline queues) at the last decision."
+            "observatory_autoscaler_backlog",
+            "Ready messages (jobs, inline and inline_batches queues) at the last decision.",
         )
         self.scalings = Counter(
             "observatory_processor_scalings", "Autoscaling changes of the processor count.", tag_keys=("direction",)

@@ -253,6 +253,29 @@ def test_an_unreadable_event_in_a_message_of_several_is_dead_lettered_alone(even
     assert message.acked and message.rejected is None
 
 
+def test_an_unreadable_element_of_inline_work_is_left_to_the_processors(events, counters):
+    """Inline work reaches the processors in arrays of their own, and the aggregators a copy: kept once, by them."""
+    kept: list[tuple[str, str]] = []
+    life = _lifecycle_of(uuid.uuid4())
+    message = FakeDelivery(
+        b"[" + life[1].model_dump_json().encode() + b"," + _from_another_major(EventType.JOB_CREATED) + b"]"
+    )
+
+    EventAggregator(events, counters, dead_letter=lambda *d: kept.append(d)).handle(message)
+
+    assert events.for_job(life[1].payload.job_id) == [life[1]]
+    assert kept == [] and message.acked
+
+
+def test_a_message_nested_past_the_parsers_depth_is_rejected_not_raised(events, counters):
+    kept: list[tuple[str, str]] = []
+    for raw in (b'{"event_type": ' + b"[" * 100_000, b"[" * 100_000):
+        delivery = FakeDelivery(raw)
+        EventAggregator(events, counters, dead_letter=lambda *d: kept.append(d)).handle(delivery)
+        assert delivery.rejected is False and not delivery.acked
+    assert kept == []  # which consumer gets it is unknown: left to the processors, as any body with no event type
+
+
 def test_an_array_of_nothing_readable_is_rejected_and_each_element_kept_once(events, counters):
     """Arrays come only on the batches queue, which only the aggregators consume: they keep what is bad."""
     kept: list[tuple[str, str]] = []
