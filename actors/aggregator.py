@@ -32,11 +32,11 @@ class AggregatorActor:
         )
         # One batch thread: events are folded in the order they arrive (the counters converge either way).
         self._batches = MicroBatcher(self._aggregator.handle_batch, prefetch, 1, name)
-        # Single events, and messages of several (each up to a processor's micro-batch of events): fewer of those
-        # in hand, so a batch of messages stays a few hundred events.
+        # Single events, and messages of several (up to 32 inline jobs' work, or a processor's micro-batch of
+        # events): fewer of those in hand, so a batch of messages stays a few thousand events at most.
         self._loops = [
             ConsumerLoop(self._backends.bus, queue, self._batches.put, n, name)
-            for queue, n in zip(EVENT_QUEUES, (2 * prefetch, max(2, prefetch // 32)), strict=True)
+            for queue, n in zip(EVENT_QUEUES, (2 * prefetch, max(2, prefetch // 8)), strict=True)
         ]
         for loop in self._loops:
             loop.start()

@@ -33,6 +33,11 @@ DRAIN_S = 300.0  # how long a draining processor waits for the jobs in its hands
 DRAIN_GRACE_S = 5.0  # and a little more for its consumer threads to close
 
 
+def inline_prefetch(batch_size: int) -> int:
+    """Messages of inline jobs a processor holds: half a batch of them (each carries up to 32 jobs)."""
+    return max(2, batch_size // 2)
+
+
 @ray.remote(num_cpus=0)
 class ProcessorActor:
     def __init__(
@@ -70,9 +75,13 @@ class ProcessorActor:
         bus = self._backends.bus
         self._loops = [
             ConsumerLoop(bus, "jobs", self._to_slot, prefetch, name, drain_s),  # never more than the free slots
-            # Inline jobs, up to 32 a message (topology.messages), and an older release's, one a message: two
-            # batches' worth of messages in hand, so a quiet system's messages of one job fill batches too.
-            ConsumerLoop(bus, "inline_batches", self._to_batches, 2 * batch_size, f"{name}-inline-batches", drain_s),
+            # Inline jobs, up to 32 a message (topology.messages): half a batch of messages in hand, two batches'
+            # worth of jobs when they carry four each (a group commit's), at most 16 (a batch request's); what a
+            # processor holds the autoscaler does not see as ready. An older release's, one job a message: two
+            # batches' worth.
+            ConsumerLoop(
+                bus, "inline_batches", self._to_batches, inline_prefetch(batch_size), f"{name}-inline-batches", drain_s
+            ),
             ConsumerLoop(bus, "inline", self._to_batch, 2 * batch_size, f"{name}-inline", drain_s),
         ]
         self._drain_s = drain_s

@@ -264,8 +264,8 @@ class EventEnvelope(_Strict):
 class EventBatch(RootModel[list[EventEnvelope]]):
     """Events in one message, in the order they happened, on a queue of arrays: on `batches`, what one publish
     sends the aggregators besides the work of isolated jobs (`job.created`, `job.requeued`, one per message, as
-    the processors take those one per task slot); on `inline_batches`, the work of inline jobs, up to 32 per
-    message. A message on the other queues is one `event_envelope`."""
+    the processors take those one per task slot); on `inline_batches` and `batches`, the work of inline jobs, up
+    to 32 per message. A message on the other queues is one `event_envelope`."""
 
     root: list[EventEnvelope] = Field(min_length=1)
 

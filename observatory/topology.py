@@ -10,11 +10,13 @@ from contracts import EventEnvelope
 # reach both the processors (`jobs`) and the aggregators (`events`); every other job event only the aggregators.
 # The work of inline types (see JobType.isolated) goes in arrays (contracts: event_batch) to a queue of its own,
 # `inline_batches`, so a processor takes it in micro-batches without holding back jobs that wait for one of its
-# task slots. Arrays of events have queues of their own, outside `job.#` and `inline.#` (`batches` for the
-# aggregators): a consumer of an older release, still consuming the queues of one event during an upgrade,
-# never receives a form it cannot read. `inline` takes inline work one event per message, as an older release
-# sent it (this one consumes it, and sends nothing there). Retries reach the jobs queue through the bus's delay
-# mechanism (`Bus.schedule`), not through a binding.
+# task slots; the same messages reach the aggregators on `batches`, ahead of any later event of those jobs (the
+# processors publish those only once they have the work), so a job's events are folded in order. Arrays of
+# events have queues of their own, outside `job.#` and `inline.#` (`batches` for the aggregators): a consumer
+# of an older release, still consuming the queues of one event during an upgrade, never receives a form it
+# cannot read. `inline` takes inline work one event per message, as an older release sent it (this one
+# consumes it, and sends nothing there). Retries reach the jobs queue through the bus's delay mechanism
+# (`Bus.schedule`), not through a binding.
 INLINE_PREFIX = "inline."
 WORK_KEYS = ("job.created", "job.requeued")
 BATCH_KEY = "events.batch"
@@ -27,7 +29,7 @@ QUEUES: dict[str, tuple[str, ...]] = {
     "inline": tuple(INLINE_PREFIX + k for k in WORK_KEYS),
     "inline_batches": (INLINE_BATCH_KEY,),
     "events": ("job.#", INLINE_PREFIX + "#"),
-    "batches": (BATCH_KEY,),
+    "batches": (BATCH_KEY, INLINE_BATCH_KEY),
 }
 EVENT_QUEUES = ("events", "batches")  # what the aggregators consume
 WORK_QUEUES = ("jobs", "inline", "inline_batches")  # what the processors consume
@@ -54,11 +56,12 @@ def routes(key: str) -> list[str]:
 def messages(events: Sequence[EventEnvelope], inline_types: Collection[str]) -> list[tuple[str, list[EventEnvelope]]]:
     """How one publish goes out, as (routing key, events) per message. The work of a job of an isolated type goes
     alone, under its event's type (to `jobs` and `events`), as a processor takes those one per task slot. The work
-    of jobs of inline types goes in arrays of up to INLINE_BATCH_MAX, as even as can be, to `inline_batches`: the
-    processors run those in micro-batches anyway. Every other event of the publish, with the aggregators' copy of
-    that inline work, goes in one array to `batches`, as the aggregators fold them together (messages per publish,
-    not per job and step: the broker, the publisher and the consumers each pay per message); a single event
-    alone goes as itself to `events`."""
+    of jobs of inline types goes in arrays of up to INLINE_BATCH_MAX, as even as can be, to `inline_batches` and
+    `batches`: the processors run those in micro-batches anyway, and the aggregators get them in the order the
+    processors do (folding a large publish's work in one message would let the processors' later events of those
+    jobs overtake it). Every other event of the publish goes in one array to `batches`, as the aggregators fold
+    them together (messages per publish, not per job and step: the broker, the publisher and the consumers each
+    pay per message); a single event alone goes as itself to `events`."""
     work = [e for e in events if e.event_type.value in WORK_KEYS]
     inline = [e for e in work if e.payload.job_type in inline_types]
     out = [(e.event_type.value, [e]) for e in work if e.payload.job_type not in inline_types]
@@ -66,26 +69,17 @@ def messages(events: Sequence[EventEnvelope], inline_types: Collection[str]) -> 
     if inline:
         n, k = len(inline), -(-len(inline) // INLINE_BATCH_MAX)  # k messages of over 16 each when k > 1
         out += [(INLINE_BATCH_KEY, inline[i * n // k : (i + 1) * n // k]) for i in range(k)]
-        rest = inline + rest
-    if len(rest) == 1 and not inline:
+    if len(rest) == 1:
         out.append((rest[0].event_type.value, rest))
     elif rest:
         out.append((BATCH_KEY, rest))
     return out
 
 
-def body(events: Sequence[EventEnvelope], key: str = "", memo: dict[int, bytes] | None = None) -> bytes:
+def body(events: Sequence[EventEnvelope], key: str = "") -> bytes:
     """A message's body: the event itself (contracts: event_envelope), or for the keys of several (even of one)
-    the array of them (event_batch). `memo` (by object) serializes an event that goes in two messages once."""
-    memo = {} if memo is None else memo
-
-    def one(e: EventEnvelope) -> bytes:
-        data = memo.get(id(e))
-        if data is None:
-            data = memo[id(e)] = e.model_dump_json().encode()
-        return data
-
+    the array of them (event_batch)."""
     if key in ARRAY_KEYS:
-        return b"[" + b",".join(map(one, events)) + b"]"
+        return b"[" + b",".join(e.model_dump_json().encode() for e in events) + b"]"
     [event] = events
-    return one(event)
+    return event.model_dump_json().encode()

@@ -4,7 +4,7 @@ A work event (`job.created`, `job.requeued`) reaches both the processors and the
 dead-letter it when it cannot be read. Every other event reaches only the aggregators, so they dead-letter
 those, and each unreadable message is kept once. An element of a message of several events is kept on its
 own: by the processors when it names a work event type (inline work reaches the processors in arrays of its
-own, and the aggregators a copy in the publish's array of events), else by the aggregators."""
+own, and the aggregators the same messages), else by the aggregators."""
 
 from __future__ import annotations
 

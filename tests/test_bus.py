@@ -265,7 +265,7 @@ def test_a_published_batch_arrives_whole_and_in_order(bus):
     assert bus.depth("events") == bus.depth("batches") == 0
 
 
-def test_work_of_a_single_inline_job_goes_as_an_array_to_the_processors_and_with_the_events(bus_where):
+def test_work_of_a_single_inline_job_goes_as_an_array_to_the_processors_and_the_aggregators(bus_where):
     inline = make_bus(*bus_where, LEASE_S, inline_types=("noop",))
     inline.setup()
     created, started, _ = lifecycle(uuid.uuid4(), "noop")
@@ -276,30 +276,33 @@ def test_work_of_a_single_inline_job_goes_as_an_array_to_the_processors_and_with
         [work] = take(inline, "inline_batches", 1, ack=True)
         assert EventBatch.model_validate_json(work.body).root == [created]
         assert [d.body for d in take(inline, "jobs", 1, ack=True)] == [other.model_dump_json().encode()]
-        assert [d.body for d in take(inline, "events", 1, ack=True)] == [other.model_dump_json().encode()]
-        [events] = take(inline, "batches", 1, ack=True)
-        assert EventBatch.model_validate_json(events.body).root == [created, started]
+        assert [d.body for d in take(inline, "events", 2, ack=True)] == [
+            e.model_dump_json().encode() for e in (other, started)
+        ]
+        [copy] = take(inline, "batches", 1, ack=True)
+        assert copy.body == work.body
         assert [inline.depth(q) for q in ("inline", "inline_batches", "jobs", "events", "batches")] == [0] * 5
     finally:
         inline.close()
 
 
 def test_work_of_several_inline_jobs_goes_in_one_message_and_their_events_with_the_others(bus_where):
-    """Several inline jobs' work in one publish: one message of all of it on `inline_batches` (nothing on the
-    queues of one event), and the aggregators' copy in the publish's one message of several events."""
+    """Several inline jobs' work in one publish: one message of all of it on `inline_batches` and the same on
+    `batches`, ahead of the publish's one message of its other events (nothing on the queues of one event)."""
     inline = make_bus(*bus_where, LEASE_S, inline_types=("noop",))
     inline.setup()
     first, second = (lifecycle(uuid.uuid4(), "noop") for _ in range(2))
     other = lifecycle(uuid.uuid4(), "hash")[0]
     try:
-        inline.publish_many([first[0], other, second[0], first[1]])
+        inline.publish_many([first[0], other, second[0], first[1], second[1]])
 
         [work] = take(inline, "inline_batches", 1, ack=True)
         assert EventBatch.model_validate_json(work.body).root == [first[0], second[0]]
         assert [d.body for d in take(inline, "jobs", 1, ack=True)] == [other.model_dump_json().encode()]
         assert [d.body for d in take(inline, "events", 1, ack=True)] == [other.model_dump_json().encode()]
-        [events] = take(inline, "batches", 1, ack=True)
-        assert EventBatch.model_validate_json(events.body).root == [first[0], second[0], first[1]]
+        copy, events = take(inline, "batches", 2, ack=True)
+        assert copy.body == work.body
+        assert EventBatch.model_validate_json(events.body).root == [first[1], second[1]]
         assert [inline.depth(q) for q in ("inline", "inline_batches", "jobs", "events", "batches")] == [0] * 5
     finally:
         inline.close()

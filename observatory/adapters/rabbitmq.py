@@ -208,7 +208,7 @@ class RabbitBus:
 
     @staticmethod
     def _message(
-        key: str, events: list[EventEnvelope], expiration: str | None = None, memo: dict[int, bytes] | None = None
+        key: str, events: list[EventEnvelope], expiration: str | None = None
     ) -> tuple[bytes, pika.BasicProperties]:
         one = events[0] if key not in ARRAY_KEYS else None
         props = pika.BasicProperties(
@@ -219,7 +219,7 @@ class RabbitBus:
             type=one.event_type.value if one else key,
             expiration=expiration,
         )
-        return body(events, key, memo), props
+        return body(events, key), props
 
     def publish(self, event: EventEnvelope) -> None:
         self.publish_many([event])
@@ -227,8 +227,7 @@ class RabbitBus:
     def publish_many(self, events: Sequence[EventEnvelope]) -> None:
         if not events:
             return
-        memo: dict[int, bytes] = {}
-        out = [(key, *self._message(key, batch, memo=memo)) for key, batch in messages(events, self._inline)]
+        out = [(key, *self._message(key, batch)) for key, batch in messages(events, self._inline)]
 
         def send(ch: BlockingChannel) -> None:
             for key, data, props in out:  # every key is bound (see topology.QUEUES)

@@ -98,8 +98,7 @@ class SQLiteBus:
         self.publish_many([event])
 
     def publish_many(self, events: Sequence[EventEnvelope]) -> None:
-        memo: dict[int, bytes] = {}
-        out = [(body(batch, key, memo), routes(key)) for key, batch in messages(events, self._inline)]
+        out = [(body(batch, key), routes(key)) for key, batch in messages(events, self._inline)]
         self._enqueue([(q, data) for data, queues in out for q in queues])
 
     def schedule(self, event: EventEnvelope, delay_s: float) -> None:

@@ -111,7 +111,7 @@ def test_work_of_an_inline_job_type_goes_to_the_inline_batches_queue(tmp_path):
     b.publish_many([created("quick"), created("echo")])
 
     queues = ("inline_batches", "inline", "jobs", "events", "batches")
-    assert [b.depth(q) for q in queues] == [1, 0, 1, 1, 1]
+    assert [b.depth(q) for q in queues] == [1, 0, 1, 1, 1]  # the aggregators' copy of the inline work on batches
 
 
 def test_depth_of_an_unknown_queue_names_it(bus):
