@@ -487,3 +487,22 @@ def test_a_completion_that_waited_for_a_rerun_closes_the_reruns_attempt(settings
     [job] = done
     assert job is not None and job.status is JobStatus.COMPLETED and job.attempts == 2
     assert [(a.number, a.finished_at is not None) for a in jobs.attempts(c.job.id)] == [(1, False), (2, True)]
+
+
+def test_a_publish_mark_skips_rows_a_batch_holds_instead_of_waiting_for_them(settings, real):
+    """The gateway's marks run beside the processors' batches: waiting on their rows, in another order, is how
+    the two deadlocked (and the batch was requeued). The mark is best effort: the held row stays unmarked
+    (the sweeper publishes it again if it is still PENDING), the others are marked at once."""
+    jobs, ns = real.jobs, settings.namespace
+    [held], [free] = jobs.create([new()]), jobs.create([new()])
+    with psycopg.connect(settings.postgres_dsn) as batch:  # a transaction holding one row, as a batch's does
+        batch.execute(f"SELECT 1 FROM {ns}.jobs WHERE id = %s FOR UPDATE", [held.job.id])
+        marking = threading.Thread(target=jobs.mark_published, args=([held.job.id, free.job.id],))
+        marking.start()
+        marking.join(10)
+        finished = not marking.is_alive()
+        batch.rollback()
+    marking.join(10)
+    assert finished, "the mark waited for the row the batch holds"
+    stale = {j.id for j in jobs.unpublished(0.0, 1000)}
+    assert held.job.id in stale and free.job.id not in stale

@@ -97,8 +97,14 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
         if not job_ids:
             return
         only = " AND attempt_limit = max_attempts" if first_run_only else ""  # requeue raises attempt_limit
+        # A mark only spares the sweeper a second publish: rows a processor's batch holds are skipped, and the
+        # rest are locked in id order, so this never deadlocks with that batch (which then fails and requeues).
+        q = self._q(
+            "UPDATE {ns}.jobs SET published = true WHERE id IN (SELECT id FROM {ns}.jobs WHERE id = ANY(%s)"
+            f"{only} ORDER BY id FOR UPDATE SKIP LOCKED)"
+        )
         with self._conn() as conn:
-            conn.execute(self._q(f"UPDATE {{ns}}.jobs SET published = true WHERE id = ANY(%s){only}"), (list(job_ids),))
+            conn.execute(q, (list(job_ids),))
 
     def unpublished(self, older_than_s: float, limit: int) -> list[Job]:
         q = self._q(
