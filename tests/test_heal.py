@@ -75,7 +75,7 @@ def test_wiped_counters_heal_by_themselves_and_are_never_served_partial(api, mod
                     # The aggregators first fold every stored job (they may still be starting, or behind on a
                     # busy host): then the cache holds all of them, and a rebuild that misses any shows.
                     wiped["folded"] = wait_for(
-                        lambda: folded(truth) == sum(truth.jobs.counts()[0].values()) and folded(truth),
+                        lambda: (n := folded(truth)) == sum(truth.jobs.counts()[0].values()) and n,
                         "the cache counting every stored job before the wipe",
                         60,
                         lambda: f"cache {folded(truth)}, store {sum(truth.jobs.counts()[0].values())}",

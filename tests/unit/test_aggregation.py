@@ -277,7 +277,7 @@ def test_a_message_nested_past_the_parsers_depth_is_rejected_not_raised(events, 
 
 
 def test_an_array_of_nothing_readable_is_rejected_and_each_element_kept_once(events, counters):
-    """Arrays come only on the batches queue, which only the aggregators consume: they keep what is bad."""
+    """An element that names no work event type reaches only the aggregators: they keep what is bad."""
     kept: list[tuple[str, str]] = []
     delivery = FakeDelivery(b"[1]")
 
