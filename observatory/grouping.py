@@ -1,15 +1,20 @@
 """Group commit: concurrent callers' requests share one call of a batch function (one transaction, one
 publish), so throughput rises with concurrency instead of each request paying its own round trips.
 
-No request waits for a group to fill: a free worker takes whatever is queued at that moment, so a lone
-request is handled at once and a busy moment forms large groups by itself.
+A lone request is handled at once: a free worker takes whatever is queued at that moment. While another
+group is being committed, though, a forming group keeps gathering requests until that commit ends, the group is
+full, or `linger_s` has passed: under load each commit then carries more requests, and the costs every group
+pays (a transaction, a publish, a work message that the processors and aggregators each handle) are paid fewer
+times per request. On the 2-core benchmark host, 16 single-submit clients formed groups of ~1.6 requests
+without it (most of them alone) and rose from ~170 to ~230-270 req/s with 20 ms of it, p99 lower too.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -27,6 +32,9 @@ class GroupCommit(Generic[T, R]):
     rolls back whole): a group that fails with one is tried again request by request, so the others still
     go through. Any other failure fails the whole group.
 
+    `linger_s`: how long a forming group may wait for more requests while another group is being committed
+    (0: never waits; see the module's docstring).
+
     `admit`: asked once per group, on the worker thread, before the batch function: for each request None
     (go on) or the exception that refuses it (a rate limit); a refused request is answered with it and left
     out, and a request tried again alone is not asked twice. An exception from `admit` fails the group."""
@@ -39,9 +47,13 @@ class GroupCommit(Generic[T, R]):
         name: str,
         alone_on: tuple[type[Exception], ...] = (),
         admit: Callable[[Sequence[T]], Sequence[Exception | None]] | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         self._run_many, self._max, self._alone_on, self._admit = run_many, max_size, alone_on, admit
-        self._queue: queue.Queue[tuple[T, Future[R]]] = queue.Queue()
+        self._linger_s = linger_s
+        self._pending: deque[tuple[T, Future[R]]] = deque()
+        self._changed = threading.Condition()  # a request came, or a commit ended
+        self._committing = 0  # groups taken and not yet answered
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)]
         for t in self._threads:
@@ -49,20 +61,35 @@ class GroupCommit(Generic[T, R]):
 
     def submit(self, item: T) -> Future[R]:
         done: Future[R] = Future()
-        self._queue.put((item, done))
+        with self._changed:
+            self._pending.append((item, done))
+            self._changed.notify_all()
         return done
+
+    def _take(self) -> list[tuple[T, Future[R]]]:
+        """The next group: [] after IDLE_POLL_S without a request. Counted as committing until `_finished`."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._pending, timeout=IDLE_POLL_S):
+                return []
+            deadline = time.monotonic() + self._linger_s
+            while self._committing and len(self._pending) < self._max:
+                if (left := deadline - time.monotonic()) <= 0:
+                    break
+                self._changed.wait(left)
+            group = [self._pending.popleft() for _ in range(min(self._max, len(self._pending)))]
+            self._committing += 1
+            return group
+
+    def _finished(self) -> None:
+        with self._changed:
+            self._committing -= 1
+            self._changed.notify_all()
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            try:
-                group = [self._queue.get(timeout=IDLE_POLL_S)]
-            except queue.Empty:
+            group = self._take()
+            if not group:
                 continue
-            while len(group) < self._max:
-                try:
-                    group.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
             try:
                 self._run(self._admitted(group))
             except Exception as e:  # a bug in a hook must not kill the worker and leave callers waiting
@@ -70,6 +97,8 @@ class GroupCommit(Generic[T, R]):
                 for _, done in group:
                     if not done.done():
                         _settle(done, exception=e)
+            finally:
+                self._finished()
 
     def _admitted(self, group: list[tuple[T, Future[R]]]) -> list[tuple[T, Future[R]]]:
         if self._admit is None:

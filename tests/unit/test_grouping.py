@@ -40,7 +40,7 @@ def test_requests_queued_while_the_worker_is_busy_share_one_call():
     run = Recorder(gate)
     group = GroupCommit(run, max_size=10, threads=1, name="t")
     first = group.submit("a")  # holds the only worker until the gate opens
-    wait_for(lambda: group._queue.empty(), "the worker to take the first request", 5)  # noqa: SLF001
+    wait_for(lambda: not group._pending, "the worker to take the first request", 5)  # noqa: SLF001
     rest = [group.submit(x) for x in "bcd"]
 
     gate.set()
@@ -122,7 +122,7 @@ def test_a_refused_request_gets_its_refusal_and_the_rest_of_its_group_goes_throu
     run = Recorder(gate)
     group = GroupCommit(run, max_size=10, threads=1, name="t", admit=admit)
     first = group.submit("a")
-    wait_for(lambda: group._queue.empty(), "the worker to take the first request", 5)  # noqa: SLF001
+    wait_for(lambda: not group._pending, "the worker to take the first request", 5)  # noqa: SLF001
     rest = [group.submit(x) for x in "bc"]
 
     gate.set()
@@ -176,4 +176,59 @@ def test_a_broken_hook_answers_its_callers_and_the_worker_keeps_serving():
     with pytest.raises(ValueError):
         group.submit("a").result(5)
     assert group.submit("b").result(5) == "B"  # the same worker thread, still alive
+    group.stop()
+
+
+class FirstHeld:
+    """A batch function whose first call waits for a gate (a commit in progress); the later ones do not."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.calls: list[list[str]] = []
+        self._gate = gate
+
+    def __call__(self, items: Sequence[str]) -> list[str]:
+        if not self.calls and not self._gate.is_set():
+            self.calls.append(list(items))
+            self._gate.wait(5)
+        else:
+            self.calls.append(list(items))
+        return [i.upper() for i in items]
+
+
+def test_while_a_group_commits_the_next_one_gathers_the_requests_that_arrive_meanwhile():
+    gate = threading.Event()
+    run = FirstHeld(gate)
+    group = GroupCommit(run, max_size=10, threads=2, name="t", linger_s=5.0)
+    first = group.submit("a")
+    wait_for(lambda: run.calls == [["a"]], "the first group to be committing", 5)
+    second = group.submit("b")  # the second worker is free, but waits for more while "a" commits
+    with pytest.raises(AssertionError, match="timed out"):
+        wait_for(lambda: len(run.calls) > 1, "a second group to run while the first commits", 1.0)
+    rest = [second, *(group.submit(x) for x in "cd")]
+
+    gate.set()
+
+    assert [f.result(5) for f in [first, *rest]] == ["A", "B", "C", "D"]
+    assert run.calls == [["a"], ["b", "c", "d"]]
+    group.stop()
+
+
+def test_a_lone_request_never_lingers():
+    group = GroupCommit(Recorder(), max_size=10, threads=2, name="t", linger_s=5.0)
+
+    assert group.submit("a").result(1) == "A"  # nothing else commits: it goes at once, not after 5 s
+    group.stop()
+
+
+def test_a_group_lingers_no_longer_than_linger_s_behind_a_slow_commit():
+    gate = threading.Event()
+    run = FirstHeld(gate)
+    group = GroupCommit(run, max_size=10, threads=2, name="t", linger_s=0.05)
+    first = group.submit("a")
+    wait_for(lambda: run.calls == [["a"]], "the first group to be committing", 5)
+
+    assert group.submit("b").result(2) == "B"  # while "a" is still held
+    assert not first.done()
+    gate.set()
+    assert first.result(5) == "A"
     group.stop()
