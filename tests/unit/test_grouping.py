@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 import pytest
 
@@ -195,12 +196,18 @@ class FirstHeld:
         return [i.upper() for i in items]
 
 
-def test_while_a_group_commits_the_next_one_gathers_the_requests_that_arrive_meanwhile():
+def committing_a(linger_s: float) -> tuple[threading.Event, FirstHeld, GroupCommit[str, str], Future[str]]:
+    """Two workers with `linger_s`; "a" is submitted and its group held in its commit until the gate opens."""
     gate = threading.Event()
     run = FirstHeld(gate)
-    group = GroupCommit(run, max_size=10, threads=2, name="t", linger_s=5.0)
+    group = GroupCommit(run, max_size=10, threads=2, name="t", linger_s=linger_s)
     first = group.submit("a")
     wait_for(lambda: run.calls == [["a"]], "the first group to be committing", 5)
+    return gate, run, group, first
+
+
+def test_while_a_group_commits_the_next_one_gathers_the_requests_that_arrive_meanwhile():
+    gate, run, group, first = committing_a(linger_s=5.0)
     second = group.submit("b")  # the second worker is free, but waits for more while "a" commits
     with pytest.raises(AssertionError, match="timed out"):
         wait_for(lambda: len(run.calls) > 1, "a second group to run while the first commits", 1.0)
@@ -221,11 +228,7 @@ def test_a_lone_request_never_lingers():
 
 
 def test_a_group_lingers_no_longer_than_linger_s_behind_a_slow_commit():
-    gate = threading.Event()
-    run = FirstHeld(gate)
-    group = GroupCommit(run, max_size=10, threads=2, name="t", linger_s=0.05)
-    first = group.submit("a")
-    wait_for(lambda: run.calls == [["a"]], "the first group to be committing", 5)
+    gate, _, group, first = committing_a(linger_s=0.05)
 
     assert group.submit("b").result(2) == "B"  # while "a" is still held
     assert not first.done()
