@@ -6,7 +6,7 @@ group is being committed, though, a forming group keeps gathering requests until
 full, or `linger_s` has passed: under load each commit then carries more requests, and the costs every group
 pays (a transaction, a publish, a work message that the processors and aggregators each handle) are paid fewer
 times per request. On the 2-core benchmark host, 16 single-submit clients formed groups of ~1.6 requests
-without it (most of them alone) and rose from ~170 to ~230-270 req/s with 20 ms of it, p99 lower too.
+without it (most of them alone); with 20 ms of it, ~4-8, and 143-182 req/s became 185-273 (README: Benchmark).
 """
 
 from __future__ import annotations
@@ -72,10 +72,12 @@ class GroupCommit(Generic[T, R]):
             if not self._changed.wait_for(lambda: self._pending, timeout=IDLE_POLL_S):
                 return []
             deadline = time.monotonic() + self._linger_s
-            while self._committing and len(self._pending) < self._max:
+            while self._committing and 0 < len(self._pending) < self._max and not self._stop.is_set():
                 if (left := deadline - time.monotonic()) <= 0:
                     break
                 self._changed.wait(left)
+            if not self._pending:  # the other worker, its commit done, took them meanwhile
+                return []
             group = [self._pending.popleft() for _ in range(min(self._max, len(self._pending)))]
             self._committing += 1
             return group
@@ -135,6 +137,8 @@ class GroupCommit(Generic[T, R]):
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        with self._changed:
+            self._changed.notify_all()  # a lingering worker stops waiting for more
         for t in self._threads:
             t.join(timeout)
 

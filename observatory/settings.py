@@ -90,11 +90,11 @@ class Settings(BaseSettings):
         validation_alias="OBSERVATORY_MAX_UNFINISHED",
         description="Submissions get 503 with Retry-After while this many jobs are PENDING or RETRYING; 0: no bound.",
     )
-    group_linger_ms: float = Field(
-        default=20.0,
+    group_linger_s: float = Field(
+        default=0.02,
         ge=0,
-        le=1000,
-        validation_alias="OBSERVATORY_GROUP_LINGER_MS",
+        le=1,
+        validation_alias="OBSERVATORY_GROUP_LINGER_S",
         description="While one group of single submits is being committed, how long the next may wait for more "
         "(fewer, larger commits under load; a lone request never waits); 0: never (see observatory/grouping.py).",
     )

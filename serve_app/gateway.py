@@ -112,7 +112,7 @@ class Gateway:
             "submit-group",
             alone_on=(InvalidSubmission,),
             admit=self._admit_singles,
-            linger_s=settings.group_linger_ms / 1000,
+            linger_s=settings.group_linger_s,
         )
 
     def _mark(self, job_ids: Sequence[UUID]) -> None:

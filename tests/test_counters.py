@@ -292,14 +292,21 @@ def test_reset_forgets_counts_and_seen_events(counters):
     assert counters.stats().total_jobs == 1
 
 
+# Long enough that the states just written are still there when the test first counts them on a loaded CI host
+# (at 1 s, CI once counted fewer than the four just applied), short enough to wait out.
+SHORT_TTL_S = 3
+
+
 @pytest.fixture(params=["redis", "sqlite"])
 def short_lived(request, settings, tmp_path, monkeypatch) -> Counters:
-    """Counters that keep a finished job's state for one second."""
+    """Counters that keep a finished job's state for SHORT_TTL_S seconds."""
     monkeypatch.setattr(sqlite_counters, "PURGE_EVERY_S", 0.0)
     if request.param == "redis":
-        c: Counters = RedisCounters(settings.redis_url, scratch(f"{settings.namespace}_{uuid.uuid4().hex[:6]}"), 1)
+        c: Counters = RedisCounters(
+            settings.redis_url, scratch(f"{settings.namespace}_{uuid.uuid4().hex[:6]}"), SHORT_TTL_S
+        )
     else:
-        c = SQLiteCounters(tmp_path / "counters.sqlite3", final_ttl_s=1)
+        c = SQLiteCounters(tmp_path / "counters.sqlite3", final_ttl_s=SHORT_TTL_S)
     c.setup()
     assert c.finish_rebuild(c.begin_rebuild(30))
     return c
@@ -318,7 +325,11 @@ def test_only_jobs_that_can_still_change_are_remembered(short_lived):
     open_ = history("hash", S.RUNNING) + history("hash", S.RUNNING, S.DEAD_LETTERED)  # a requeue may follow
     short_lived.apply_many(finished + open_)
     assert remembered(short_lived) == 4
-    wait_for(lambda: (short_lived.apply_many([]) or True) and remembered(short_lived) == 2, "finished states gone", 10)
+    wait_for(
+        lambda: (short_lived.apply_many([]) or True) and remembered(short_lived) == 2,
+        "finished states gone",
+        4 * SHORT_TTL_S,
+    )
     s = short_lived.stats()
     assert (s.total_jobs, s.completed, s.cancelled, s.running, s.dead_lettered) == (4, 1, 1, 1, 1)  # still counted
     later = history("hash", S.RUNNING, S.COMPLETED)
