@@ -5,8 +5,8 @@ A lone request is handled at once: a free worker takes whatever is queued at tha
 group is being committed, though, a forming group keeps gathering requests until that commit ends, the group is
 full, or `linger_s` has passed: under load each commit then carries more requests, and the costs every group
 pays (a transaction, a publish, a work message that the processors and aggregators each handle) are paid fewer
-times per request. On the 2-core benchmark host, 16 single-submit clients formed groups of ~1.6 requests
-without it (most of them alone); with 20 ms of it, ~4-8, and 143-182 req/s became 185-273 (README: Benchmark).
+times per request (16 single-submit clients formed groups of ~1.6 requests without it, ~4-8 with 20 ms of it;
+README's Benchmark section has the measurements).
 """
 
 from __future__ import annotations

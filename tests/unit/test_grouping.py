@@ -188,11 +188,10 @@ class FirstHeld:
         self._gate = gate
 
     def __call__(self, items: Sequence[str]) -> list[str]:
-        if not self.calls and not self._gate.is_set():
-            self.calls.append(list(items))
+        held = not self.calls and not self._gate.is_set()
+        self.calls.append(list(items))
+        if held:
             self._gate.wait(5)
-        else:
-            self.calls.append(list(items))
         return [i.upper() for i in items]
 
 
