@@ -270,6 +270,14 @@ def _running_on(truth, live: set[int]) -> tuple[int, list[uuid.UUID]] | None:
     return max(holding.items(), key=lambda kv: len(kv[1])) if holding else None
 
 
+def _committed(truth, live: set[int]) -> set[int]:
+    """The live processors that finished one of the latest completed noop jobs: a processor that has just
+    started (the supervisor's replacement, or one still warming up) can be in the middle of its first batch."""
+    recent = truth.jobs.list(JobStatus.COMPLETED, "noop", 100, None).items
+    finished = {int(a.worker.rsplit(":", 1)[1]) for j in recent for a in truth.jobs.attempts(j.id) if a.finished_at}
+    return live & finished
+
+
 def _interrupted(truth, pid: int, job_ids: list[uuid.UUID]) -> bool | None:
     """Whether the dead processor `pid` left one of these jobs' attempts open for good; None while that is not
     known yet. A statement it sent just before it died may still commit and close its attempts, so an open one
@@ -291,10 +299,12 @@ def test_a_processor_killed_mid_micro_batch_repeats_and_loses_nothing(api, truth
         for n in range(20):
             r = api.post("/api/jobs/batch", json={"jobs": [{"type": "noop", "payload": {}}] * 500})
             ids += [a["job_id"] for a in r.json()["accepted"]]
-            if n >= 4 and (in_flight := _running_on(truth, actor_pids("ProcessorActor"))):
+            if n >= 4 and (in_flight := _running_on(truth, _committed(truth, actor_pids("ProcessorActor")))):
                 break
         victim, held = in_flight or wait_for(
-            lambda: _running_on(truth, actor_pids("ProcessorActor")), "a batch in flight", 60
+            lambda: _running_on(truth, _committed(truth, actor_pids("ProcessorActor"))),
+            "a batch in flight on a processor that has committed one before",
+            60,
         )
         os.kill(victim, signal.SIGKILL)
         victims.append(victim)
