@@ -1,7 +1,10 @@
 """Micro-batching of deliveries: what a consumer thread hands over is handled in batches on worker threads.
 
-There is no waiting for a batch to fill: a worker takes whatever has arrived (up to `max_size`) as soon as
-it is free, so a quiet system handles each message at once, and a busy one handles many per commit.
+By default there is no waiting for a batch to fill: a worker takes whatever has arrived (up to `max_size`) as
+soon as it is free, so a quiet system handles each message at once, and a busy one handles many per commit.
+A `fill_s` window trades that promptness for fewer, larger batches where nobody waits on them (the
+aggregators): after the first message, a worker goes on taking messages for up to `fill_s`, or until the
+batch is full.
 """
 
 from __future__ import annotations
@@ -96,8 +99,9 @@ class MicroBatcher:
         threads: int,
         name: str,
         on_done: Callable[[int], None] | None = None,
+        fill_s: float = 0.0,
     ) -> None:
-        self._handle, self._max = handle, max_size
+        self._handle, self._max, self._fill_s = handle, max_size, fill_s
         self._on_done = on_done or (lambda _: None)
         self._queue: queue.Queue[Once] = queue.Queue()
         self._stop = threading.Event()
@@ -115,9 +119,11 @@ class MicroBatcher:
             batch = [self._queue.get(timeout=IDLE_POLL_S)]
         except queue.Empty:
             return []
+        until = time.monotonic() + self._fill_s
         while len(batch) < self._max:
             try:
-                batch.append(self._queue.get_nowait())
+                left = until - time.monotonic()
+                batch.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
             except queue.Empty:
                 break
         return batch

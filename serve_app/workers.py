@@ -57,6 +57,13 @@ class WorkersArgs(BaseModel):
     prefetch: int = Field(default=4, ge=1, le=256, description="Isolated jobs (Ray tasks) in flight per processor.")
     batch_size: int = Field(default=64, ge=1, le=1000, description="Inline jobs per micro-batch of a processor.")
     event_prefetch: int = Field(default=64, ge=1, le=1000)
+    event_fill_ms: float = Field(
+        default=50.0,
+        ge=0,
+        le=1000,
+        description="How long an aggregator batch goes on gathering events after its first: fewer, larger "
+        "writes at moderate load; the stats lag the events by up to this much.",
+    )
     check_interval_s: float = Field(default=2.0, gt=0, le=60)
     placement: dict[str, float] = Field(
         default_factory=dict,
@@ -87,7 +94,14 @@ def processor_spec(args: WorkersArgs, name: str) -> ActorSpec:
 
 def aggregator_specs(args: WorkersArgs) -> list[ActorSpec]:
     return [
-        _spec(AggregatorActor, WorkerKind.AGGREGATOR, f"aggregator-{i}", args.placement, args.event_prefetch)
+        _spec(
+            AggregatorActor,
+            WorkerKind.AGGREGATOR,
+            f"aggregator-{i}",
+            args.placement,
+            args.event_prefetch,
+            args.event_fill_ms / 1000,
+        )
         for i in range(args.aggregators)
     ]
 

@@ -94,3 +94,34 @@ def test_a_message_that_is_not_an_array_of_events_is_one_part_itself():
     for body in (b"not json", b"[]", b'{"event_type": "job.created"}', b"[" * 100_000):
         whole = FakeDelivery(body)
         assert split(whole) == [whole]
+
+
+def _recording(batches: list[list[bytes]]):
+    def handle(ds: Sequence[Delivery]) -> None:
+        batches.append([d.body for d in ds])
+        for d in ds:
+            d.ack()
+
+    return handle
+
+
+def test_a_fill_window_gathers_what_arrives_after_the_first_delivery_until_the_batch_is_full():
+    batches: list[list[bytes]] = []
+    batcher = MicroBatcher(_recording(batches), max_size=2, threads=1, name="t", fill_s=60)
+    batcher.put(FakeDelivery(b"a"))
+    wait_for(lambda: batcher._queue.empty(), "the first delivery taken", 5)  # noqa: SLF001
+    batcher.put(FakeDelivery(b"b"))
+    batcher.put(FakeDelivery(b"c"))
+
+    wait_for(lambda: len(batches) == 1, "a full batch handled without waiting out the window", 5)
+    assert batches == [[b"a", b"b"]]
+    batcher.stop(timeout=0)
+
+
+def test_a_batch_that_does_not_fill_goes_when_its_window_ends():
+    batches: list[list[bytes]] = []
+    batcher = MicroBatcher(_recording(batches), max_size=10, threads=1, name="t", fill_s=0.05)
+    batcher.put(FakeDelivery(b"a"))
+
+    wait_for(lambda: batches == [[b"a"]], "the lone delivery handled", 5)
+    batcher.stop()
