@@ -34,9 +34,10 @@ class AggregatorActor:
         # waits on a fold, so a batch may gather for `fill_s`: one write per batch costs less than per message.
         self._batches = MicroBatcher(self._aggregator.handle_batch, prefetch, 1, name, fill_s=fill_s)
         # Single events, and messages of several (up to 32 inline jobs' work, or a processor's micro-batch of
-        # events): half a batch of those in hand, so a batch stays a few thousand events at most, and the broker's
-        # prefetch limit does not leave a fill window waiting for messages it cannot deliver (with 16 in hand, a
-        # 50 ms window folded at most ~270 such messages a second).
+        # events, up to its batch_size): half a batch of those in hand, so the broker's prefetch limit does not leave
+        # a fill window waiting for messages it cannot deliver (with 16 in hand, a 50 ms window folded at most ~270
+        # such messages a second). A fold is then at most event_prefetch / 2 × batch_size events: ~4 000 with
+        # serve_app/config.yaml's sizes (128 and 64).
         self._loops = [
             ConsumerLoop(self._backends.bus, queue, self._batches.put, n, name)
             for queue, n in zip(EVENT_QUEUES, (2 * prefetch, max(2, prefetch // 2)), strict=True)

@@ -4,6 +4,7 @@ batch had not settled yet."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from actors import batching
@@ -110,18 +111,27 @@ def test_a_fill_window_gathers_what_arrives_after_the_first_delivery_until_the_b
     batcher = MicroBatcher(_recording(batches), max_size=2, threads=1, name="t", fill_s=60)
     batcher.put(FakeDelivery(b"a"))
     wait_for(lambda: batcher._queue.empty(), "the first delivery taken", 5)  # noqa: SLF001
-    batcher.put(FakeDelivery(b"b"))
-    batcher.put(FakeDelivery(b"c"))
+    for body in (b"b", b"c", b"d"):
+        batcher.put(FakeDelivery(body))
 
-    wait_for(lambda: len(batches) == 1, "a full batch handled without waiting out the window", 5)
-    assert batches == [[b"a", b"b"]]
-    batcher.stop(timeout=0)
+    wait_for(lambda: len(batches) == 2, "full batches handled without waiting out their windows", 5)
+    assert batches == [[b"a", b"b"], [b"c", b"d"]]
+    batcher.stop()
 
 
 def test_a_batch_that_does_not_fill_goes_when_its_window_ends():
     batches: list[list[bytes]] = []
-    batcher = MicroBatcher(_recording(batches), max_size=10, threads=1, name="t", fill_s=0.05)
+    handled_at: list[float] = []
+    record = _recording(batches)
+
+    def handle(ds: Sequence[Delivery]) -> None:
+        handled_at.append(time.monotonic())
+        record(ds)
+
+    batcher = MicroBatcher(handle, max_size=10, threads=1, name="t", fill_s=0.3)
+    put_at = time.monotonic()
     batcher.put(FakeDelivery(b"a"))
 
     wait_for(lambda: batches == [[b"a"]], "the lone delivery handled", 5)
+    assert 0.3 <= handled_at[0] - put_at < 3  # the whole window waited out, and no longer than a loaded host adds
     batcher.stop()
