@@ -85,13 +85,31 @@ def card(b: WebDriver, stat: str) -> str:
     return text(b, f'[data-stat="{stat}"] .n')
 
 
+CARDS = ("total_jobs", "pending", "running", "retrying", "completed", "failed", "dead_lettered", "cancelled")
+
+
+def cards(b: WebDriver) -> dict[str, str]:
+    """Every stat card's number, read in one script so that a re-render cannot fall between two of them."""
+    return dict(
+        b.execute_script(
+            "return [...document.querySelectorAll('[data-stat]')]"
+            ".map((c) => [c.dataset.stat, c.querySelector('.n').textContent])"
+        )
+    )
+
+
 def test_the_overview_equals_the_stats_and_follows_new_jobs_without_a_reload(browser, api):
     open_page(browser, api)
     browser.execute_script("window.notReloaded = true")
     stats = api.get("/read/stats").json()
-    until(lambda: card(browser, "total_jobs") == str(stats["total_jobs"]), "the total card to equal /read/stats")
-    for status in ("pending", "running", "retrying", "completed", "failed", "dead_lettered", "cancelled"):
-        assert card(browser, status) == str(stats[status]), status
+    shown: dict[str, str] = {}
+
+    def equal() -> bool:  # every card against /read/stats asked at the same moment
+        nonlocal stats, shown
+        stats, shown = api.get("/read/stats").json(), cards(browser)
+        return shown == {stat: str(stats[stat]) for stat in CARDS}
+
+    wait_for(equal, "the cards to equal /read/stats", WAIT_S, lambda: f"cards {shown}, /read/stats {stats}")
 
     ids = [submit(api, {"type": "hash", "payload": {"data": f"web-{i}"}}) for i in range(3)]
     until(lambda: card(browser, "total_jobs") == str(stats["total_jobs"] + 3), "the total to grow by itself")
