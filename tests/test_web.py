@@ -244,14 +244,28 @@ def test_the_workers_page_shows_the_configured_processors_on_a_node_and_follows_
     open_page(browser, api, "#/workers")
     browser.execute_script("window.notReloaded = true")
 
-    line = until(lambda: (t := text(browser, "#workers-line")) != "Loading…" and t, "the summary")
-    assert f"{processors} of {processors} processors alive" in line and "1 aggregator" in line
-    rows = browser.find_elements(By.CSS_SELECTOR, '#worker-actors tr[data-kind="processor"]')
-    assert len(rows) == processors
-    assert [r.find_element(By.CSS_SELECTOR, '[data-field="state"]').text for r in rows] == ["alive"] * processors
-    listed = browser.find_element(By.CSS_SELECTOR, f'#worker-nodes tr[data-node="{node["node_id"]}"]')
-    assert node["address"] in listed.text and "alive" in listed.text and "head" in listed.text
-    assert all(f"processor-{i}" in listed.text for i in range(processors))
+    # read in one script, once the summary is there: the live page may re-render between two reads
+    page = until(
+        lambda: (
+            (
+                p := browser.execute_script(
+                    "const line = document.querySelector('#workers-line');"
+                    "const node = document.querySelector(`#worker-nodes tr[data-node='${arguments[0]}']`);"
+                    "return {line: line ? line.innerText : '', node: node ? node.innerText : '',"
+                    ' states: [...document.querySelectorAll(\'#worker-actors tr[data-kind="processor"]'
+                    ' [data-field="state"]\')].map((c) => c.innerText)};',
+                    node["node_id"],
+                )
+            )["line"]
+            not in ("", "Loading…")
+            and p
+        ),
+        "the summary",
+    )
+    assert f"{processors} of {processors} processors alive" in page["line"] and "1 aggregator" in page["line"]
+    assert page["states"] == ["alive"] * processors
+    assert node["address"] in page["node"] and "alive" in page["node"] and "head" in page["node"]
+    assert all(f"processor-{i}" in page["node"] for i in range(processors))
     assert browser.find_element(By.CSS_SELECTOR, 'nav a[data-page="workers"]').get_attribute("aria-current") == "page"
 
     before = until(lambda: (n := handled(browser)) is not None and [n], "the handled counts")[0]  # 0 counts too
