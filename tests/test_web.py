@@ -233,6 +233,21 @@ def handled(b: WebDriver) -> int | None:
         return None
 
 
+WORKERS_PAGE = """
+const line = document.querySelector("#workers-line");
+const node = document.querySelector(`#worker-nodes tr[data-node="${arguments[0]}"]`);
+const states = document.querySelectorAll('#worker-actors tr[data-kind="processor"] [data-field="state"]');
+const text = (e) => (e ? e.innerText : "");
+return {line: text(line), node: text(node), states: [...states].map(text)};
+"""
+
+
+def workers_page(b: WebDriver, node_id: str) -> dict[str, Any]:
+    """The Workers page's summary, node row and processor states, read in one script: the live page may
+    re-render between two element reads."""
+    return b.execute_script(WORKERS_PAGE, node_id)
+
+
 def test_the_workers_page_shows_the_configured_processors_on_a_node_and_follows_their_work(browser, api):
     processors = workers_arg("processors")
     view = wait_for(
@@ -244,24 +259,11 @@ def test_the_workers_page_shows_the_configured_processors_on_a_node_and_follows_
     open_page(browser, api, "#/workers")
     browser.execute_script("window.notReloaded = true")
 
-    # read in one script, once the summary is there: the live page may re-render between two reads
-    page = until(
-        lambda: (
-            (
-                p := browser.execute_script(
-                    "const line = document.querySelector('#workers-line');"
-                    "const node = document.querySelector(`#worker-nodes tr[data-node='${arguments[0]}']`);"
-                    "return {line: line ? line.innerText : '', node: node ? node.innerText : '',"
-                    ' states: [...document.querySelectorAll(\'#worker-actors tr[data-kind="processor"]'
-                    ' [data-field="state"]\')].map((c) => c.innerText)};',
-                    node["node_id"],
-                )
-            )["line"]
-            not in ("", "Loading…")
-            and p
-        ),
-        "the summary",
-    )
+    def summary() -> dict[str, Any] | None:
+        page = workers_page(browser, node["node_id"])
+        return page if page["line"] not in ("", "Loading…") else None
+
+    page = until(summary, "the summary")
     assert f"{processors} of {processors} processors alive" in page["line"] and "1 aggregator" in page["line"]
     assert page["states"] == ["alive"] * processors
     assert node["address"] in page["node"] and "alive" in page["node"] and "head" in page["node"]
