@@ -32,6 +32,7 @@ from observatory.errors import InvalidSubmission, JobConflict, RateLimited
 from observatory.events import producer
 from observatory.grouping import GroupCommit
 from observatory.jobs import default_registry
+from observatory.late_marks import LateMarks
 from observatory.metrics import metrics
 from observatory.ports import NewJob
 from observatory.settings import get_settings
@@ -45,6 +46,7 @@ from serve_app.openapi import typed_submissions
 SUBMIT_THREADS = 8
 GROUP_MAX = 256  # single submits per group commit
 GROUP_THREADS = 2  # one group commits while the next one forms
+MARK_DELAY_S = 1.0  # at most a quarter of OBSERVATORY_SWEEP_AFTER_S
 
 api = FastAPI(
     title="Observatory gateway",
@@ -93,8 +95,8 @@ class Gateway:
         self._admission = Admission(settings, self._backends.counters, self._backends.jobs)
         self._registry = default_registry()
         self._types = self._job_types()
-        # Published marks of every request go in one UPDATE now and then, off the answer's path.
-        self._marks: GroupCommit[list[UUID], None] = GroupCommit(self._mark_many, GROUP_MAX, 1, "mark-published")
+        # Published marks go late, in one UPDATE a second, off the answer's path (see observatory.late_marks).
+        self._marks = LateMarks(self._mark_late, min(MARK_DELAY_S, settings.sweep_after_s / 4))
         self._service = SubmissionService(
             self._backends.jobs,
             self._backends.bus,
@@ -116,11 +118,10 @@ class Gateway:
         )
 
     def _mark(self, job_ids: Sequence[UUID]) -> None:
-        self._marks.submit(list(job_ids))
+        self._marks.add(job_ids)
 
-    def _mark_many(self, groups: Sequence[list[UUID]]) -> list[None]:
-        self._backends.jobs.mark_published([job_id for ids in groups for job_id in ids], first_run_only=True)
-        return [None] * len(groups)
+    def _mark_late(self, job_ids: list[UUID]) -> None:
+        self._backends.jobs.mark_published(job_ids, first_run_only=True)
 
     def _validate(self, submissions: list[JobSubmission], batch: bool) -> list[NewJob]:
         try:

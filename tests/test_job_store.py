@@ -164,6 +164,20 @@ def test_a_late_first_run_mark_does_not_hide_a_requeued_job_from_the_sweeper(sto
     assert c.job.id not in {j.id for j in store.unpublished(0.0, 1000)}
 
 
+def test_a_late_mark_skips_a_claimed_job_so_the_sweeper_still_covers_its_cancel(store):
+    # The gateway marks its jobs late (observatory.late_marks): a processor may have claimed one by then. The
+    # mark must leave it alone, so a cancel whose publish fails later is still the sweeper's to publish.
+    [claimed], [waiting] = store.create([new()]), store.create([new()])
+    store.start(claimed.job.id, "w", rerun=False)
+
+    store.mark_published([claimed.job.id, waiting.job.id], first_run_only=True)
+    store.cancel(claimed.job.id)
+    store.cancel(waiting.job.id)
+
+    stale = {j.id for j in store.unpublished(0.0, 1000)}
+    assert claimed.job.id in stale and waiting.job.id not in stale
+
+
 def test_counts_group_by_type_and_status(store):
     job_type = f"cnt{uuid.uuid4().hex[:6]}"
     [a], [_b] = store.create([new(job_type)]), store.create([new(job_type)])

@@ -35,6 +35,8 @@ _COLUMNS = (
     "started_at, finished_at, updated_at, correlation_id, idempotency_key, version"
 )
 _RETURNING = f"RETURNING {_COLUMNS}"
+# The jobs the sweeper looks at, as its index (migration 4) states them.
+_UNSWEPT = "NOT published AND status IN ('PENDING', 'CANCELLED')"
 MAX_TEXT = 65536  # dead-letter reasons and messages are cut to this
 
 
@@ -97,18 +99,19 @@ class PostgresJobStore(PostgresSchema, SingleJobCalls):
         if not job_ids:
             return
         only = " AND attempt_limit = max_attempts" if first_run_only else ""  # requeue raises attempt_limit
-        # A mark only spares the sweeper a second publish: rows a processor's batch holds are skipped, and the
-        # rest are locked in id order, so this never deadlocks with that batch (which then fails and requeues).
+        # A mark only spares the sweeper a second publish: only rows it would look at are written (see
+        # `unpublished`), rows a processor's batch holds are skipped, and the rest are locked in id order, so
+        # this never deadlocks with that batch (which then fails and requeues).
         q = self._q(
-            "UPDATE {ns}.jobs SET published = true WHERE id IN (SELECT id FROM {ns}.jobs WHERE id = ANY(%s)"
-            f"{only} ORDER BY id FOR UPDATE SKIP LOCKED)"
+            "UPDATE {ns}.jobs SET published = true WHERE id IN (SELECT id FROM {ns}.jobs WHERE id = ANY(%s) "
+            f"AND {_UNSWEPT}{only} ORDER BY id FOR UPDATE SKIP LOCKED)"
         )
         with self._conn() as conn:
             conn.execute(q, (list(job_ids),))
 
     def unpublished(self, older_than_s: float, limit: int) -> list[Job]:
         q = self._q(
-            f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE NOT published AND status IN ('PENDING', 'CANCELLED') "
+            f"SELECT {_COLUMNS} FROM {{ns}}.jobs WHERE {_UNSWEPT} "
             "AND created_at < clock_timestamp() - make_interval(secs => %s) ORDER BY created_at LIMIT %s"
         )
         with self._conn() as conn:

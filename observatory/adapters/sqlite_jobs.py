@@ -34,6 +34,8 @@ _COLUMNS = (
     "started_us, finished_us, updated_us, correlation_id, idempotency_key, version"
 )
 _RETURNING = f"RETURNING {_COLUMNS}"
+# The jobs the sweeper looks at, as its index (migration 4) states them.
+_UNSWEPT = "published = 0 AND status IN ('PENDING', 'CANCELLED')"
 MAX_TEXT = 65536
 
 
@@ -105,14 +107,15 @@ class SQLiteJobStore(SingleJobCalls):
             return
         only = " AND attempt_limit = max_attempts" if first_run_only else ""  # requeue raises attempt_limit
         with self._db.write() as conn:
-            conn.executemany(f"UPDATE jobs SET published = 1 WHERE id = ?{only}", [(str(i),) for i in job_ids])
+            conn.executemany(
+                f"UPDATE jobs SET published = 1 WHERE id = ? AND {_UNSWEPT}{only}", [(str(i),) for i in job_ids]
+            )
 
     def unpublished(self, older_than_s: float, limit: int) -> list[Job]:
         cutoff = now_us() - int(older_than_s * 1_000_000)
         with self._db.read() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE published = 0 AND status IN ('PENDING', 'CANCELLED') "
-                "AND created_us < ? ORDER BY created_us LIMIT ?",
+                f"SELECT {_COLUMNS} FROM jobs WHERE {_UNSWEPT} AND created_us < ? ORDER BY created_us LIMIT ?",
                 (cutoff, limit),
             ).fetchall()
         return [_job(r) for r in rows]
