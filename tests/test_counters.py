@@ -10,7 +10,7 @@ import redis
 
 from contracts import Alert, EventEnvelope, Job, JobStatus, Severity, Stats, TypeStats
 from observatory.adapters import sqlite_counters
-from observatory.adapters.redis import RedisCounters
+from observatory.adapters.redis import MAX_EVENTS_PER_CALL, RedisCounters
 from observatory.adapters.sqlite_counters import SQLiteCounters
 from observatory.events import job_events, producer
 from observatory.ports import Counters
@@ -208,6 +208,20 @@ def test_a_batch_counts_like_the_same_events_one_by_one(counters):
     s = counters.stats()
     assert (s.total_jobs, s.completed, s.running, s.pending) == (2, 2, 0, 0)
     assert counters.apply_many([]) == []
+
+
+def test_a_batch_larger_than_one_script_call_counts_each_event_once(counters):
+    # Redis counts a batch in calls of up to MAX_EVENTS_PER_CALL events: the repeats of the first job's events
+    # come in a later call than the events themselves.
+    jobs = [lifecycle(uuid.uuid4(), "hash") for _ in range(MAX_EVENTS_PER_CALL // 3 + 10)]
+    events = [e for job in jobs for e in job]
+    assert len(events) > MAX_EVENTS_PER_CALL
+
+    counted = counters.apply_many([*events, *jobs[0]])
+
+    assert counted == [True] * len(events) + [False] * len(jobs[0])
+    s = counters.stats()
+    assert (s.total_jobs, s.completed, s.running, s.pending) == (len(jobs), len(jobs), 0, 0)
 
 
 def test_redis_counting_goes_on_after_the_server_forgot_its_scripts(settings):

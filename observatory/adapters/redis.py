@@ -1,4 +1,4 @@
-"""Stats counters in Redis. One Lua script de-duplicates and counts an event atomically."""
+"""Stats counters in Redis. One Lua script de-duplicates and counts a batch of events atomically."""
 
 from __future__ import annotations
 
@@ -17,37 +17,43 @@ from observatory.ports import Counts
 
 SEP = "\x1f"  # between job type and status in a counter's field name
 
-# KEYS: the job's state key ("version|type SEP status"), counters hash, last-event key
-# ARGV: version, status, job_type, occurred_us, seconds to keep a final job's state, 1 when final
-# A job is counted under the status of its highest-version event: a redelivered or late event (a version
-# already seen) never counts again, and out-of-order delivery converges on the right numbers. The state of
-# a job that can no longer change expires (see observatory.counting), so the cache holds what the
-# unfinished jobs need and no more.
+# One call per batch. KEYS: counters hash, last-event key, then each event's job state key ("version|type SEP
+# status"). ARGV: per event version, status, job_type, seconds to keep a final job's state, 1 when final; last,
+# the batch's newest occurred_us. Returns 1 per event counted, 0 per event already seen. A job is counted under
+# the status of its highest-version event: a redelivered or late event (a version already seen) never counts
+# again, and out-of-order delivery converges on the right numbers. The state of a job that can no longer change
+# expires (see observatory.counting), so the cache holds what the unfinished jobs need and no more.
 _APPLY = """
-local ver = tonumber(ARGV[1])
-local new = ARGV[3] .. '\\31' .. ARGV[2]
-local prev = redis.call('GET', KEYS[1])
-local counted = 1
-if prev then
-  local sep = string.find(prev, '|', 1, true)
-  if ver <= tonumber(string.sub(prev, 1, sep - 1)) then
-    counted = 0
-  else
-    redis.call('HINCRBY', KEYS[2], string.sub(prev, sep + 1), -1)
+local counted = {}
+for i = 3, #KEYS do
+  local a = (i - 3) * 5
+  local ver = tonumber(ARGV[a + 1])
+  local new = ARGV[a + 3] .. '\\31' .. ARGV[a + 2]
+  local prev = redis.call('GET', KEYS[i])
+  local fresh = 1
+  if prev then
+    local sep = string.find(prev, '|', 1, true)
+    if ver <= tonumber(string.sub(prev, 1, sep - 1)) then
+      fresh = 0
+    else
+      redis.call('HINCRBY', KEYS[1], string.sub(prev, sep + 1), -1)
+    end
   end
-end
-if counted == 1 then
-  redis.call('HINCRBY', KEYS[2], new, 1)
-  if ARGV[6] == '1' then
-    redis.call('SET', KEYS[1], ver .. '|' .. new, 'EX', ARGV[5])
-  else
-    redis.call('SET', KEYS[1], ver .. '|' .. new)
+  if fresh == 1 then
+    redis.call('HINCRBY', KEYS[1], new, 1)
+    if ARGV[a + 5] == '1' then
+      redis.call('SET', KEYS[i], ver .. '|' .. new, 'EX', ARGV[a + 4])
+    else
+      redis.call('SET', KEYS[i], ver .. '|' .. new)
+    end
   end
+  counted[#counted + 1] = fresh
 end
-local ts = tonumber(ARGV[4])
-if ts > tonumber(redis.call('GET', KEYS[3]) or '0') then redis.call('SET', KEYS[3], ARGV[4]) end
+local ts = tonumber(ARGV[#ARGV])
+if ts > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], ARGV[#ARGV]) end
 return counted
 """
+MAX_EVENTS_PER_CALL = 1000  # a script holds Redis while it runs: bound each call
 
 # KEYS: the bucket's hash. ARGV: rate per second, burst, then each cost in turn. Returns the seconds each one
 # waits, "0" when taken (a refused one takes nothing). Redis's own clock, so every gateway replica sees the same time.
@@ -160,37 +166,32 @@ class RedisCounters:
         return self.apply_many([event])[0]
 
     def apply_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
-        """One pipeline (one round trip) of script calls by digest; each call is atomic on its own, and
-        idempotent. Not through redis-py's pipelined scripts: they ask SCRIPT EXISTS first, a second round
-        trip per batch. A server without the script (restarted, flushed) answers NOSCRIPT: it is loaded and the
-        pipeline sent again."""
+        """One script call per batch (up to MAX_EVENTS_PER_CALL events), atomic and idempotent. A server
+        without the script (restarted, flushed) answers NOSCRIPT, and redis-py loads it and calls again."""
+        out: list[bool] = []
+        for i in range(0, len(events), MAX_EVENTS_PER_CALL):
+            out += self._apply_chunk(events[i : i + MAX_EVENTS_PER_CALL])
+        return out
+
+    def _apply_chunk(self, events: Sequence[EventEnvelope]) -> list[bool]:
         now = time.time()
-        calls = [
-            (
-                f"{self._job}{e.payload.job_id}",
-                self._counts,
-                self._last,
+        keys: list[str] = [self._counts, self._last]
+        args: list[str | int] = []
+        newest = 0
+        for e in events:
+            occurred = e.occurred_at.timestamp()
+            keys.append(f"{self._job}{e.payload.job_id}")
+            args += [
                 e.payload.version,
                 e.payload.status.value,
                 e.payload.job_type,
-                int(e.occurred_at.timestamp() * 1_000_000),
-                final_state_ttl(self._ttl, e.occurred_at.timestamp(), now),
+                final_state_ttl(self._ttl, occurred, now),
                 int(e.payload.status in FINAL),
-            )
-            for e in events
-        ]
+            ]
+            newest = max(newest, int(occurred * 1_000_000))
+        args.append(newest)
         with self._translate():
-            try:
-                return self._apply_calls(calls)
-            except redis_lib.exceptions.NoScriptError:
-                self._apply.sha = self._r.script_load(self._apply.script)
-                return self._apply_calls(calls)
-
-    def _apply_calls(self, calls: Sequence[tuple[str | int, ...]]) -> list[bool]:
-        pipe = self._r.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(self._apply.sha, 3, *call)
-        return [bool(r) for r in pipe.execute()]
+            return [bool(r) for r in self._apply(keys=keys, args=args)]
 
     def complete(self) -> bool:
         with self._translate():
