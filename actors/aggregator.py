@@ -9,7 +9,7 @@ import ray
 
 from actors.batching import MicroBatcher
 from actors.consumer import ConsumerLoop
-from observatory import backends, logs
+from observatory import backends, gc_tuning, logs
 from observatory.aggregation import EventAggregator
 from observatory.metrics import metrics
 from observatory.settings import get_settings
@@ -21,6 +21,7 @@ class AggregatorActor:
     def __init__(self, name: str, prefetch: int, fill_s: float = 0.0) -> None:
         settings = get_settings()
         logs.configure(settings.log_level)
+        gc_tuning.tune()  # a hot path: see observatory.gc_tuning
         self._name = name
         self._backends = backends.build(settings, pool_size=2)
         jobs = self._backends.jobs

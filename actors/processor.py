@@ -17,7 +17,7 @@ from actors.batching import MicroBatcher, Once, handle_or_requeue, split
 from actors.consumer import ConsumerLoop
 from actors.runner import RayTaskRunner, here
 from contracts import Job
-from observatory import backends, logs
+from observatory import backends, gc_tuning, logs
 from observatory.errors import BackendUnavailable
 from observatory.events import producer
 from observatory.jobs import default_registry
@@ -50,6 +50,7 @@ class ProcessorActor:
     ) -> None:
         settings = get_settings()
         logs.configure(settings.log_level)
+        gc_tuning.tune()  # a hot path: see observatory.gc_tuning
         self._name = name
         # The pid tells one incarnation of a processor from the next (the supervisor re-creates it under
         # the same name), so an attempt names the very process that ran it.

@@ -25,7 +25,7 @@ from contracts import (
     JobSubmission,
     JobTypeInfo,
 )
-from observatory import __version__, backends, logs
+from observatory import __version__, backends, gc_tuning, logs
 from observatory import keys as api_keys
 from observatory.access import Admission, Principal
 from observatory.errors import InvalidSubmission, JobConflict, RateLimited
@@ -88,6 +88,7 @@ class Gateway:
     def __init__(self) -> None:
         settings = get_settings()
         logs.configure(settings.log_level)
+        gc_tuning.tune()  # a hot path: see observatory.gc_tuning
         self._backends = backends.build(settings, pool_size=SUBMIT_THREADS + GROUP_THREADS + 2)
         self._using = backends.describe(settings)
         self._backends.setup()
