@@ -1,11 +1,14 @@
 """Published marks, late and together.
 
-A mark (`JobStore.mark_published`) only spares the sweeper a second publish of a job's work message: a
-processor that claims the job marks it too, in the claim's own UPDATE. So the gateway marks its jobs only
-`delay_s` after their publish, all that came due in one statement each `delay_s`: by then a processor has
-usually claimed them, and the statement (which skips marked rows) writes nothing. Only jobs still waiting in a
-backlog are written. A mark that fails or never comes costs a duplicate delivery, never a job: the sweeper
-publishes the same event ids again after OBSERVATORY_SWEEP_AFTER_S, and the processors skip what they ran.
+A mark (`JobStore.mark_published`) only spares the sweeper a second publish of a job's work message, and the
+sweeper looks only at jobs still PENDING (or CANCELLED). So the gateway marks its jobs only `delay_s` after
+their publish, all that came due in one statement each `delay_s`, and the statement writes only rows the
+sweeper would look at: by then a processor has usually claimed the jobs, and it writes nothing. Only jobs still
+waiting in a backlog are written. A job claimed before its mark stays unmarked; cancelled later while it runs
+or waits for a retry, it is the sweeper's, which publishes its `job.cancelled` once more (the same event id:
+the stats count it once). A mark that fails or never comes (a replica stopped hard) costs a duplicate
+delivery, never a job: the sweeper publishes the same event ids again after OBSERVATORY_SWEEP_AFTER_S, and the
+processors skip what they ran.
 """
 
 from __future__ import annotations

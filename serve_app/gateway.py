@@ -118,6 +118,12 @@ class Gateway:
             linger_s=settings.group_linger_s,
         )
 
+    def __del__(self) -> None:
+        """Serve calls this as the replica stops: the pending marks go now (lost, they cost duplicates only)."""
+        marks: LateMarks | None = getattr(self, "_marks", None)  # None when __init__ failed before it
+        if marks is not None:
+            marks.stop()
+
     def _mark(self, job_ids: Sequence[UUID]) -> None:
         self._marks.add(job_ids)
 

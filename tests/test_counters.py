@@ -210,6 +210,18 @@ def test_a_batch_counts_like_the_same_events_one_by_one(counters):
     assert counters.apply_many([]) == []
 
 
+def test_a_batch_out_of_order_converges_and_keeps_its_newest_event_time(counters):
+    created, started, completed = lifecycle(uuid.uuid4(), "primes")
+    other = lifecycle(uuid.uuid4(), "hash")
+
+    counted = counters.apply_many([completed, *other[:2], started, created])
+
+    assert counted == [True, True, True, False, False]  # older versions of a counted job count no more
+    s = counters.stats()
+    assert (s.total_jobs, s.pending, s.running, s.completed) == (2, 0, 1, 1)
+    assert s.last_event_at == max(e.occurred_at for e in (completed, *other[:2], started, created))
+
+
 def test_a_batch_larger_than_one_script_call_counts_each_event_once(counters):
     # Redis counts a batch in calls of up to MAX_EVENTS_PER_CALL events: the repeats of the first job's events
     # come in a later call than the events themselves.
