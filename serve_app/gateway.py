@@ -103,7 +103,7 @@ class Gateway:
             self._backends.bus,
             self._registry,
             producer("gateway", settings.instance_id),
-            mark=self._mark,
+            mark=self._marks.add,
         )
         self._pool = ThreadPoolExecutor(max_workers=SUBMIT_THREADS, thread_name_prefix="submit")
         # Concurrent single submits share one transaction and one publish (group commit); their admission
@@ -123,9 +123,6 @@ class Gateway:
         marks: LateMarks | None = getattr(self, "_marks", None)  # None when __init__ failed before it
         if marks is not None:
             marks.stop()
-
-    def _mark(self, job_ids: Sequence[UUID]) -> None:
-        self._marks.add(job_ids)
 
     def _mark_late(self, job_ids: list[UUID]) -> None:
         self._backends.jobs.mark_published(job_ids, first_run_only=True)
