@@ -37,7 +37,7 @@ from observatory.metrics import metrics
 from observatory.ports import NewJob
 from observatory.settings import get_settings
 from observatory.submission import Accepted, SubmissionService
-from serve_app import auth
+from serve_app import auth, fast_submit
 from serve_app.http import ERROR_RESPONSES, install_error_handlers, readiness
 from serve_app.openapi import typed_submissions
 
@@ -54,6 +54,7 @@ api = FastAPI(
     description="Submit jobs to the Distributed Task Observatory.",
     responses=ERROR_RESPONSES,
 )
+api.add_middleware(fast_submit.FastSubmit)  # innermost: the key check, body limit and metrics run first
 auth.protect(api)  # inside the error handlers' middleware: 401s are counted too
 install_error_handlers(api, "gateway")
 auth.add_cors(api, get_settings())
@@ -117,6 +118,7 @@ class Gateway:
             admit=self._admit_singles,
             linger_s=settings.group_linger_s,
         )
+        fast_submit.install(self._accept)
 
     def __del__(self) -> None:
         """Serve calls this as the replica stops: the pending marks go now (lost, they cost duplicates only)."""
@@ -160,6 +162,14 @@ class Gateway:
     def _submit_singles(self, singles: Sequence[Single]) -> list[list[Accepted]]:
         return self._service.submit_many([(new, correlation_id) for _, new, correlation_id in singles])
 
+    async def _accept(self, principal: Principal, submission: JobSubmission, correlation_id: str | None) -> Accepted:
+        """One single submit, validated, admitted and committed with its group; counted. Also the fast path's
+        (see serve_app.fast_submit), which answers most single submits without this route."""
+        new = self._validate([submission], batch=False)
+        [accepted] = await asyncio.wrap_future(self._singles.submit((principal, new, correlation_id)))
+        metrics().submitted(submission.type, "accepted" if accepted.created else "duplicate")
+        return accepted
+
     @api.post(
         "/jobs",
         status_code=202,
@@ -177,9 +187,7 @@ class Gateway:
         principal: Submitter,
         correlation_id: CorrelationId = None,
     ) -> JobAccepted:
-        new = self._validate([submission], batch=False)
-        [accepted] = await asyncio.wrap_future(self._singles.submit((principal, new, correlation_id)))
-        metrics().submitted(submission.type, "accepted" if accepted.created else "duplicate")
+        accepted = await self._accept(principal, submission, correlation_id)
         response.status_code = 202 if accepted.created else 200
         response.headers["X-Correlation-Id"] = accepted.body.correlation_id
         return accepted.body

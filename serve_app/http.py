@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -165,19 +165,32 @@ class RequestMetrics:
             metrics().request(self.name, route, scope["method"], status, time.perf_counter() - began)
 
 
+HANDLERS: dict[type[Exception], Callable[[Request, Any], Awaitable[JSONResponse]]] = {
+    RequestValidationError: _validation,
+    InvalidSubmission: _invalid,
+    JobNotFound: _not_found,
+    JobConflict: _conflict,
+    BackendUnavailable: _unavailable,
+    Unauthorized: _unauthorized,
+    Forbidden: _forbidden,
+    RateLimited: _rate_limited,
+    StarletteHTTPException: _http,
+    Exception: _unexpected,
+}
+
+
 def install_error_handlers(app: FastAPI, name: str) -> None:
-    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
-    app.add_exception_handler(InvalidSubmission, _invalid)  # type: ignore[arg-type]
-    app.add_exception_handler(JobNotFound, _not_found)  # type: ignore[arg-type]
-    app.add_exception_handler(JobConflict, _conflict)  # type: ignore[arg-type]
-    app.add_exception_handler(BackendUnavailable, _unavailable)  # type: ignore[arg-type]
-    app.add_exception_handler(Unauthorized, _unauthorized)  # type: ignore[arg-type]
-    app.add_exception_handler(Forbidden, _forbidden)  # type: ignore[arg-type]
-    app.add_exception_handler(RateLimited, _rate_limited)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _unexpected)
+    for kind, handler in HANDLERS.items():
+        app.add_exception_handler(kind, handler)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestMetrics, name=name)  # outermost: it sees the 413s too
+
+
+async def exception_response(request: Request, exc: Exception, send: Send) -> None:
+    """Answer `exc` as the app's exception handlers would, for code that runs outside FastAPI's routes."""
+    handler = next(HANDLERS[kind] for kind in type(exc).__mro__ if kind in HANDLERS)
+    response = await handler(request, exc)
+    await response(request.scope, request.receive, send)
 
 
 class BodyLimit:
