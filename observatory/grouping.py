@@ -54,6 +54,7 @@ class GroupCommit(Generic[T, R]):
         self._pending: deque[tuple[T, Future[R]]] = deque()
         self._changed = threading.Condition()  # a request came, or a commit ended
         self._committing = 0  # groups taken and not yet answered
+        self._idle = 0  # workers waiting for a first request
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)]
         for t in self._threads:
@@ -63,14 +64,21 @@ class GroupCommit(Generic[T, R]):
         done: Future[R] = Future()
         with self._changed:
             self._pending.append((item, done))
-            self._changed.notify_all()
+            # A lingering worker waits for a commit to end or its group to fill: a request that does neither
+            # has only an idle worker to wake (under load, none is idle, and requests wake no thread at all).
+            if self._idle or len(self._pending) >= self._max:
+                self._changed.notify_all()
         return done
 
     def _take(self) -> list[tuple[T, Future[R]]]:
         """The next group: [] after IDLE_POLL_S without a request. Counted as committing until `_finished`."""
         with self._changed:
-            if not self._changed.wait_for(lambda: self._pending, timeout=IDLE_POLL_S):
-                return []
+            self._idle += 1
+            try:
+                if not self._changed.wait_for(lambda: self._pending, timeout=IDLE_POLL_S):
+                    return []
+            finally:
+                self._idle -= 1
             deadline = time.monotonic() + self._linger_s
             while self._committing and 0 < len(self._pending) < self._max and not self._stop.is_set():
                 if (left := deadline - time.monotonic()) <= 0:

@@ -239,3 +239,26 @@ def test_a_group_lingers_no_longer_than_linger_s_behind_a_slow_commit():
     gate.set()
     assert first.result(5) == "A"
     group.stop()
+
+
+def test_a_request_wakes_an_idle_worker(monkeypatch: pytest.MonkeyPatch):
+    """Requests wake only idle workers (not the lingering one): an idle worker must be woken, not left to its poll."""
+    monkeypatch.setattr("observatory.grouping.IDLE_POLL_S", 60.0)
+    group = GroupCommit(Recorder(), max_size=10, threads=1, name="t")
+    wait_for(lambda: group._idle == 1, "the worker to wait for a request", 5)  # noqa: SLF001
+
+    assert group.submit("a").result(5) == "A"
+    group.stop()
+
+
+def test_a_full_group_wakes_the_lingering_worker():
+    gate, run, group, first = committing_a(linger_s=60.0)
+    rest = [group.submit("0")]
+    wait_for(lambda: group._idle == 0, "the second worker to linger over the forming group", 5)  # noqa: SLF001
+    rest += [group.submit(str(i)) for i in range(1, 10)]  # max_size: the forming group is full
+
+    assert [f.result(5) for f in rest] == [str(i) for i in range(10)]  # not after the linger
+    assert not first.done() and run.calls[-1] == [str(i) for i in range(10)]
+    gate.set()
+    assert first.result(5) == "A"
+    group.stop()
