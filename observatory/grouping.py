@@ -55,6 +55,7 @@ class GroupCommit(Generic[T, R]):
         self._changed = threading.Condition()  # a request came, or a commit ended
         self._committing = 0  # groups taken and not yet answered
         self._idle = 0  # workers waiting for a first request
+        self._lingering = 0  # workers gathering a group while another commits
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)]
         for t in self._threads:
@@ -75,15 +76,19 @@ class GroupCommit(Generic[T, R]):
         with self._changed:
             self._idle += 1
             try:
-                if not self._changed.wait_for(lambda: self._pending, timeout=IDLE_POLL_S):
+                if not self._changed.wait_for(lambda: self._pending or self._stop.is_set(), timeout=IDLE_POLL_S):
                     return []
             finally:
                 self._idle -= 1
             deadline = time.monotonic() + self._linger_s
-            while self._committing and 0 < len(self._pending) < self._max and not self._stop.is_set():
-                if (left := deadline - time.monotonic()) <= 0:
-                    break
-                self._changed.wait(left)
+            self._lingering += 1
+            try:
+                while self._committing and 0 < len(self._pending) < self._max and not self._stop.is_set():
+                    if (left := deadline - time.monotonic()) <= 0:
+                        break
+                    self._changed.wait(left)
+            finally:
+                self._lingering -= 1
             if not self._pending:  # the other worker, its commit done, took them meanwhile
                 return []
             group = [self._pending.popleft() for _ in range(min(self._max, len(self._pending)))]
@@ -146,7 +151,7 @@ class GroupCommit(Generic[T, R]):
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         with self._changed:
-            self._changed.notify_all()  # a lingering worker stops waiting for more
+            self._changed.notify_all()  # an idle worker stops waiting, a lingering one stops gathering
         for t in self._threads:
             t.join(timeout)
 

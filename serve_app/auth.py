@@ -25,7 +25,7 @@ from observatory.access import OPEN, Guard, Principal
 from observatory.errors import BackendUnavailable, Unauthorized
 from observatory.ports import KeyStore
 from observatory.settings import Settings, get_settings
-from serve_app.http import REALM, error_response
+from serve_app.http import REALM, app_path, error_response
 
 log = logging.getLogger("observatory.auth")
 
@@ -110,9 +110,7 @@ class KeyFirst:
         self.app, self.public, self.own = app, public, own or {}
 
     async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
-        root = scope.get("root_path", "")
-        path = scope.get("path", "")
-        path = path[len(root) :] if root and path.startswith(root) else path
+        path = app_path(scope)
         if scope["type"] != "http" or _guard is None or path in self.public:
             await self.app(scope, receive, send)
             return

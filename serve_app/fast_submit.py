@@ -4,11 +4,14 @@ A single submit is the request a client sends most, and on two cores FastAPI's s
 and exit-stack middlewares, the router, the dependencies, the Request object, the response model) cost more
 CPU than the gateway's own work. `FastSubmit` sits inside the other middlewares (metrics, body limit,
 `KeyFirst`'s key check and CORS still apply) and answers a submission itself when everything about it is
-plain: JSON content type, a principal that `KeyFirst` already knew and that holds the submit scope, a valid
-`X-Correlation-Id` or none, and a body that `JobSubmission` accepts. Anything else is handed on to FastAPI's
-route with the body replayed unread, so every error answer (400, 401, 403, 413, 422) comes from the one
-place that defines it. Once a submission is taken, its errors (429, 503, a payload the job type refuses)
-get the app's own exception handlers' answers. FastAPI's route stays the documented one (OpenAPI).
+plain: `Content-Type: application/json` (any parameters; `+json` types go to the route), a principal that
+`KeyFirst` already knew and that holds the submit scope, a valid `X-Correlation-Id` or none (these checked
+before the body is read), and a body that `JobSubmission` accepts. Anything else is handed on to FastAPI's
+route, with whatever body was read replayed, so the answers to bad requests (the route's 400, 403 and 422,
+a 413 while a body streams in) come from where they always did. Once a submission is taken, its errors (429,
+503, a payload the job type refuses) get the app's own exception handlers' answers; an unexpected one is
+answered 500 and raised again, as Starlette does, for the server to log. FastAPI's route stays the
+documented one (OpenAPI).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from observatory.access import Guard, Principal
 from observatory.errors import Forbidden
 from observatory.submission import Accepted
 from serve_app.auth import PRINCIPAL
-from serve_app.http import exception_response
+from serve_app.http import app_path, exception_response
 
 Accept = Callable[[Principal, JobSubmission, str | None], Awaitable[Accepted]]
 PATH = "/jobs"
+SCOPES = ("submit",)  # what the route's dependency asks of the key
 CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,128}")  # what the route's X-Correlation-Id header allows
 JSON = b"application/json"
 
@@ -53,18 +57,21 @@ def install(accept: Accept) -> None:
 
 
 @dataclass
-class _Plain:
-    """A submission the fast path takes: who sends it, what, and its correlation id."""
+class _Head:
+    """What the headers and the scope say about a submission the fast path may take."""
 
     principal: Principal
-    submission: JobSubmission
     correlation_id: str | None
 
 
-def _plain(scope: Scope, body: bytes) -> _Plain | None:
-    """The submission when nothing about the request needs FastAPI's route, else None."""
+def _head(scope: Scope) -> _Head | None:
+    """None when the request's headers or key already need FastAPI's route (checked before the body is read)."""
     principal = scope.get(PRINCIPAL)
-    if principal is None:
+    if principal is None:  # the route's dependency looks the key up
+        return None
+    try:
+        Guard.allow(principal, SCOPES)
+    except Forbidden:  # the route's 403
         return None
     content_type, correlation_id = None, None
     for name, value in scope["headers"]:
@@ -76,12 +83,14 @@ def _plain(scope: Scope, body: bytes) -> _Plain | None:
         return None
     if correlation_id is not None and CORRELATION_ID.fullmatch(correlation_id) is None:
         return None
+    return _Head(principal, correlation_id)
+
+
+def _submission(body: bytes) -> JobSubmission | None:
     try:
-        Guard.allow(principal, ("submit",))
-        submission = JobSubmission.model_validate_json(body)
-    except (Forbidden, ValidationError):
+        return JobSubmission.model_validate_json(body)
+    except ValidationError:  # the route's 400 or 422 names the field
         return None
-    return _Plain(principal, submission, correlation_id)
 
 
 class FastSubmit:
@@ -92,31 +101,30 @@ class FastSubmit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         accept = _accept
-        if accept is None or scope["type"] != "http" or scope["method"] != "POST" or _path(scope) != PATH:
+        if accept is None or scope["type"] != "http" or scope["method"] != "POST" or app_path(scope) != PATH:
+            await self.app(scope, receive, send)
+            return
+        head = _head(scope)
+        if head is None:
             await self.app(scope, receive, send)
             return
         read: list[Message] = []
         try:
             body = await _body(receive, read)
-        except Exception as e:  # the body limit's 413, a disconnect: the route answers it as it always does
+        except Exception as e:  # the body limit's 413: the route answers it as it always does
             await self.app(scope, _replay(read, receive, e), send)
             return
-        plain = None if body is None else _plain(scope, body)
-        if plain is None:
+        submission = None if body is None else _submission(body)
+        if submission is None:  # not valid, or the client went away: the route answers it
             await self.app(scope, _replay(read, receive), send)
             return
         scope["route"] = ROUTE
         try:
-            accepted = await accept(plain.principal, plain.submission, plain.correlation_id)
+            accepted = await accept(head.principal, submission, head.correlation_id)
         except Exception as e:
             await exception_response(Request(scope, receive), e, send)
             return
         await _answer(accepted, send)
-
-
-def _path(scope: Scope) -> str:
-    root, path = scope.get("root_path", ""), scope.get("path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 async def _body(receive: Receive, read: list[Message]) -> bytes | None:

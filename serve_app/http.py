@@ -140,6 +140,12 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal error; see the server logs")
 
 
+def app_path(scope: Scope) -> str:
+    """The request's path below the app's root path (its Serve route prefix)."""
+    root, path = scope.get("root_path", ""), scope.get("path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 class RequestMetrics:
     """Counts every request and its latency by route template (bounded labels), as the client saw it."""
 
@@ -187,10 +193,13 @@ def install_error_handlers(app: FastAPI, name: str) -> None:
 
 
 async def exception_response(request: Request, exc: Exception, send: Send) -> None:
-    """Answer `exc` as the app's exception handlers would, for code that runs outside FastAPI's routes."""
+    """Answer `exc` as the app's exception handlers would, for code that runs outside FastAPI's routes. An
+    unexpected error is answered 500 and then raised again, as Starlette's ServerErrorMiddleware does."""
     handler = next(HANDLERS[kind] for kind in type(exc).__mro__ if kind in HANDLERS)
     response = await handler(request, exc)
     await response(request.scope, request.receive, send)
+    if handler is _unexpected:
+        raise exc
 
 
 class BodyLimit:

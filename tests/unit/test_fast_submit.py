@@ -22,6 +22,7 @@ from serve_app.auth import PRINCIPAL
 from serve_app.http import install_error_handlers
 
 SUBMITTER = Principal("k1", frozenset({"submit"}))
+JSON = b"application/json"
 JOB = {"type": "noop", "payload": {"x": 1}, "max_attempts": 2}
 
 
@@ -67,7 +68,7 @@ def taken() -> Iterator[Taken]:
     fast_submit._accept = None
 
 
-def client() -> TestClient:
+def client(raise_server_exceptions: bool = True) -> TestClient:
     api = FastAPI()
 
     @api.post("/jobs", status_code=202)
@@ -86,14 +87,14 @@ def client() -> TestClient:
     api.add_middleware(fast_submit.FastSubmit)
     api.add_middleware(SetPrincipal)
     install_error_handlers(api, "test")
-    return TestClient(api)
+    return TestClient(api, raise_server_exceptions=raise_server_exceptions)
 
 
-def post(body: Any = JOB, scopes: str | None = "submit", **headers: str) -> Any:
+def post(body: Any = JOB, scopes: str | None = "submit", raising: bool = True, **headers: str) -> Any:
     sent = dict(headers)
     if scopes is not None:
         sent["x-test-scopes"] = scopes
-    return client().post("/jobs", json=body, headers=sent)
+    return client(raising).post("/jobs", json=body, headers=sent)
 
 
 def test_a_plain_submission_is_answered_beside_the_route(taken: Taken):
@@ -120,7 +121,7 @@ def test_a_repeated_idempotency_key_answers_200(taken: Taken):
         ({"type": "noop", "max_attempts": 0}, "submit", {}),  # the route's 422 names the field
         ({"payload": {}}, "submit", {}),
         (JOB, None, {}),  # KeyFirst did not know the key: the route's dependency checks it
-        (JOB, "read", {}),  # no submit scope: the route's 403
+        (JOB, "read", {}),  # no submit scope: the route's dependency answers it (403 in the gateway)
         (JOB, "submit", {"X-Correlation-Id": "x" * 129}),
         (JOB, "submit", {"X-Correlation-Id": "with space"}),
         (JOB, "submit", {"Content-Type": "text/plain"}),
@@ -164,10 +165,51 @@ def test_errors_after_the_submission_is_taken_get_the_apps_answers(
     taken: Taken, error: Exception, status: int, retry_after: str | None
 ):
     taken.error = error
-    r = post()
+    r = post(raising=False)
     assert r.status_code == status and len(taken.calls) == 1 and "x-route" not in r.headers
     assert r.json()["error"]["message"] == ("internal error; see the server logs" if status == 500 else str(error))
     assert r.headers.get("retry-after") == retry_after
+
+
+def test_an_unexpected_error_is_answered_500_and_raised_again_for_the_server_to_log(taken: Taken):
+    taken.error = RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        post()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "fast"),
+    [
+        ("application/json", True),
+        ("Application/JSON; charset=utf-8", True),
+        ("application/vnd.observatory+json", False),  # the route parses +json types: it answers them
+        (None, False),
+        ("", False),
+    ],
+)
+def test_only_application_json_takes_the_fast_path(taken: Taken, content_type: str | None, fast: bool):
+    headers = {"x-test-scopes": "submit"} | ({} if content_type is None else {"content-type": content_type})
+    r = client(raise_server_exceptions=False).post("/jobs", content=b'{"type": "noop"}', headers=headers)
+    assert (len(taken.calls) == 1) is fast and ("x-route" in r.headers) is (r.status_code == 202 and not fast)
+
+
+def test_a_client_gone_while_its_body_streams_in_reaches_the_route(taken: Taken):
+    seen: list[Message] = []
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.extend([await receive(), await receive()])
+
+    chunks: list[Message] = [
+        {"type": "http.request", "body": b'{"type":', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return chunks.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": "/jobs", "headers": [(b"content-type", JSON)]}
+    asyncio.run(fast_submit.FastSubmit(route)(scope | {PRINCIPAL: SUBMITTER}, receive, _never))
+    assert [m["type"] for m in seen] == ["http.request", "http.disconnect"] and taken.calls == []
 
 
 def test_other_methods_and_paths_pass_through(taken: Taken):
@@ -199,7 +241,13 @@ def test_a_body_that_fails_while_streaming_fails_in_the_route(taken: Taken):
             return chunks.pop(0)
         raise ValueError("over the limit")
 
-    scope = {"type": "http", "method": "POST", "path": "/jobs", "headers": [], PRINCIPAL: SUBMITTER}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/jobs",
+        "headers": [(b"content-type", JSON)],
+        PRINCIPAL: SUBMITTER,
+    }
     asyncio.run(fast_submit.FastSubmit(route)(scope, receive, _never))
     assert seen[0]["body"] == b'{"type":' and isinstance(seen[1], ValueError) and taken.calls == []
 

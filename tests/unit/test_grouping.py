@@ -248,13 +248,15 @@ def test_a_request_wakes_an_idle_worker(monkeypatch: pytest.MonkeyPatch):
     wait_for(lambda: group._idle == 1, "the worker to wait for a request", 5)  # noqa: SLF001
 
     assert group.submit("a").result(5) == "A"
-    group.stop()
+    wait_for(lambda: group._idle == 1, "the worker to wait again", 5)  # noqa: SLF001
+    group.stop(timeout=5)
+    assert not any(t.is_alive() for t in group._threads)  # noqa: SLF001  (stop wakes an idle worker too)
 
 
 def test_a_full_group_wakes_the_lingering_worker():
     gate, run, group, first = committing_a(linger_s=60.0)
     rest = [group.submit("0")]
-    wait_for(lambda: group._idle == 0, "the second worker to linger over the forming group", 5)  # noqa: SLF001
+    wait_for(lambda: group._lingering == 1, "the second worker to linger over the forming group", 5)  # noqa: SLF001
     rest += [group.submit(str(i)) for i in range(1, 10)]  # max_size: the forming group is full
 
     assert [f.result(5) for f in rest] == [str(i) for i in range(10)]  # not after the linger
