@@ -33,8 +33,11 @@ from serve_app.http import app_path, exception_response
 
 Accept = Callable[[Principal, JobSubmission, str | None], Awaitable[Accepted]]
 PATH = "/jobs"
-SCOPES = ("submit",)  # what the route's dependency asks of the key
-CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,128}")  # what the route's X-Correlation-Id header allows
+SCOPES = ("submit",)  # what a submitting key must hold, here and in the route's dependency
+# The X-Correlation-Id header's rules, here and in the route's declaration of it: printable ASCII, no spaces.
+CORRELATION_ID_PATTERN = r"^[\x21-\x7e]+$"
+CORRELATION_ID_MAX = 128
+_CORRELATION_ID = re.compile(CORRELATION_ID_PATTERN)
 JSON = b"application/json"
 
 
@@ -81,7 +84,9 @@ def _head(scope: Scope) -> _Head | None:
             correlation_id = value.decode("latin-1")
     if content_type is None or content_type.partition(b";")[0].strip().lower() != JSON:
         return None
-    if correlation_id is not None and CORRELATION_ID.fullmatch(correlation_id) is None:
+    if correlation_id is not None and (
+        len(correlation_id) > CORRELATION_ID_MAX or _CORRELATION_ID.fullmatch(correlation_id) is None
+    ):
         return None
     return _Head(principal, correlation_id)
 

@@ -63,7 +63,7 @@ typed_submissions(api, default_registry())
 Single = tuple[Principal, list[NewJob], str | None]  # one single submit in a group: who, the job, correlation id
 JobId = Annotated[UUID, Path(description="The job_id returned at submission.")]
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="The key's id (its public prefix).")]
-Submitter = Annotated[Principal, auth.require("submit")]
+Submitter = Annotated[Principal, auth.require(*fast_submit.SCOPES)]
 Operator = Annotated[Principal, auth.require("operate")]
 Admin = Annotated[Principal, auth.require("admin")]
 LIMITED = {429: {"model": ErrorResponse, "description": "Over the key's rate limit (see Retry-After)"}}
@@ -71,8 +71,8 @@ CorrelationId = Annotated[
     str | None,
     Header(
         alias="X-Correlation-Id",
-        max_length=128,
-        pattern=r"^[\x21-\x7e]+$",
+        max_length=fast_submit.CORRELATION_ID_MAX,
+        pattern=fast_submit.CORRELATION_ID_PATTERN,
         description="Tracing id; echoed back, and generated when absent.",
     ),
 ]
