@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from observatory.errors import BackendUnavailable
@@ -92,6 +92,11 @@ def split(delivery: Delivery) -> list[Delivery]:
 
 
 class MicroBatcher:
+    """Deliveries handed over by a consumer thread, handled in batches of up to `max_size` on `threads` workers.
+
+    A message of several jobs comes in with one `put_many`: one lock and one wake-up for the lot, where a put
+    per part woke a worker per part (most of them to find the batch already taken)."""
+
     def __init__(
         self,
         handle: Callable[[Sequence[Delivery]], object],
@@ -103,7 +108,8 @@ class MicroBatcher:
     ) -> None:
         self._handle, self._max, self._fill_s = handle, max_size, fill_s
         self._on_done = on_done or (lambda _: None)
-        self._queue: queue.Queue[Once] = queue.Queue()
+        self._items: deque[Once] = deque()
+        self._ready = threading.Condition()
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-batch-{i}", daemon=True) for i in range(threads)
@@ -112,21 +118,29 @@ class MicroBatcher:
             t.start()
 
     def put(self, delivery: Delivery) -> None:
-        self._queue.put(Once(delivery))
+        self.put_many([delivery])
+
+    def put_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Queue `deliveries` and wake as many workers as they make batches for (at most all of them)."""
+        with self._ready:
+            self._items.extend(Once(d) for d in deliveries)
+            self._ready.notify(-(-len(deliveries) // self._max))
 
     def _take(self) -> list[Once]:
-        try:
-            batch = [self._queue.get(timeout=IDLE_POLL_S)]
-        except queue.Empty:
-            return []
-        until = time.monotonic() + self._fill_s
-        while len(batch) < self._max:
-            try:
-                left = until - time.monotonic()
-                batch.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._items or self._stop.is_set(), IDLE_POLL_S) or not self._items:
+                return []
+            batch = self._pop(self._max)
+            until = time.monotonic() + self._fill_s
+            while len(batch) < self._max and (left := until - time.monotonic()) > 0:
+                if not self._items:
+                    self._ready.wait(left)
+                batch += self._pop(self._max - len(batch))
+            return batch
+
+    def _pop(self, n: int) -> list[Once]:
+        items = self._items
+        return [items.popleft() for _ in range(min(n, len(items)))]
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -138,6 +152,8 @@ class MicroBatcher:
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the batches in hand; what is still queued is never acked, so the broker redelivers it."""
         self._stop.set()
+        with self._ready:
+            self._ready.notify_all()
         for t in self._threads:
             t.join(timeout)
 

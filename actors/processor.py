@@ -107,8 +107,7 @@ class ProcessorActor:
     def _to_batches(self, delivery: Delivery) -> None:
         parts = split(delivery)
         self._count(+len(parts))
-        for part in parts:
-            self._batches.put(part)
+        self._batches.put_many(parts)
 
     def _one(self, delivery: Once) -> None:
         handle_or_requeue(self._processor.handle_batch, [delivery])

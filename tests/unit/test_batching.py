@@ -52,7 +52,7 @@ def test_deliveries_that_arrive_while_a_batch_runs_form_the_next_batch():
 
     batcher = MicroBatcher(handle, max_size=3, threads=1, name="t")
     batcher.put(FakeDelivery(b"0"))
-    wait_for(lambda: batcher._queue.empty(), "the first batch taken", 5)  # noqa: SLF001
+    wait_for(lambda: not batcher._items, "the first batch taken", 5)  # noqa: SLF001
     for i in range(1, 6):
         batcher.put(FakeDelivery(str(i).encode()))
 
@@ -110,7 +110,7 @@ def test_a_fill_window_gathers_what_arrives_after_the_first_delivery_until_the_b
     batches: list[list[bytes]] = []
     batcher = MicroBatcher(_recording(batches), max_size=2, threads=1, name="t", fill_s=60)
     batcher.put(FakeDelivery(b"a"))
-    wait_for(lambda: batcher._queue.empty(), "the first delivery taken", 5)  # noqa: SLF001
+    wait_for(lambda: not batcher._items, "the first delivery taken", 5)  # noqa: SLF001
     for body in (b"b", b"c", b"d"):
         batcher.put(FakeDelivery(body))
 
@@ -134,4 +134,42 @@ def test_a_batch_that_does_not_fill_goes_when_its_window_ends():
 
     wait_for(lambda: batches == [[b"a"]], "the lone delivery handled", 5)
     assert 0.3 <= handled_at[0] - put_at < 3  # the whole window waited out, and no longer than a loaded host adds
+    batcher.stop()
+
+
+def test_a_message_of_several_batches_wakes_a_worker_for_each(monkeypatch):
+    monkeypatch.setattr(batching, "IDLE_POLL_S", 60)  # an idle worker that is not woken would sleep past the test
+    gate = threading.Event()
+    running: list[list[bytes]] = []
+
+    def handle(ds: Sequence[Delivery]) -> None:
+        running.append([d.body for d in ds])
+        gate.wait(10)
+        for d in ds:
+            d.ack()
+
+    batcher = MicroBatcher(handle, max_size=2, threads=3, name="t")
+    batcher.put_many([FakeDelivery(str(i).encode()) for i in range(5)])
+
+    wait_for(lambda: len(running) == 3, "three batches in flight at once", 5)
+    gate.set()
+    assert sorted(running) == [[b"0", b"1"], [b"2", b"3"], [b"4"]]
+    batcher.stop()
+
+
+def test_stop_wakes_idle_workers_at_once(monkeypatch):
+    monkeypatch.setattr(batching, "IDLE_POLL_S", 60)
+    batcher = MicroBatcher(_recording([]), max_size=2, threads=2, name="t")
+    started = time.monotonic()
+    batcher.stop()
+    assert time.monotonic() - started < 5  # not the idle poll's 60 s (nor the join's 30)
+
+
+def test_a_message_of_one_batch_is_handled_whole():
+    batches: list[list[bytes]] = []
+    batcher = MicroBatcher(_recording(batches), max_size=8, threads=2, name="t")
+    batcher.put_many([FakeDelivery(str(i).encode()) for i in range(5)])
+
+    wait_for(lambda: sum(map(len, batches)) == 5, "every part handled", 5)
+    assert batches == [[b"0", b"1", b"2", b"3", b"4"]]
     batcher.stop()
