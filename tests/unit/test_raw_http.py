@@ -1,0 +1,120 @@
+"""The benchmark's single-submit client (benchmarks/raw_http.py) against a real socket server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from benchmarks.measure import BenchError
+from benchmarks.raw_http import Poster
+
+Answer = Callable[[bytes], list[bytes]]  # a request's bytes -> the chunks to send back (none: close)
+
+
+async def _serve(answer: Answer, seen: list[tuple[int, bytes]]) -> asyncio.Server:
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        me = connections
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            request = head + await reader.readexactly(length)
+            seen.append((me, request))
+            chunks = answer(request)
+            if not chunks:
+                break
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0.01)  # the answer arrives in pieces
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _url(server: asyncio.Server) -> str:
+    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/jobs"
+
+
+def test_requests_share_a_keep_alive_connection_and_answers_are_framed_by_content_length():
+    async def main() -> None:
+        seen: list[tuple[int, bytes]] = []
+        answers = iter([b"first", b'{"job_id": "x"}'])
+
+        def answer(_: bytes) -> list[bytes]:
+            body = next(answers)
+            head = f"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            return [head.encode()[:10], head.encode()[10:] + body[:2], body[2:]]
+
+        server = await _serve(answer, seen)
+        poster = Poster(_url(server), b'{"type": "noop"}')
+        try:
+            assert await poster.post() == (202, b"first")
+            assert await poster.post() == (202, b'{"job_id": "x"}')
+        finally:
+            poster.close()
+            server.close()
+        assert [c for c, _ in seen] == [1, 1]
+        request = seen[0][1]
+        assert request.startswith(b"POST /api/jobs HTTP/1.1\r\n")
+        assert b"\r\nContent-Type: application/json\r\n" in request
+        assert b"\r\nContent-Length: 16\r\n" in request
+        assert request.endswith(b'\r\n\r\n{"type": "noop"}')
+
+    asyncio.run(main())
+
+
+def test_an_error_status_and_its_body_come_back_as_they_are():
+    async def main() -> None:
+        body = b'{"detail": "bad"}'
+        server = await _serve(
+            lambda _: [b"HTTP/1.1 422 Unprocessable\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)], []
+        )
+        poster = Poster(_url(server), b"{}")
+        try:
+            assert await poster.post() == (422, body)
+        finally:
+            poster.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_an_answer_without_content_length_stops_the_benchmark():
+    async def main() -> None:
+        server = await _serve(lambda _: [b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"], [])
+        poster = Poster(_url(server), b"{}")
+        try:
+            with pytest.raises(BenchError, match="without Content-Length"):
+                await asyncio.wait_for(poster.post(), 5)
+        finally:
+            poster.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_a_closed_connection_fails_the_post_and_the_next_one_reconnects():
+    async def main() -> None:
+        seen: list[tuple[int, bytes]] = []
+        replies = iter([[], [b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok"]])
+        server = await _serve(lambda _: next(replies), seen)
+        poster = Poster(_url(server), b"{}")
+        try:
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(poster.post(), 5)
+            assert await asyncio.wait_for(poster.post(), 5) == (202, b"ok")
+        finally:
+            poster.close()
+            server.close()
+        assert [c for c, _ in seen] == [1, 2]
+
+    asyncio.run(main())
