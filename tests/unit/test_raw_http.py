@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -40,8 +41,16 @@ async def _serve(answer: Answer, seen: list[tuple[int, bytes]]) -> asyncio.Serve
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-def _url(server: asyncio.Server) -> str:
-    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/jobs"
+@contextlib.asynccontextmanager
+async def _poster(answer: Answer, seen: list[tuple[int, bytes]], body: bytes = b"{}") -> AsyncIterator[Poster]:
+    """A Poster of `body` to a server answering with `answer`; both closed at the end."""
+    server = await _serve(answer, seen)
+    poster = Poster(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api/jobs", body)
+    try:
+        yield poster
+    finally:
+        poster.close()
+        server.close()
 
 
 def test_requests_share_a_keep_alive_connection_and_answers_are_framed_by_content_length():
@@ -54,14 +63,9 @@ def test_requests_share_a_keep_alive_connection_and_answers_are_framed_by_conten
             head = f"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             return [head.encode()[:10], head.encode()[10:] + body[:2], body[2:]]
 
-        server = await _serve(answer, seen)
-        poster = Poster(_url(server), b'{"type": "noop"}')
-        try:
+        async with _poster(answer, seen, b'{"type": "noop"}') as poster:
             assert await poster.post() == (202, b"first")
             assert await poster.post() == (202, b'{"job_id": "x"}')
-        finally:
-            poster.close()
-            server.close()
         assert [c for c, _ in seen] == [1, 1]
         request = seen[0][1]
         assert request.startswith(b"POST /api/jobs HTTP/1.1\r\n")
@@ -75,29 +79,19 @@ def test_requests_share_a_keep_alive_connection_and_answers_are_framed_by_conten
 def test_an_error_status_and_its_body_come_back_as_they_are():
     async def main() -> None:
         body = b'{"detail": "bad"}'
-        server = await _serve(
-            lambda _: [b"HTTP/1.1 422 Unprocessable\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)], []
-        )
-        poster = Poster(_url(server), b"{}")
-        try:
+        answer = [b"HTTP/1.1 422 Unprocessable\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)]
+        async with _poster(lambda _: answer, []) as poster:
             assert await poster.post() == (422, body)
-        finally:
-            poster.close()
-            server.close()
 
     asyncio.run(main())
 
 
 def test_an_answer_without_content_length_stops_the_benchmark():
     async def main() -> None:
-        server = await _serve(lambda _: [b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"], [])
-        poster = Poster(_url(server), b"{}")
-        try:
+        chunked = [b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"]
+        async with _poster(lambda _: chunked, []) as poster:
             with pytest.raises(BenchError, match="without Content-Length"):
                 await asyncio.wait_for(poster.post(), 5)
-        finally:
-            poster.close()
-            server.close()
 
     asyncio.run(main())
 
@@ -106,15 +100,10 @@ def test_a_closed_connection_fails_the_post_and_the_next_one_reconnects():
     async def main() -> None:
         seen: list[tuple[int, bytes]] = []
         replies = iter([[], [b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok"]])
-        server = await _serve(lambda _: next(replies), seen)
-        poster = Poster(_url(server), b"{}")
-        try:
+        async with _poster(lambda _: next(replies), seen) as poster:
             with pytest.raises(ConnectionError):
                 await asyncio.wait_for(poster.post(), 5)
             assert await asyncio.wait_for(poster.post(), 5) == (202, b"ok")
-        finally:
-            poster.close()
-            server.close()
         assert [c for c, _ in seen] == [1, 2]
 
     asyncio.run(main())
