@@ -136,6 +136,8 @@ class MicroBatcher:
                 if not self._items:
                     self._ready.wait(left)
                 batch += self._pop(self._max - len(batch))
+            if self._items:  # more than this batch: pass the wake-up on (a put may have woken only this worker)
+                self._ready.notify()
             return batch
 
     def _pop(self, n: int) -> list[Once]:

@@ -20,12 +20,18 @@ LENGTH = b"\r\ncontent-length:"
 
 
 class _Connection(asyncio.Protocol):
-    """One connection; `exchange` sends a request and returns the answer's status and body."""
+    """One connection; `exchange` sends a request and returns the answer's status and body. Data that no
+    request waits for (a server's notice before it closes, or more than the answer) closes the connection:
+    it is out of step, and the next post opens another."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._answer: asyncio.Future[tuple[int, bytes]] | None = None
         self._transport: asyncio.Transport | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -33,23 +39,27 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
+        if self._answer is None or self._answer.done():
+            self.close()
+            return
         end = self._buffer.find(HEADER_END)
-        if end < 0 or self._answer is None:
+        if end < 0:
             return
-        head = bytes(self._buffer[:end]).lower()
-        at = head.find(LENGTH)
-        if at < 0:
-            self._fail(BenchError(f"an answer without Content-Length: {head[:200]!r}"))
+        try:
+            status, length = _frame(bytes(self._buffer[:end]))
+        except BenchError as e:
+            self._fail(e)
+            self.close()
             return
-        stop = head.find(b"\r\n", at + len(LENGTH))
-        length = int(head[at + len(LENGTH) : stop if stop >= 0 else len(head)])
         body_at = end + len(HEADER_END)
         if len(self._buffer) < body_at + length:
             return
         body = bytes(self._buffer[body_at : body_at + length])
         del self._buffer[: body_at + length]
         answer, self._answer = self._answer, None
-        answer.set_result((int(head[9:12]), body))
+        answer.set_result((status, body))
+        if self._buffer:
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError(f"connection closed: {exc}"))
@@ -71,6 +81,19 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
+def _frame(head: bytes) -> tuple[int, int]:
+    """The status and Content-Length of an answer's head (BenchError when it has neither)."""
+    head = head.lower()
+    at = head.find(LENGTH)
+    if not head.startswith(b"http/1.") or at < 0:
+        raise BenchError(f"an answer without a status line or Content-Length: {head[:200]!r}")
+    stop = head.find(b"\r\n", at + len(LENGTH))
+    try:
+        return int(head[9:12]), int(head[at + len(LENGTH) : stop if stop >= 0 else len(head)])
+    except ValueError:
+        raise BenchError(f"an answer with a malformed status or Content-Length: {head[:200]!r}") from None
+
+
 class Poster:
     """POSTs of one fixed JSON body to `url` over a connection of its own."""
 
@@ -84,14 +107,16 @@ class Poster:
         self._connection: _Connection | None = None
 
     async def post(self) -> tuple[int, bytes]:
-        """The answer's status and body; a closed connection is opened again (ConnectionError if that fails)."""
-        if self._connection is None:
+        """The answer's status and body; a connection closed meanwhile is opened again first (OSError when that
+        fails, ConnectionError when the server closes it before answering)."""
+        if self._connection is None or self._connection.closed:  # never opened, or closed by the server meanwhile
+            self.close()
             _, self._connection = await asyncio.get_running_loop().create_connection(
                 _Connection, self._host, self._port
             )
         try:
             return await self._connection.exchange(self._request)
-        except ConnectionError:
+        except BaseException:  # failed or cut short (a timeout's cancellation): its answer would come out of step
             self.close()
             raise
 
