@@ -58,6 +58,9 @@ async def test_enter_opens_the_job_detail_with_its_timeline():
 
         assert isinstance(app.screen, JobDetailScreen) and app.screen.job_id == JOB["id"]
         assert app.screen.query_one("#timeline", DataTable).row_count == 3
+        attempts = app.screen.query_one("#attempts", DataTable)
+        assert attempts.get_row_at(0)[:3] == ["1", "processor-0", "4242@127.0.0.1 · node 6f1b7540"]
+        assert "resources 1 CPU · 512 MiB · ssd=1\n" in str(app.screen.query_one("#fields", Static).render())
         await pilot.press("escape")
         assert not isinstance(app.screen, JobDetailScreen)
 

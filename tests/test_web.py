@@ -147,6 +147,13 @@ def test_a_job_submitted_through_the_form_completes_on_its_detail_page(browser, 
     assert api.get(f"/read/jobs/{job_id}").json()["result"] == {"limit": 1000, "count": 168}
     until(lambda: "job.completed" in text(browser, "#events"), "the event history")
     assert browser.find_elements(By.CSS_SELECTOR, '.tl-row[data-attempt="1"]')
+    job = api.get(f"/read/jobs/{job_id}").json()
+    attempt = job["attempt_history"][0]
+    assert attempt["executor"] and attempt["node"]  # the process and node that ran the handler, as the API tells it
+    place = f"ran in {attempt['executor']} · node {attempt['node'][:8]}"
+    until(lambda: text(browser, '.tl-row[data-attempt="1"] [data-field="place"]') == f"· {place}", "where it ran")
+    assert job["resources"] == {"cpus": 1, "memory_mib": 0, "gpus": 0, "custom": {}}  # primes' default: one core
+    until(lambda: "\nresources\n1 CPU\n" in text(browser, "dl.kv"), "what it asks Ray for")
     assert "curl -X POST" in text(browser, "#curl") and '"limit":1000' in text(browser, "#curl")
 
 

@@ -30,8 +30,12 @@ JOB = {
             "started_at": "2026-11-29T10:00:00.040000+00:00",
             "finished_at": "2026-11-29T10:00:00.050000+00:00",
             "error": None,
+            "node": "6f1b754058fef18a2afd8c2f9eeae9d427b33b9d8f928699a92b472f",
+            "executor": "4242@127.0.0.1",
+            "waiting": None,
         }
     ],
+    "resources": {"cpus": 1, "memory_mib": 512, "gpus": 0, "custom": {"ssd": 1}},
 }
 DEAD = {
     **JOB,

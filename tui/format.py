@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 STATUS_STYLE = {
     "PENDING": "yellow",
@@ -36,3 +37,21 @@ def gap(a: str | None, b: str | None) -> str:
     if ta is None or tb is None:
         return ""
     return f"+{(tb - ta).total_seconds():.3f}s"
+
+
+def resources(r: dict[str, Any] | None) -> str:
+    """What a job asks Ray for per run, e.g. `1 CPU · 512 MiB · ssd=1` (an inline type's jobs ask for nothing)."""
+    if not r:
+        return "none (runs in the processor)"
+    parts = [f"{r['cpus']:g} CPU" if r.get("cpus") else "", f"{r['memory_mib']} MiB" if r.get("memory_mib") else ""]
+    parts += [f"{r['gpus']:g} GPU" if r.get("gpus") else ""]
+    parts += [f"{k}={v:g}" for k, v in sorted((r.get("custom") or {}).items())]
+    return " · ".join(p for p in parts if p) or "none"
+
+
+def place(attempt: dict[str, Any]) -> str:
+    """Where an attempt's handler ran (its process and node), or why it has not started."""
+    if attempt.get("waiting"):
+        return f"waiting: {attempt['waiting']}"
+    node = attempt.get("node")
+    return " · ".join(p for p in (attempt.get("executor"), f"node {node[:8]}" if node else None) if p)

@@ -376,6 +376,21 @@ function jobsPage(params) {
 
 // ------------------------------------------------------------------ job detail
 
+// What a job asks Ray for per run, e.g. "1 CPU · 512 MiB · ssd=1" (an inline type's jobs ask for nothing).
+function fmtResources(r) {
+  if (!r) return "none (runs in the processor)";
+  const parts = [r.cpus ? `${r.cpus} CPU` : "", r.memory_mib ? `${r.memory_mib} MiB` : "", r.gpus ? `${r.gpus} GPU` : "",
+    ...Object.entries(r.custom || {}).map(([k, v]) => `${k}=${v}`)].filter(Boolean);
+  return parts.join(" · ") || "none";
+}
+
+// Where an attempt's handler ran (its process and node), or why it has not started.
+function attemptPlace(a) {
+  if (a.waiting) return `waiting: ${a.waiting}`;
+  const where = [a.executor, a.node ? `node ${a.node.slice(0, 8)}` : ""].filter(Boolean).join(" · ");
+  return where ? `ran in ${where}` : "";
+}
+
 function timeline(attempts) {
   if (!attempts.length) return h("p", { class: "muted" }, "No attempt yet.");
   const start = Math.min(...attempts.map((a) => new Date(a.started_at).getTime()));
@@ -389,7 +404,8 @@ function timeline(attempts) {
       h("div", {}, `#${a.number} `, a.error ? "failed" : a.finished_at ? "ok" : "running"),
       h("div", {}, h("div", { class: "tl-track", title: label, role: "img", "aria-label": label },
         h("div", { class: cls, style: `left:${pct(s).toFixed(2)}%;width:${Math.max(pct(f) - pct(s), 0.5).toFixed(2)}%` })),
-        h("div", { class: "muted" }, `${a.worker} · ${fmtTime(a.started_at)} → ${a.finished_at ? fmtTime(a.finished_at) : "…"}`, a.error ? ` · ${a.error}` : "")));
+        h("div", { class: "muted" }, `${a.worker} · ${fmtTime(a.started_at)} → ${a.finished_at ? fmtTime(a.finished_at) : "…"}`,
+          attemptPlace(a) ? h("span", { "data-field": "place" }, ` · ${attemptPlace(a)}`) : "", a.error ? ` · ${a.error}` : "")));
   }));
 }
 
@@ -446,7 +462,7 @@ function jobPage(id) {
       h("div", { class: "grid2" },
         h("section", { class: "panel" }, h("h3", {}, "Fields"), h("dl", { class: "kv" },
           ...[["type", job.type], ["status", job.status], ["attempts", `${job.attempts} of ${job.max_attempts}`],
-            ["timeout", `${job.timeout_s} s`], ["created", fmtTime(job.created_at)], ["started", fmtTime(job.started_at)],
+            ["timeout", `${job.timeout_s} s`], ["resources", fmtResources(job.resources)], ["created", fmtTime(job.created_at)], ["started", fmtTime(job.started_at)],
             ["finished", fmtTime(job.finished_at)], ["correlation id", job.correlation_id],
             ["idempotency key", job.idempotency_key || "—"], ["version", job.version]]
             .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),

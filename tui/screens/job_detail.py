@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from tui.client import Api, ApiError
-from tui.format import STATUS_STYLE, gap
+from tui.format import STATUS_STYLE, gap, place, resources
 
 
 class JobDetailScreen(Screen[None]):
@@ -41,7 +41,7 @@ class JobDetailScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#attempts", DataTable).add_columns("#", "worker", "started", "took", "error")
+        self.query_one("#attempts", DataTable).add_columns("#", "worker", "ran in", "started", "took", "error")
         self.query_one("#timeline", DataTable).add_columns("at", "event", "status", "by", "since previous")
         self.load()
 
@@ -66,6 +66,7 @@ class JobDetailScreen(Screen[None]):
         text.append(f"{job['id']}  {job['type']}  ")
         text.append(job["status"], style=STATUS_STYLE.get(job["status"], ""))
         text.append(f"  attempts {job['attempts']}/{job['max_attempts']}  timeout {job['timeout_s']:g}s\n")
+        text.append(f"resources {resources(job.get('resources'))}\n")
         text.append(f"created {job['created_at']}  correlation {job['correlation_id']}\n")
         text.append(f"payload {json.dumps(job['payload'])}\n")
         if job.get("result") is not None:
@@ -79,6 +80,7 @@ class JobDetailScreen(Screen[None]):
             attempts.add_row(
                 str(a["number"]),
                 a["worker"],
+                place(a),
                 a["started_at"][11:23],
                 gap(a["started_at"], a["finished_at"]),
                 a.get("error") or "",
