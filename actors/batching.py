@@ -128,7 +128,8 @@ class MicroBatcher:
 
     def _take(self) -> list[Once]:
         with self._ready:
-            if not self._ready.wait_for(lambda: self._items or self._stop.is_set(), IDLE_POLL_S) or not self._items:
+            self._ready.wait_for(lambda: self._items or self._stop.is_set(), IDLE_POLL_S)
+            if not self._items:  # the idle poll ended, or stop came with nothing queued
                 return []
             batch = self._pop(self._max)
             until = time.monotonic() + self._fill_s

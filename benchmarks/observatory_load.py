@@ -146,8 +146,8 @@ async def throughput(obs: Observatory, job: dict[str, Any], jobs: int, batch: in
 
 async def single_submit(obs: Observatory, job: dict[str, Any], clients: int, seconds: float) -> SubmitRate:
     """`clients` keep-alive connections each posting one job at a time for `seconds`; then the jobs drain.
-    The posts go through raw_http (a fixed request, the answer read only for its status): aiohttp's own CPU
-    per request would be taken from the gateway on the machine they share."""
+    The posts go through raw_http (a fixed request, each answer framed by its Content-Length and checked for
+    a 202): aiohttp's own CPU per request would be taken from the gateway on the machine they share."""
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds

@@ -2,10 +2,10 @@
 
 The load generator shares the machine with the system it measures, so what it spends per request is taken
 from the gateway. aiohttp spends most of its ~0.3 ms of CPU per request building the request and parsing
-the answer in Python; here the request is a fixed byte string and an answer is read only as far as its
-status line and Content-Length, as load tools such as wrk do. Every answer is checked: a status other than
-the expected one is counted as an error, and an answer this client cannot frame (no Content-Length) stops
-the benchmark instead of being miscounted.
+the answer in Python; here the request is a fixed byte string and an answer is framed by its Content-Length,
+with only its status line parsed, as load tools such as wrk do. Every answer is checked: the caller counts a
+status other than the expected one as an error, and an answer this client cannot frame (no status line or
+Content-Length) stops the benchmark instead of being miscounted.
 """
 
 from __future__ import annotations

@@ -399,13 +399,14 @@ function timeline(attempts) {
   return h("div", { class: "timeline" }, attempts.map((a) => {
     const s = new Date(a.started_at).getTime(), f = new Date(a.finished_at || Date.now()).getTime();
     const cls = a.finished_at ? (a.error ? "tl-bar failed" : "tl-bar") : "tl-bar open";
+    const place = attemptPlace(a);
     const label = `attempt ${a.number} on ${a.worker}: ${a.finished_at ? duration(a.started_at, a.finished_at) : "running"}${a.error ? ` — ${a.error}` : ""}`;
     return h("div", { class: "tl-row", "data-attempt": a.number },
       h("div", {}, `#${a.number} `, a.error ? "failed" : a.finished_at ? "ok" : "running"),
       h("div", {}, h("div", { class: "tl-track", title: label, role: "img", "aria-label": label },
         h("div", { class: cls, style: `left:${pct(s).toFixed(2)}%;width:${Math.max(pct(f) - pct(s), 0.5).toFixed(2)}%` })),
         h("div", { class: "muted" }, `${a.worker} · ${fmtTime(a.started_at)} → ${a.finished_at ? fmtTime(a.finished_at) : "…"}`,
-          attemptPlace(a) ? h("span", { "data-field": "place" }, ` · ${attemptPlace(a)}`) : "", a.error ? ` · ${a.error}` : "")));
+          place ? h("span", { "data-field": "place" }, ` · ${place}`) : "", a.error ? ` · ${a.error}` : "")));
   }));
 }
 
