@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pymongo
 import pytest
 
 from contracts import EventEnvelope, EventType, JobEventPayload, JobStatus
@@ -91,3 +92,31 @@ def test_scan_reads_every_event_once_in_batches(events):
     mine = {e.event_id for e in stored}
     got = [e.event_id for b in batches for e in b if e.event_id in mine]
     assert sorted(got) == sorted(mine) and len(got) == len(set(got))  # every one, once
+
+
+def test_mongo_reads_events_stored_in_either_shape(real, settings):
+    """A document holds the envelope as JSON text, with the job, order and type as fields for queries; one that
+    an earlier release stored with the envelope as a nested document is read as well, by job and by scan."""
+    new, old = lifecycle(uuid.uuid4()), lifecycle(uuid.uuid4())
+    real.events.append_many(new)
+    collection = pymongo.MongoClient(settings.mongo_url)[settings.namespace]["events"]
+    stored = collection.find_one({"_id": str(new[2].event_id)})
+    assert stored is not None and stored["event_type"] == "job.completed"
+    assert EventEnvelope.model_validate_json(stored["envelope"]) == new[2]
+    collection.insert_many(
+        [
+            {
+                "_id": str(e.event_id),
+                "job_id": str(e.payload.job_id),
+                "version": e.payload.version,
+                "occurred_us": int(e.occurred_at.timestamp() * 1_000_000),
+                "envelope": e.model_dump(mode="json"),
+            }
+            for e in old
+        ]
+    )
+
+    assert real.events.for_job(old[0].payload.job_id) == old
+    assert real.events.for_job(new[0].payload.job_id) == new
+    scanned = {e.event_id: e for batch in real.events.scan(4) for e in batch}
+    assert all(scanned[e.event_id] == e for e in [*old, *new])

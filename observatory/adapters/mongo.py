@@ -1,4 +1,10 @@
-"""The event store on MongoDB (or FerretDB): one document per event, `_id` = event_id, so never twice."""
+"""The event store on MongoDB (or FerretDB): one document per event, `_id` = event_id, so never twice.
+
+A document holds the keys that find and order a job's events and the event's type as fields, and the envelope
+itself as its JSON text (as the embedded store keeps it): FerretDB turns each field of a document into typed
+JSON in PostgreSQL, and a nested envelope of ~20 fields cost it and its PostgreSQL 2.5 times the CPU of one
+string (measured: ~195 µs against ~80 µs per event). Documents an earlier release stored with the envelope as
+a nested document are read as well."""
 
 from __future__ import annotations
 
@@ -17,14 +23,23 @@ DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index violation (here
 
 
 def event_document(event: EventEnvelope) -> dict[str, Any]:
-    """The stored shape: the envelope as JSON plus keys to find and order a job's events."""
+    """The stored shape: keys to find and order a job's events, its type, and the envelope's JSON text."""
     return {
         "_id": str(event.event_id),
         "job_id": str(event.payload.job_id),
         "version": event.payload.version,
         "occurred_us": int(event.occurred_at.timestamp() * 1_000_000),
-        "envelope": event.model_dump(mode="json"),
+        "event_type": event.event_type.value,
+        "envelope": event.model_dump_json(),
     }
+
+
+def read_envelope(doc: dict[str, Any]) -> EventEnvelope:
+    """A stored document's event: the envelope's JSON text, or the nested document of an earlier release."""
+    envelope = doc["envelope"]
+    if isinstance(envelope, str):
+        return EventEnvelope.model_validate_json(envelope)
+    return EventEnvelope.model_validate(envelope)
 
 
 class MongoEventStore:
@@ -70,7 +85,7 @@ class MongoEventStore:
         with self._translate():
             page: list[EventEnvelope] = []
             for doc in self._events.find({}, {"envelope": 1}, batch_size=batch):
-                page.append(EventEnvelope.model_validate(doc["envelope"]))
+                page.append(read_envelope(doc))
                 if len(page) == batch:
                     yield page
                     page = []
@@ -80,7 +95,7 @@ class MongoEventStore:
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         with self._translate():
             docs = self._events.find({"job_id": str(job_id)}).sort([("version", 1), ("occurred_us", 1)])
-            return [EventEnvelope.model_validate(d["envelope"]) for d in docs]
+            return [read_envelope(d) for d in docs]
 
     def remove_jobs(self, job_ids: Sequence[UUID]) -> int:
         """One delete_many on the job_order index. No TTL index instead: see observatory.retention."""
