@@ -35,6 +35,11 @@ SERVE_INGRESS_ENV: dict[str, str] = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",  # its own Prometheus listener: the observatory exports its own
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    # Serve's controller runs its control loop (replica states, health, autoscaling decisions) every 0.1 s by
+    # default: ~5 % of a core with nothing to do, and more under load. Every 0.5 s it took ~2.4 % idle and a
+    # third less per job (measured on two cores). Health checks run every 10 s and Serve's autoscaling waits 30 s
+    # before it scales up (its defaults): half a second more to react changes nothing a user sees.
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
 }
 # Ray starts its worker processes at nice 15, fit for batch tasks beside an interactive head node. The
 # observatory's workers are its services (the ingress replicas, processors, aggregators): at nice 15 they lost
