@@ -23,7 +23,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from kuberay.profile import PROFILE, PYTHON_TAG, RAY_VERSION, WORKER_RESOURCE, Pod, Profile
 from kuberay.secret import ADMIN_KEY
-from observatory.serve_ingress import SERVE_INGRESS_ENV, WORKER_ENV
+from observatory.serve_ingress import CONTROLLER_ENV, SERVE_INGRESS_ENV, WORKER_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERAY = ROOT / "kuberay"
@@ -126,6 +126,8 @@ def _env(profile: Profile) -> list[dict[str, Any]]:
         *({"name": k, "value": v} for k, v in SERVE_INGRESS_ENV.items()),
         # The observatory's actors are its services: not niced like batch tasks (observatory/serve_ingress.py).
         *({"name": k, "value": v} for k, v in WORKER_ENV.items()),
+        # Serve's control loop every 0.5 s, not 0.1 (observatory/serve_ingress.py).
+        *({"name": k, "value": v} for k, v in CONTROLLER_ENV.items()),
     ]
 
 

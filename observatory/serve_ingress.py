@@ -35,17 +35,18 @@ SERVE_INGRESS_ENV: dict[str, str] = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",  # its own Prometheus listener: the observatory exports its own
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    # Serve's controller runs its control loop (replica states, health, autoscaling decisions) every 0.1 s by
-    # default: ~5 % of a core with nothing to do, and more under load. Every 0.5 s it took ~2.4 % idle and a
-    # third less per job (measured on two cores). Health checks run every 10 s and Serve's autoscaling waits 30 s
-    # before it scales up (its defaults): half a second more to react changes nothing a user sees.
-    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
 }
 # Ray starts its worker processes at nice 15, fit for batch tasks beside an interactive head node. The
 # observatory's workers are its services (the ingress replicas, processors, aggregators): at nice 15 they lost
 # every contended moment to the databases and to the clients on the same machine. At 0, measured on a 2-core
 # machine: single submits ~150 → ~200 per second at 16 clients.
 WORKER_ENV: dict[str, str] = {"RAY_worker_niceness": "0"}
+# Serve's controller runs its control loop (replica states, applications, proxies, HAProxy's routing) every 0.1 s
+# by default: ~5 % of a core with nothing to do, and more under load. Every 0.5 s it took ~2.4 % idle and a third
+# less per job (measured on two cores). A replica start or stop takes a few ticks, so a deploy or a replacement
+# takes ~1-2 s longer; health checks (every 10 s) and Serve's autoscaling (30 s before a scale-up) count
+# wall-clock time and do not change.
+CONTROLLER_ENV: dict[str, str] = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
 LOOPBACK_ENV: dict[str, str] = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every node on loopback
     "RAY_AUTH_MODE": "disabled",  # loopback-only clusters: no token file for the CLIs and drivers
@@ -93,11 +94,11 @@ def loopback_haproxy() -> str | None:
 
 
 def ray_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
-    """`base` (default: this process's environment) with the loopback, worker priority and Serve ingress
-    settings; a value already set in `base` wins, so an operator can still turn any of them off. Without a
+    """`base` (default: this process's environment) with the loopback, worker priority, Serve controller and
+    Serve ingress settings; a value already set in `base` wins, so an operator can still turn any of them off. Without a
     usable HAProxy, Serve keeps its own proxy."""
     env = dict(os.environ if base is None else base)
-    wanted = {**LOOPBACK_ENV, **WORKER_ENV}
+    wanted = {**LOOPBACK_ENV, **WORKER_ENV, **CONTROLLER_ENV}
     wrapper = loopback_haproxy()
     if wrapper is not None:
         wanted |= {**SERVE_INGRESS_ENV, "RAY_SERVE_HAPROXY_BINARY_PATH": wrapper}

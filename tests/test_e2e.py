@@ -299,6 +299,10 @@ def test_workers_lists_the_configured_actors_alive_on_listed_nodes_and_counts_th
     assert {a["pid"] for a in w["actors"] if a["kind"] == "aggregator"} == actor_pids("AggregatorActor")
     # The observatory's actors are services, not niced like Ray's batch workers (serve_ingress.WORKER_ENV).
     assert {os.getpriority(os.PRIO_PROCESS, a["pid"]) for a in w["actors"]} == {0}
+    # Serve's controller loops every 0.5 s, not 0.1 (serve_ingress.CONTROLLER_ENV).
+    [controller] = actor_pids("ServeController")
+    with open(f"/proc/{controller}/environ", "rb") as f:
+        assert b"RAY_SERVE_CONTROL_LOOP_INTERVAL_S=0.5" in f.read().split(b"\0")
     for a in w["actors"]:
         node = nodes[a["node_id"]]  # on a node Ray lists, alive, which names it
         assert node["alive"] and a["name"] in node["actors"] and a["node_ip"] == node["address"], (a, node)

@@ -94,29 +94,48 @@ def test_scan_reads_every_event_once_in_batches(events):
     assert sorted(got) == sorted(mine) and len(got) == len(set(got))  # every one, once
 
 
-def test_mongo_reads_events_stored_in_either_shape(real, settings):
-    """A document holds the envelope as JSON text, with the job, order and type as fields for queries; one that
-    an earlier release stored with the envelope as a nested document is read as well, by job and by scan."""
-    new, old = lifecycle(uuid.uuid4()), lifecycle(uuid.uuid4())
-    real.events.append_many(new)
-    collection = pymongo.MongoClient(settings.mongo_url)[settings.namespace]["events"]
-    stored = collection.find_one({"_id": str(new[2].event_id)})
-    assert stored is not None and stored["event_type"] == "job.completed"
-    assert EventEnvelope.model_validate_json(stored["envelope"]) == new[2]
-    collection.insert_many(
-        [
-            {
-                "_id": str(e.event_id),
-                "job_id": str(e.payload.job_id),
-                "version": e.payload.version,
-                "occurred_us": int(e.occurred_at.timestamp() * 1_000_000),
-                "envelope": e.model_dump(mode="json"),
-            }
-            for e in old
-        ]
-    )
+def _earlier_document(e: EventEnvelope) -> dict:
+    """How an earlier release stored an event: the envelope as a nested document, in the collection `events`."""
+    return {
+        "_id": str(e.event_id),
+        "job_id": str(e.payload.job_id),
+        "version": e.payload.version,
+        "occurred_us": int(e.occurred_at.timestamp() * 1_000_000),
+        "envelope": e.model_dump(mode="json"),
+    }
 
+
+def test_mongo_keeps_the_envelope_as_json_text_and_reads_what_earlier_releases_stored(real, settings):
+    """This release writes the envelope as JSON text (with the job, order and type as fields) to `event_texts`;
+    an earlier release's documents (nested envelope, collection `events`) are read beside them, by job and by
+    scan, an event stored by both is read once, and retention counts and removes both."""
+    new, old = lifecycle(uuid.uuid4()), lifecycle(uuid.uuid4())
+    rich = new[2].model_copy(
+        update={
+            "idempotency_key": "order-42",
+            "payload": new[2].payload.model_copy(
+                update={"result": {"big": 2**70, "text": "naïve \u0000 ✓", "list": [1.5, None, {"deep": True}]}}
+            ),
+        }
+    )
+    new[2] = rich
+    # An upgrade in progress: the first two events of `mixed` were folded by an earlier release, the second one
+    # again by this one (a redelivery), and the last by this one only.
+    mixed = lifecycle(uuid.uuid4())
+    real.events.append_many([*new, mixed[1], mixed[2]])
+    with pymongo.MongoClient(settings.mongo_url) as client:
+        db = client[settings.namespace]
+        stored = db["event_texts"].find_one({"_id": str(rich.event_id)})
+        assert stored is not None and stored["event_type"] == "job.completed"
+        assert EventEnvelope.model_validate_json(stored["envelope"]) == rich
+        db["events"].insert_many([_earlier_document(e) for e in [*old, mixed[0], mixed[1]]])
+
+    assert real.events.for_job(rich.payload.job_id) == new
     assert real.events.for_job(old[0].payload.job_id) == old
-    assert real.events.for_job(new[0].payload.job_id) == new
+    assert real.events.for_job(mixed[0].payload.job_id) == mixed
     scanned = {e.event_id: e for batch in real.events.scan(4) for e in batch}
-    assert all(scanned[e.event_id] == e for e in [*old, *new])
+    assert all(scanned[e.event_id] == e for e in [*old, *new, *mixed])
+    jobs = [old[0].payload.job_id, mixed[0].payload.job_id]
+    assert real.events.count_jobs(jobs) == 3 + 4  # the event stored twice is two documents
+    assert real.events.remove_jobs(jobs) == 7
+    assert real.events.for_job(old[0].payload.job_id) == [] and real.events.for_job(mixed[0].payload.job_id) == []
