@@ -32,6 +32,12 @@ class CacheUnavailable(BackendUnavailable):
     backend = "cache"
 
 
+class ShuttingDown(BackendUnavailable):
+    """This replica is stopping and took the request too late to handle it: nothing of it was stored."""
+
+    backend = "this replica"
+
+
 class SchemaTooNew(ObservatoryError):
     """A database holds a schema revision this code does not know: it was migrated by a newer release."""
 

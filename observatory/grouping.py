@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from observatory.errors import ShuttingDown
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -64,6 +66,9 @@ class GroupCommit(Generic[T, R]):
     def submit(self, item: T) -> Future[R]:
         done: Future[R] = Future()
         with self._changed:
+            if self._stop.is_set():  # no worker would ever take it
+                _settle(done, exception=_stopped())
+                return done
             self._pending.append((item, done))
             # A lingering worker waits for a commit to end or its group to fill: a request that does neither
             # has only an idle worker to wake (under load, none is idle, and requests wake no thread at all).
@@ -149,11 +154,22 @@ class GroupCommit(Generic[T, R]):
             _settle(done, result=result)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers once the groups they hold are answered. Requests that no worker took are answered
+        with ShuttingDown (none of them was run), as is any submitted from now on: no caller waits forever."""
         self._stop.set()
         with self._changed:
             self._changed.notify_all()  # an idle worker stops waiting, a lingering one stops gathering
         for t in self._threads:
             t.join(timeout)
+        with self._changed:  # a worker still busy after `timeout` takes no new group: it checks the stop flag
+            left = list(self._pending)
+            self._pending.clear()
+        for _, done in left:
+            _settle(done, exception=_stopped())
+
+
+def _stopped() -> ShuttingDown:
+    return ShuttingDown("it is shutting down; send the request again (it goes to another replica)")
 
 
 def _settle(done: Future[R], result: R | None = None, exception: Exception | None = None) -> None:

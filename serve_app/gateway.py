@@ -121,8 +121,13 @@ class Gateway:
         fast_submit.install(self._accept)
 
     def __del__(self) -> None:
-        """Serve calls this as the replica stops: the pending marks go now (lost, they cost duplicates only)."""
-        marks: LateMarks | None = getattr(self, "_marks", None)  # None when __init__ failed before it
+        """Serve calls this as the replica stops, after its requests drained: the group commit's workers stop
+        (a request that came too late is answered 503), then the pending marks go (lost, they cost duplicates
+        only)."""
+        singles: GroupCommit[Single, list[Accepted]] | None = getattr(self, "_singles", None)  # None: __init__ failed
+        if singles is not None:
+            singles.stop()
+        marks: LateMarks | None = getattr(self, "_marks", None)
         if marks is not None:
             marks.stop()
 

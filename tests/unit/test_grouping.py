@@ -8,7 +8,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from observatory.errors import InvalidSubmission, RateLimited, StoreUnavailable
+from observatory.errors import InvalidSubmission, RateLimited, ShuttingDown, StoreUnavailable
 from observatory.grouping import GroupCommit
 from tests.helpers import wait_for
 
@@ -264,3 +264,26 @@ def test_a_full_group_wakes_the_lingering_worker():
     gate.set()
     assert first.result(5) == "A"
     group.stop()
+
+
+def test_stop_answers_the_requests_no_worker_took_and_refuses_new_ones():
+    gate = threading.Event()
+    run = Recorder(gate)
+    group = GroupCommit(run, max_size=10, threads=1, name="t")
+    held = group.submit("a")  # the only worker holds it until the gate opens
+    wait_for(lambda: not group._pending, "the worker to take the first request", 5)  # noqa: SLF001
+    queued = group.submit("b")
+    stopping = threading.Thread(target=group.stop)
+    stopping.start()
+    wait_for(lambda: group._stop.is_set(), "stop to begin", 5)  # noqa: SLF001
+
+    gate.set()
+    stopping.join(10)
+
+    assert not stopping.is_alive()
+    assert held.result(5) == "A"  # the group in hand is committed and answered
+    with pytest.raises(ShuttingDown):
+        queued.result(5)  # never run
+    with pytest.raises(ShuttingDown):
+        group.submit("c").result(5)
+    assert run.calls == [["a"]]
