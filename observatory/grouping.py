@@ -94,7 +94,7 @@ class GroupCommit(Generic[T, R]):
                     self._changed.wait(left)
             finally:
                 self._lingering -= 1
-            if not self._pending:  # the other worker, its commit done, took them meanwhile
+            if not self._pending or self._stop.is_set():  # taken meanwhile, or left for stop() to refuse
                 return []
             group = [self._pending.popleft() for _ in range(min(self._max, len(self._pending)))]
             self._committing += 1
@@ -154,13 +154,15 @@ class GroupCommit(Generic[T, R]):
             _settle(done, result=result)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the workers once the groups they hold are answered. Requests that no worker took are answered
-        with ShuttingDown (none of them was run), as is any submitted from now on: no caller waits forever."""
+        """Stop the workers once the groups they hold are answered (waiting up to `timeout` in all). Requests
+        that no worker took are answered with ShuttingDown (none of them was run), as is any submitted from now
+        on: no caller waits forever."""
         self._stop.set()
         with self._changed:
             self._changed.notify_all()  # an idle worker stops waiting, a lingering one stops gathering
+        deadline = time.monotonic() + timeout  # for all of them together
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
         with self._changed:  # a worker still busy after `timeout` takes no new group: it checks the stop flag
             left = list(self._pending)
             self._pending.clear()

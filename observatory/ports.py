@@ -228,14 +228,15 @@ class EventStore(Protocol):
     def setup(self) -> None: ...
 
     def append(self, event: EventEnvelope) -> bool:
-        """Store the event once; False when an event with that id is already stored."""
+        """Store the event once; False when an event with that id is already stored (MongoDB: by this
+        release; one an earlier release stored is stored again beside it, and read once)."""
 
     def append_many(self, events: Sequence[EventEnvelope]) -> list[bool]:
         """`append` for each, in one write; in the same order."""
 
     def scan(self, batch: int) -> Iterator[list[EventEnvelope]]:
-        """Every stored event, `batch` at a time, read with one server-side cursor (events stored meanwhile
-        may or may not be included)."""
+        """Every stored event, `batch` at a time, read with server-side cursors (events stored meanwhile may or
+        may not be included; on MongoDB, an event stored by this release and an earlier one comes twice)."""
 
     def for_job(self, job_id: UUID) -> list[EventEnvelope]:
         """The job's events in the order they happened."""

@@ -46,6 +46,7 @@ from serve_app.openapi import typed_submissions
 SUBMIT_THREADS = 8
 GROUP_MAX = 256  # single submits per group commit
 GROUP_THREADS = 2  # one group commits while the next one forms
+STOP_TIMEOUT_S = 5.0  # how long a stopping replica waits for the groups its workers hold
 MARK_DELAY_S = 1.0  # at most a quarter of OBSERVATORY_SWEEP_AFTER_S
 
 api = FastAPI(
@@ -126,7 +127,7 @@ class Gateway:
         only)."""
         singles: GroupCommit[Single, list[Accepted]] | None = getattr(self, "_singles", None)  # None: __init__ failed
         if singles is not None:
-            singles.stop()
+            singles.stop(timeout=STOP_TIMEOUT_S)
         marks: LateMarks | None = getattr(self, "_marks", None)
         if marks is not None:
             marks.stop()

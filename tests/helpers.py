@@ -67,6 +67,19 @@ def _pids_titled(prefix: bytes, containing: bytes = b"") -> set[int]:
     return pids
 
 
+def raylet_pids() -> set[int]:
+    """Pids of the raylets: C++ processes, so their /proc environ is still the one `ray start` gave them (a
+    Ray worker's is overwritten by its process title), and every worker they start inherits it."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_bytes().strip() == b"raylet":
+                pids.add(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
 def actor_pids(cls: str) -> set[int]:
     """Pids of live Ray actor processes of a class (Ray titles them `ray::<Class>...`)."""
     return _pids_titled(f"ray::{cls}".encode())

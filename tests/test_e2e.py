@@ -17,7 +17,7 @@ import redis
 from contracts import JobStatus
 from observatory.jobs.builtin.primes import count_primes_below
 from observatory.settings import Settings
-from tests.helpers import actor_pids, final_jobs, settled, stats_settle, wait_for, workers_arg
+from tests.helpers import actor_pids, final_jobs, raylet_pids, settled, stats_settle, wait_for, workers_arg
 
 pytestmark = pytest.mark.e2e
 
@@ -299,10 +299,13 @@ def test_workers_lists_the_configured_actors_alive_on_listed_nodes_and_counts_th
     assert {a["pid"] for a in w["actors"] if a["kind"] == "aggregator"} == actor_pids("AggregatorActor")
     # The observatory's actors are services, not niced like Ray's batch workers (serve_ingress.WORKER_ENV).
     assert {os.getpriority(os.PRIO_PROCESS, a["pid"]) for a in w["actors"]} == {0}
-    # Serve's controller loops every 0.5 s, not 0.1 (serve_ingress.CONTROLLER_ENV).
-    [controller] = actor_pids("ServeController")
-    with open(f"/proc/{controller}/environ", "rb") as f:
-        assert b"RAY_SERVE_CONTROL_LOOP_INTERVAL_S=0.5" in f.read().split(b"\0")
+    # Serve's controller loops every 0.5 s, not 0.1 (serve_ingress.CONTROLLER_ENV): the raylet has it from
+    # `ray start`, and the workers it starts (the controller's among them) inherit it.
+    raylets = raylet_pids()
+    assert raylets
+    for raylet in raylets:
+        with open(f"/proc/{raylet}/environ", "rb") as f:
+            assert b"RAY_SERVE_CONTROL_LOOP_INTERVAL_S=0.5" in f.read().split(b"\0")
     for a in w["actors"]:
         node = nodes[a["node_id"]]  # on a node Ray lists, alive, which names it
         assert node["alive"] and a["name"] in node["actors"] and a["node_ip"] == node["address"], (a, node)

@@ -287,3 +287,24 @@ def test_stop_answers_the_requests_no_worker_took_and_refuses_new_ones():
     with pytest.raises(ShuttingDown):
         group.submit("c").result(5)
     assert run.calls == [["a"]]
+
+
+def test_stop_refuses_what_a_lingering_worker_gathered_rather_than_committing_it():
+    gate = threading.Event()
+    run = Recorder(gate)
+    group = GroupCommit(run, max_size=10, threads=2, name="t", linger_s=30)
+    held = group.submit("a")  # one worker commits it, held at the gate
+    wait_for(lambda: not group._pending, "a worker to take the first request", 5)  # noqa: SLF001
+    gathered = group.submit("b")  # the other worker lingers over it while the first commit runs
+    wait_for(lambda: group._lingering == 1, "the second worker to linger", 5)  # noqa: SLF001
+    stopping = threading.Thread(target=group.stop)
+    stopping.start()
+    wait_for(lambda: group._stop.is_set(), "stop to begin", 5)  # noqa: SLF001
+
+    gate.set()
+    stopping.join(10)
+
+    assert held.result(5) == "A"
+    with pytest.raises(ShuttingDown):
+        gathered.result(5)
+    assert run.calls == [["a"]]
