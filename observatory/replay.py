@@ -7,7 +7,8 @@ generation token first and marks the counters complete only if nothing wiped the
 began) meanwhile; until then readers answer from the job store.
 
 Jobs that retention removed (observatory.retention) have no events left: the rebuild starts from the job
-store's tally of them (its baseline) instead of from nothing. When retention removes jobs during the scan,
+store's tally of them (its baseline) instead of from nothing, and skips any event of a job the store no longer
+holds. When retention removes jobs during the scan,
 the scan may have read some of their events and not others, so the counts cannot be trusted: the rebuild
 gives up (the caller runs it again; retention pauses while a rebuild holds the lease). A whole rebuild that
 fits between one batch's event delete and its tally bump (milliseconds) would miss that batch unnoticed
@@ -54,7 +55,12 @@ def replay(
         time.sleep(1.0)
     seen = 0
     for batch in events.scan(page):
-        counters.apply_many(batch)
+        # Only the events of jobs the store still holds: a job retention removed is in the baseline already,
+        # and events of one may still be stored (an earlier release's retention, during an upgrade or after a
+        # rollback, removes only the event documents it wrote itself): counted again, the stats would exceed
+        # the store, and every rebuild would repeat it.
+        held = jobs.get_many(list({e.payload.job_id for e in batch}))
+        counters.apply_many([e for e in batch if e.payload.job_id in held])
         counters.renew_rebuild(token, LEASE_S)
         seen += len(batch)
         if progress is not None:

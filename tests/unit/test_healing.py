@@ -149,3 +149,19 @@ def test_a_retention_batch_interrupted_between_its_two_steps_is_healed_by_its_ne
     keeper.check()
     assert not keeper.diverged
     assert stats_differences(counters.stats(), jobs.counts()) == []
+
+
+def test_replay_skips_the_events_of_jobs_the_store_no_longer_holds(jobs, events, counters):
+    """Jobs purged with their events left behind (an earlier release's retention removes only the event
+    documents it wrote): they are counted once, in the store's tally, not again from their events."""
+    pipeline(jobs, events, counters, 6)
+    old = [j.id for j in jobs.list(None, None, 2, None).items]
+    assert jobs.purge(old, datetime.now(UTC) + timedelta(seconds=1), False) == 2  # the events stay
+    assert len(events.for_job(old[0])) == 3
+    counters.reset()
+
+    seen, done = replay(events, counters, jobs, page=5)
+
+    assert done and seen == 18  # every stored event read
+    assert stats_differences(counters.stats(), jobs.counts()) == []
+    assert counters.stats().completed == 6
