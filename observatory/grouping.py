@@ -162,7 +162,8 @@ class GroupCommit(Generic[T, R]):
             self._changed.notify_all()  # an idle worker stops waiting, a lingering one stops gathering
         deadline = time.monotonic() + timeout  # for all of them together
         for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            if t is not threading.current_thread():  # a worker that dropped the owner's last reference
+                t.join(max(0.0, deadline - time.monotonic()))
         with self._changed:  # a worker still busy after `timeout` takes no new group: it checks the stop flag
             left = list(self._pending)
             self._pending.clear()

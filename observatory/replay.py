@@ -6,13 +6,14 @@ replay, or that the replay applies too, counts once. A rebuild takes a
 generation token first and marks the counters complete only if nothing wiped them (and no other rebuild
 began) meanwhile; until then readers answer from the job store.
 
-Jobs that retention removed (observatory.retention) have no events left: the rebuild starts from the job
-store's tally of them (its baseline) instead of from nothing, and skips any event of a job the store no longer
-holds. When retention removes jobs during the scan,
-the scan may have read some of their events and not others, so the counts cannot be trusted: the rebuild
-gives up (the caller runs it again; retention pauses while a rebuild holds the lease). A whole rebuild that
-fits between one batch's event delete and its tally bump (milliseconds) would miss that batch unnoticed
-here; the keeper's totals check (observatory.healing) catches that.
+Jobs that retention removed (observatory.retention) are counted in the job store's tally of them (the
+rebuild's baseline), not from events: the rebuild starts from that tally instead of from nothing, and skips
+any event of a job the store no longer holds (retention removes a job's events before the job; an event
+redelivered after that, or one an earlier release's retention left, may still be stored). When retention
+removes jobs during the scan, the scan may have read some of their events and not others, so the counts cannot
+be trusted: the rebuild gives up (the caller runs it again; retention pauses while a rebuild holds the
+lease). A whole rebuild that fits between one batch's event delete and its tally bump (milliseconds) would miss
+that batch unnoticed here; the keeper's totals check (observatory.healing) catches that.
 """
 
 from __future__ import annotations

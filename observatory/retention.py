@@ -10,9 +10,10 @@ store starts from the tally (observatory.replay). The counters cache itself is n
 
 Each batch removes the jobs' events first, then the jobs and their tally in one transaction. A crash in
 between leaves jobs without events for one batch, still stored and counted by the job store; the next pass
-finds them again and finishes. The other order could leave events of jobs already in the tally, which a
-rebuild would count twice, and nothing would ever find those events again. (With `--dead-letters`, a job
-requeued between the two steps stays, without its old events: it is counted by its new ones.)
+finds them again and finishes. The other order could leave events of jobs already in the tally, which
+nothing would ever find again (a rebuild skips them: it counts only the events of jobs the store holds).
+(With `--dead-letters`, a job requeued between the two steps stays, without its old events: it is counted by
+its new ones.)
 
 No MongoDB TTL index on the events: it would delete events without adding their jobs to the tally (a rebuild
 would lose them), and by age alone, so also the events of dead-lettered and long-running jobs.

@@ -147,7 +147,7 @@ class Settings(BaseSettings):
         if 0 < days < MIN_RETENTION_S / 86400:
             raise ValueError(
                 "must be 0 (off) or at least 1 hour (0.0417 days): an event the broker redelivers after its job "
-                "was removed would be counted twice by a rebuild"
+                "was removed would be stored again and counted twice by the stats cache"
             )
         return days
 

@@ -80,6 +80,11 @@ def raylet_pids() -> set[int]:
     return pids
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of a live process (the field after the parenthesised name in /proc/<pid>/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
 def actor_pids(cls: str) -> set[int]:
     """Pids of live Ray actor processes of a class (Ray titles them `ray::<Class>...`)."""
     return _pids_titled(f"ray::{cls}".encode())

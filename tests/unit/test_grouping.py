@@ -20,7 +20,7 @@ class Recorder:
 
     def __call__(self, items: Sequence[str]) -> list[str]:
         if self._gate is not None:
-            self._gate.wait(5)
+            assert self._gate.wait(30), "the test never opened the gate"
         self.calls.append(list(items))
         if self._bad in items:
             raise InvalidSubmission(f"{self._bad} is bad", [(["body"], "bad")])
