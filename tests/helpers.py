@@ -67,22 +67,14 @@ def _pids_titled(prefix: bytes, containing: bytes = b"") -> set[int]:
     return pids
 
 
-def raylet_pids() -> set[int]:
-    """Pids of the raylets: C++ processes, so their /proc environ is still the one `ray start` gave them (a
-    Ray worker's is overwritten by its process title), and every worker they start inherits it."""
-    pids = set()
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and (proc / "comm").read_bytes().strip() == b"raylet":
-                pids.add(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
 def parent_pid(pid: int) -> int:
     """The parent of a live process (the field after the parenthesised name in /proc/<pid>/stat)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def process_name(pid: int) -> str:
+    """A live process's executable name (/proc/<pid>/comm; not its title, which Ray's workers rewrite)."""
+    return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
 def actor_pids(cls: str) -> set[int]:
