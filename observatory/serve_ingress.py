@@ -95,8 +95,8 @@ def loopback_haproxy() -> str | None:
 
 def ray_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
     """`base` (default: this process's environment) with the loopback, worker priority, Serve controller and
-    Serve ingress settings; a value already set in `base` wins, so an operator can still turn any of them off. Without a
-    usable HAProxy, Serve keeps its own proxy."""
+    Serve ingress settings; a value already set in `base` wins, so an operator can still turn any of them off.
+    Without a usable HAProxy, Serve keeps its own proxy."""
     env = dict(os.environ if base is None else base)
     wanted = {**LOOPBACK_ENV, **WORKER_ENV, **CONTROLLER_ENV}
     wrapper = loopback_haproxy()

@@ -54,6 +54,11 @@ def read_envelope(doc: dict[str, Any]) -> EventEnvelope:
     return EventEnvelope.model_validate(envelope)
 
 
+def _of_jobs(job_ids: Sequence[UUID]) -> dict[str, Any]:
+    """The filter that selects these jobs' documents (on the job_order index)."""
+    return {"job_id": {"$in": [str(i) for i in job_ids]}}
+
+
 class MongoEventStore:
     def __init__(self, url: str, database: str) -> None:
         self._client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
@@ -124,16 +129,14 @@ class MongoEventStore:
         """One delete_many per collection on the job_order index. No TTL index instead: see observatory.retention."""
         if not job_ids:
             return 0
-        ids = {"job_id": {"$in": [str(i) for i in job_ids]}}
         with self._translate():
-            return sum(c.delete_many(ids).deleted_count for c in self._both)
+            return sum(c.delete_many(_of_jobs(job_ids)).deleted_count for c in self._both)
 
     def count_jobs(self, job_ids: Sequence[UUID]) -> int:
         if not job_ids:
             return 0
-        ids = {"job_id": {"$in": [str(i) for i in job_ids]}}
         with self._translate():
-            return sum(c.count_documents(ids) for c in self._both)
+            return sum(c.count_documents(_of_jobs(job_ids)) for c in self._both)
 
     def ping(self) -> None:
         with self._translate():
