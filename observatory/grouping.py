@@ -1,12 +1,16 @@
 """Group commit: concurrent callers' requests share one call of a batch function (one transaction, one
 publish), so throughput rises with concurrency instead of each request paying its own round trips.
 
-A lone request is handled at once: a free worker takes whatever is queued at that moment. While another
-group is being committed, though, a forming group keeps gathering requests until that commit ends, the group is
-full, or `linger_s` has passed: under load each commit then carries more requests, and the costs every group
-pays (a transaction, a publish, a work message that the processors and aggregators each handle) are paid fewer
-times per request (16 single-submit clients formed groups of ~1.6 requests without it, ~4-8 with 20 ms of it;
-README's Benchmark section has the measurements).
+A free worker takes whatever is queued at that moment, except that a forming group keeps gathering requests,
+up to `linger_s` after it began and until it is full, while either
+- another group is being committed (until that commit ends), or
+- the callers are concurrent (the group before held more than one request) and requests keep coming less than
+  `gap_s` apart: the requests that a commit's answers send back arrive in a burst, and the burst goes whole.
+A caller alone (the group before held one request) never waits; under load each commit then carries more
+requests, and the costs every group pays (a transaction, a publish, a work message that the processors and
+aggregators each handle, their commits and broker transactions) are paid fewer times per request. 16
+single-submit clients on two cores formed groups of ~1.6 requests with neither rule, ~4-8 with the first, ~14
+with both (README's Benchmark section has the measurements).
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ class GroupCommit(Generic[T, R]):
     rolls back whole): a group that fails with one is tried again request by request, so the others still
     go through. Any other failure fails the whole group.
 
-    `linger_s`: how long a forming group may wait for more requests while another group is being committed
-    (0: never waits; see the module's docstring).
+    `linger_s`: how long a forming group may wait for more requests (0: never waits); `gap_s`: how close
+    together requests must come for a group of concurrent callers to go on gathering (0: only while another
+    group commits). See the module's docstring.
 
     `admit`: asked once per group, on the worker thread, before the batch function: for each request None
     (go on) or the exception that refuses it (a rate limit); a refused request is answered with it and left
@@ -50,9 +55,12 @@ class GroupCommit(Generic[T, R]):
         alone_on: tuple[type[Exception], ...] = (),
         admit: Callable[[Sequence[T]], Sequence[Exception | None]] | None = None,
         linger_s: float = 0.0,
+        gap_s: float = 0.0,
     ) -> None:
         self._run_many, self._max, self._alone_on, self._admit = run_many, max_size, alone_on, admit
-        self._linger_s = linger_s
+        self._linger_s, self._gap_s = linger_s, gap_s
+        self._last_arrival = 0.0  # monotonic time of the latest request
+        self._together = False  # the latest group held more than one request: callers are concurrent
         self._pending: deque[tuple[T, Future[R]]] = deque()
         self._changed = threading.Condition()  # a request came, or a commit ended
         self._committing = 0  # groups taken and not yet answered
@@ -70,8 +78,10 @@ class GroupCommit(Generic[T, R]):
                 _settle(done, exception=_stopped())
                 return done
             self._pending.append((item, done))
-            # A lingering worker waits for a commit to end or its group to fill: a request that does neither
-            # has only an idle worker to wake (under load, none is idle, and requests wake no thread at all).
+            self._last_arrival = time.monotonic()
+            # A lingering worker waits for a commit to end, its group to fill or the gap after the latest request
+            # (it looks at the clock again then): a request that fills nothing has only an idle worker to wake
+            # (under load, none is idle, and requests wake no thread at all).
             if self._idle or len(self._pending) >= self._max:
                 self._changed.notify_all()
         return done
@@ -88,17 +98,26 @@ class GroupCommit(Generic[T, R]):
             deadline = time.monotonic() + self._linger_s
             self._lingering += 1
             try:
-                while self._committing and 0 < len(self._pending) < self._max and not self._stop.is_set():
-                    if (left := deadline - time.monotonic()) <= 0:
+                while 0 < len(self._pending) < self._max and not self._stop.is_set():
+                    if (left := self._gather_until(deadline) - time.monotonic()) <= 0:
                         break
-                    self._changed.wait(left)
+                    self._changed.wait(left)  # a commit's end or a full group wakes it early
             finally:
                 self._lingering -= 1
             if not self._pending or self._stop.is_set():  # taken meanwhile, or left for stop() to refuse
                 return []
             group = [self._pending.popleft() for _ in range(min(self._max, len(self._pending)))]
+            self._together = len(group) > 1
             self._committing += 1
             return group
+
+    def _gather_until(self, deadline: float) -> float:
+        """How long the forming group may go on gathering (the lock held): a past time when it should go now."""
+        if self._committing:
+            return deadline
+        if self._together:
+            return min(deadline, self._last_arrival + self._gap_s)
+        return 0.0
 
     def _finished(self) -> None:
         with self._changed:

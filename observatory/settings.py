@@ -95,8 +95,17 @@ class Settings(BaseSettings):
         ge=0,
         le=1,
         validation_alias="OBSERVATORY_GROUP_LINGER_S",
-        description="While one group of single submits is being committed, how long the next may wait for more "
-        "(fewer, larger commits under load; a lone request never waits); 0: never (see observatory/grouping.py).",
+        description="How long a forming group of single submits may wait for more requests, while another group "
+        "is being committed or while they keep coming (fewer, larger commits under load; a lone request never "
+        "waits); 0: never (see observatory/grouping.py).",
+    )
+    group_gap_s: float = Field(
+        default=0.004,
+        ge=0,
+        le=1,
+        validation_alias="OBSERVATORY_GROUP_GAP_S",
+        description="Under concurrent single submits, a forming group goes on gathering while requests come less "
+        "than this apart (up to OBSERVATORY_GROUP_LINGER_S); 0: only while another group commits.",
     )
     cors_origins: str = Field(
         default="",

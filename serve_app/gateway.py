@@ -118,6 +118,7 @@ class Gateway:
             alone_on=(InvalidSubmission,),
             admit=self._admit_singles,
             linger_s=settings.group_linger_s,
+            gap_s=settings.group_gap_s,
         )
         fast_submit.install(self._accept)
 

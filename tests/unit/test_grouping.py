@@ -225,9 +225,51 @@ def test_while_a_group_commits_the_next_one_gathers_the_requests_that_arrive_mea
 
 
 def test_a_lone_request_never_lingers():
-    group = GroupCommit(Recorder(), max_size=10, threads=2, name="t", linger_s=5.0)
+    group = GroupCommit(Recorder(), max_size=10, threads=2, name="t", linger_s=5.0, gap_s=5.0)
 
     assert group.submit("a").result(1) == "A"  # nothing else commits: it goes at once, not after 5 s
+    assert group.submit("b").result(1) == "B"  # and its group was alone: no gap to wait for either
+    group.stop()
+
+
+def concurrent(gap_s: float, linger_s: float) -> tuple[Recorder, GroupCommit[str, str]]:
+    """One worker whose latest group held two requests (its callers are concurrent)."""
+    gate = threading.Event()
+    run = Recorder(gate)
+    group = GroupCommit(run, max_size=10, threads=1, name="t", linger_s=linger_s, gap_s=gap_s)
+    first = group.submit("a")
+    wait_for(lambda: not group._pending, "the worker to take the first request", 5)  # noqa: SLF001
+    pair = [group.submit(x) for x in "bc"]
+    gate.set()
+    assert [f.result(5) for f in [first, *pair]] == ["A", "B", "C"]
+    assert run.calls == [["a"], ["b", "c"]]
+    return run, group
+
+
+def test_concurrent_callers_requests_that_keep_coming_go_in_one_group():
+    run, group = concurrent(gap_s=30.0, linger_s=60.0)
+    d = group.submit("d")  # nothing commits now; the group before was two requests: it waits for more
+    wait_for(lambda: group._lingering == 1, "the worker to gather after the first request", 5)  # noqa: SLF001
+    rest = [group.submit(str(i)) for i in range(9)]  # within the gap, until the group is full
+
+    assert [f.result(5) for f in [d, *rest]] == ["D", *(str(i) for i in range(9))]
+    assert run.calls[-1] == ["d", *(str(i) for i in range(9))]
+    group.stop()
+
+
+def test_a_group_of_concurrent_callers_goes_once_the_gap_passes_without_a_request():
+    run, group = concurrent(gap_s=0.3, linger_s=60.0)
+
+    assert group.submit("d").result(5) == "D"  # after the gap, long before the linger
+    assert run.calls[-1] == ["d"]
+    assert group.submit("e").result(1) == "E"  # the group before was alone: at once, no gap
+    group.stop()
+
+
+def test_a_group_gathers_no_longer_than_linger_s_however_small_the_gap():
+    _, group = concurrent(gap_s=60.0, linger_s=0.3)
+
+    assert group.submit("d").result(5) == "D"  # the linger ends the gathering, not the 60 s gap
     group.stop()
 
 
