@@ -6,11 +6,12 @@ up to `linger_s` after it began and until it is full, while either
 - another group is being committed (until that commit ends), or
 - the callers are concurrent (the group before held more than one request) and requests keep coming less than
   `gap_s` apart: the requests that a commit's answers send back arrive in a burst, and the burst goes whole.
-A caller alone (the group before held one request) never waits; under load each commit then carries more
-requests, and the costs every group pays (a transaction, a publish, a work message that the processors and
-aggregators each handle, their commits and broker transactions) are paid fewer times per request. 16
-single-submit clients on two cores formed groups of ~1.6 requests with neither rule, ~4-8 with the first, ~14
-with both (README's Benchmark section has the measurements).
+A request goes at once when no other group is committing and the group before held one request; after a
+group of several it waits `gap_s` at most for company (once: a group of one ends the rule). Under load each
+commit then carries more requests, and the costs every group pays (a transaction, a publish, a work message
+that the processors and aggregators each handle, their commits and broker transactions) are paid fewer times
+per request. 16 single-submit clients on two cores formed groups of ~1.6 requests with neither rule, ~4-8
+with the first, ~14 with both (README's Benchmark section has the measurements).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class GroupCommit(Generic[T, R]):
         self._changed = threading.Condition()  # a request came, or a commit ended
         self._committing = 0  # groups taken and not yet answered
         self._idle = 0  # workers waiting for a first request
-        self._lingering = 0  # workers gathering a group while another commits
+        self._lingering = 0  # workers gathering a group (while another commits, or while requests keep coming)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)]
         for t in self._threads:
@@ -112,7 +113,7 @@ class GroupCommit(Generic[T, R]):
             return group
 
     def _gather_until(self, deadline: float) -> float:
-        """How long the forming group may go on gathering (the lock held): a past time when it should go now."""
+        """Until when the forming group may go on gathering (the lock held): a past time when it should go now."""
         if self._committing:
             return deadline
         if self._together:

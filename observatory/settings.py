@@ -96,8 +96,9 @@ class Settings(BaseSettings):
         le=1,
         validation_alias="OBSERVATORY_GROUP_LINGER_S",
         description="How long a forming group of single submits may wait for more requests, while another group "
-        "is being committed or while they keep coming (fewer, larger commits under load; a lone request never "
-        "waits); 0: never (see observatory/grouping.py).",
+        "is being committed or while they keep coming (fewer, larger commits under load; a caller alone goes at "
+        "once, or after OBSERVATORY_GROUP_GAP_S when the group before held several); 0: never (see "
+        "observatory/grouping.py).",
     )
     group_gap_s: float = Field(
         default=0.004,

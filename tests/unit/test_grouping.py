@@ -232,7 +232,7 @@ def test_a_lone_request_never_lingers():
     group.stop()
 
 
-def concurrent(gap_s: float, linger_s: float) -> tuple[Recorder, GroupCommit[str, str]]:
+def with_concurrent_callers(gap_s: float, linger_s: float) -> tuple[Recorder, GroupCommit[str, str]]:
     """One worker whose latest group held two requests (its callers are concurrent)."""
     gate = threading.Event()
     run = Recorder(gate)
@@ -247,7 +247,7 @@ def concurrent(gap_s: float, linger_s: float) -> tuple[Recorder, GroupCommit[str
 
 
 def test_concurrent_callers_requests_that_keep_coming_go_in_one_group():
-    run, group = concurrent(gap_s=30.0, linger_s=60.0)
+    run, group = with_concurrent_callers(gap_s=30.0, linger_s=60.0)
     d = group.submit("d")  # nothing commits now; the group before was two requests: it waits for more
     wait_for(lambda: group._lingering == 1, "the worker to gather after the first request", 5)  # noqa: SLF001
     rest = [group.submit(str(i)) for i in range(9)]  # within the gap, until the group is full
@@ -258,16 +258,55 @@ def test_concurrent_callers_requests_that_keep_coming_go_in_one_group():
 
 
 def test_a_group_of_concurrent_callers_goes_once_the_gap_passes_without_a_request():
-    run, group = concurrent(gap_s=0.3, linger_s=60.0)
+    run, group = with_concurrent_callers(gap_s=0.3, linger_s=60.0)
 
     assert group.submit("d").result(5) == "D"  # after the gap, long before the linger
     assert run.calls[-1] == ["d"]
-    assert group.submit("e").result(1) == "E"  # the group before was alone: at once, no gap
+    assert not group._together  # noqa: SLF001  (that group was alone: the next request goes at once)
     group.stop()
 
 
-def test_a_group_gathers_no_longer_than_linger_s_however_small_the_gap():
-    _, group = concurrent(gap_s=60.0, linger_s=0.3)
+def test_the_gap_is_counted_from_the_latest_request_and_never_past_the_deadline():
+    _, group = with_concurrent_callers(gap_s=2.0, linger_s=60.0)
+    with group._changed:  # noqa: SLF001  (the lock _gather_until is called under)
+        group._last_arrival = 100.0  # noqa: SLF001
+        assert group._gather_until(deadline=500.0) == 102.0  # noqa: SLF001
+        group._last_arrival = 101.5  # noqa: SLF001  (another request: the gap starts again)
+        assert group._gather_until(deadline=500.0) == 103.5  # noqa: SLF001
+        assert group._gather_until(deadline=103.0) == 103.0  # noqa: SLF001  (the linger's end comes first)
+        group._together = False  # noqa: SLF001
+        assert group._gather_until(deadline=500.0) == 0.0  # noqa: SLF001  (callers alone: go now)
+        group._committing = 1  # noqa: SLF001
+        assert group._gather_until(deadline=500.0) == 500.0  # noqa: SLF001  (another commits: up to the linger)
+        group._committing = 0  # noqa: SLF001
+    group.stop()
+
+
+def test_with_two_workers_a_group_gathers_across_the_end_of_the_commit_it_waited_for():
+    gate = threading.Event()
+    run = Recorder(gate)
+    group = GroupCommit(run, max_size=10, threads=2, name="t", linger_s=60.0, gap_s=30.0)
+    first = group.submit("a")  # one worker commits it, held at the gate
+    wait_for(lambda: not group._pending, "a worker to take the first request", 5)  # noqa: SLF001
+    pair = [group.submit(x) for x in "bc"]  # the other gathers them while "a" commits
+    wait_for(lambda: group._lingering == 1, "the second worker to gather", 5)  # noqa: SLF001
+    gate.set()  # "a" ends: its worker is free, the gatherer goes; then ["b", "c"] is a group of several
+    assert [f.result(5) for f in [first, *pair]] == ["A", "B", "C"]
+    assert run.calls == [["a"], ["b", "c"]]
+
+    wait_for(lambda: group._idle == 2, "both workers to be free (no commit to gather behind)", 5)  # noqa: SLF001
+    x = group.submit("x")  # nothing commits: the gap rule holds it for company
+    wait_for(lambda: group._lingering >= 1, "a worker to gather after x", 5)  # noqa: SLF001  (both may)
+    y = group.submit("y")
+    rest = [group.submit(str(i)) for i in range(8)]  # the group is full: it goes without waiting out the gap
+
+    assert [f.result(5) for f in [x, y, *rest]] == ["X", "Y", *(str(i) for i in range(8))]
+    assert run.calls[-1] == ["x", "y", *(str(i) for i in range(8))]
+    group.stop()
+
+
+def test_a_group_gathers_no_longer_than_linger_s_however_long_gap_s_is():
+    _, group = with_concurrent_callers(gap_s=60.0, linger_s=0.3)
 
     assert group.submit("d").result(5) == "D"  # the linger ends the gathering, not the 60 s gap
     group.stop()
