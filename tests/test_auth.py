@@ -27,7 +27,7 @@ from observatory import backends
 from observatory import keys as api_keys
 from observatory.settings import Settings
 from tests.cluster import API, BIN, CONFIG, DASHBOARD, _env, _head, _run, _stop, wait_ready
-from tests.helpers import FAST_RETRIES, final_jobs, scratch, wait_for, workers_arg
+from tests.helpers import FAST_RETRIES, actor_pids, final_jobs, scratch, wait_for, workers_arg
 from tests.test_web import browser, card, until  # noqa: F401 - browser is a fixture
 
 pytestmark = pytest.mark.e2e
@@ -159,6 +159,9 @@ def cluster(settings, tmp_path_factory) -> Iterator[Cluster]:
         c.admin = made.stdout.strip()
         c.secrets.append(c.admin)
         _run([str(BIN / "serve"), "shutdown", "-y", "--address", DASHBOARD], env)
+        # The CLI may return while the controller still shuts down (it gives replicas that failed to start 30 s to
+        # drain), and a controller that is shutting down ignores a deploy: wait until it is gone.
+        wait_for(lambda: not actor_pids("ServeController"), "the Serve controller to exit", 120)
         deploy(config(with_workers=False), env, c.folder)
         wait_ready()
         yield c
