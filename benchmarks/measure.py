@@ -45,6 +45,25 @@ class SubmitRate:
 
 
 @dataclass
+class Tail:
+    """Where the slowest 1 % of a latency run's jobs spent their time (means, ms), and when they were sent."""
+
+    jobs: int
+    to_stored_ms: float  # scheduled send → the job's row inserted (client, proxy, gateway, group commit)
+    to_taken_ms: float  # inserted → a processor claimed it (commit, publish, broker, processor's queue)
+    to_done_ms: float  # claimed → completed (handler, commit)
+    seconds_hit: int  # how many distinct seconds of the run they were sent in
+    seconds_run: int
+
+    def describe(self) -> str:
+        return (
+            f"its slowest 1 % ({self.jobs} jobs) spent on average {self.to_stored_ms:.0f} ms until stored, "
+            f"{self.to_taken_ms:.0f} ms more until a processor took them and {self.to_done_ms:.0f} ms more until "
+            f"completed, and were sent in {self.seconds_hit} of the run's {self.seconds_run} seconds"
+        )
+
+
+@dataclass
 class Latency:
     """Submit → completed at a fixed offered load: from the scheduled send time to the server's finish time."""
 
@@ -53,6 +72,7 @@ class Latency:
     not_completed: int
     p50_ms: float
     p99_ms: float
+    tail: Tail | None = None
 
 
 @dataclass
@@ -81,6 +101,27 @@ def latency_stats(samples_s: Sequence[float]) -> tuple[float, float]:
     if not samples_s:
         return float("nan"), float("nan")
     return percentile(samples_s, 0.50) * 1000, percentile(samples_s, 0.99) * 1000
+
+
+def tail(stamps: Sequence[tuple[float, float, float, float]]) -> Tail | None:
+    """The slowest 1 % (at least one job) of (scheduled send, stored, taken, completed) epoch times."""
+    if not stamps:
+        return None
+    ordered = sorted(stamps, key=lambda s: s[3] - s[0])
+    slow = ordered[-max(1, len(ordered) // 100) :]
+    first = min(s[0] for s in stamps)
+
+    def mean_ms(i: int) -> float:
+        return sum(s[i + 1] - s[i] for s in slow) / len(slow) * 1000
+
+    return Tail(
+        jobs=len(slow),
+        to_stored_ms=mean_ms(0),
+        to_taken_ms=mean_ms(1),
+        to_done_ms=mean_ms(2),
+        seconds_hit=len({int(s[0] - first) for s in slow}),
+        seconds_run=int(max(s[0] for s in stamps) - first) + 1,
+    )
 
 
 class StallWatch:

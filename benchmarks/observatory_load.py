@@ -14,9 +14,10 @@ import aiohttp
 import httpx
 
 from benchmarks import raw_http
-from benchmarks.measure import BenchError, Latency, StallWatch, SubmitRate, Throughput, latency_stats
+from benchmarks.measure import BenchError, Latency, StallWatch, SubmitRate, Throughput, latency_stats, tail
 
 FINAL = ("completed", "failed", "dead_lettered", "cancelled")
+STAMPS = ("created_at", "started_at", "finished_at")  # a completed job has all three
 POOL = 64
 TIMEOUT_S = 60.0
 BATCH_ATTEMPTS = 5
@@ -107,14 +108,16 @@ class Observatory:
             watch.update(final, self.accepted)
             await asyncio.sleep(poll_s)
 
-    async def finished_at(self, job_ids: list[str]) -> dict[str, float | None]:
-        """Server-side finish time of each job (None when it did not complete)."""
+    async def stamps(self, job_ids: list[str]) -> dict[str, tuple[float, float, float] | None]:
+        """Each job's server-side (stored, taken by a processor, finished) times; None when it did not complete."""
         gate = asyncio.Semaphore(16)
 
-        async def one(job_id: str) -> tuple[str, float | None]:
+        async def one(job_id: str) -> tuple[str, tuple[float, float, float] | None]:
             async with gate:
                 job = await self._get(f"/read/jobs/{job_id}")
-            return job_id, _epoch(job["finished_at"]) if job["status"] == "COMPLETED" else None
+            if job["status"] != "COMPLETED":
+                return job_id, None
+            return job_id, tuple(datetime.fromisoformat(job[k]).timestamp() for k in STAMPS)  # type: ignore[return-value]
 
         return dict(await asyncio.gather(*(one(j) for j in job_ids)))
 
@@ -198,10 +201,10 @@ async def paced_latency(obs: Observatory, job: dict[str, Any], rate: float, seco
         tasks.append(asyncio.create_task(one(i)))
     sent = [(job_id, at) for job_id, at in await asyncio.gather(*tasks) if job_id is not None]
     await obs.drain()
-    finished = await obs.finished_at([job_id for job_id, _ in sent])
-    samples = [end - at for job_id, at in sent if (end := finished[job_id]) is not None]
-    p50, p99 = latency_stats(samples)
-    return Latency(rate, count, count - len(samples), p50, p99)
+    stamps = await obs.stamps([job_id for job_id, _ in sent])
+    done = [(at, *server) for job_id, at in sent if (server := stamps[job_id]) is not None]
+    p50, p99 = latency_stats([finished - at for at, _, _, finished in done])
+    return Latency(rate, count, count - len(done), p50, p99, tail(done))
 
 
 class OpenPages:

@@ -168,6 +168,8 @@ async def _observatory_phases(cluster: Cluster, opts: Options, result: SystemRes
         result.notes.append(await _open_pages(cluster, obs, job, opts, result.submit))
         log(f"{result.name}: submit→completed at {opts.rate:g}/s")
         result.latency = await observatory_load.paced_latency(obs, job, opts.rate, opts.phase_s)
+        if result.latency.tail:
+            result.notes.append(f"the {opts.rate:g}/s run: {result.latency.tail.describe()}")
         if result.latency.not_completed:
             result.notes.append(f"{result.latency.not_completed} latency-run jobs did not complete")
         if obs.errors:
