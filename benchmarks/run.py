@@ -145,6 +145,11 @@ async def _open_pages(
     )
 
 
+def _write_back() -> None:
+    """Before a timed phase: the writes of the phase before go out to the disk now (see machine.write_back)."""
+    log(f"wrote the page cache's dirty pages back ({machine.write_back():.2f} s)")
+
+
 async def _observatory_phases(cluster: Cluster, opts: Options, result: SystemResult) -> str:
     async with observatory_load.Observatory(cluster.api) as obs:
         job, label = await obs.job()
@@ -163,10 +168,12 @@ async def _observatory_phases(cluster: Cluster, opts: Options, result: SystemRes
             + ", ".join(f"`{path}` {p50:.0f}/{p99:.0f}" for path, (p50, p99) in reads.items())
         )
         log(f"{result.name}: {result.throughput.rate:,.0f} jobs/s; single submit, {opts.submit_clients} clients")
+        await asyncio.to_thread(_write_back)
         result.submit = await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
         log(f"{result.name}: {result.submit.rate:,.0f} req/s; the same with {OPEN_PAGES} dashboards open, alternated")
         result.notes.append(await _open_pages(cluster, obs, job, opts, result.submit))
         log(f"{result.name}: submit→completed at {opts.rate:g}/s")
+        await asyncio.to_thread(_write_back)
         result.latency = await observatory_load.paced_latency(obs, job, opts.rate, opts.phase_s)
         if result.latency.tail:
             result.notes.append(f"the {opts.rate:g}/s run: {result.latency.tail.describe()}")
@@ -235,8 +242,10 @@ def celery(opts: Options) -> SystemResult:
             memory.peak_mib, memory.peak_processes = sampler.peak_mib, sampler.peak_processes
             result.memory = memory
             log(f"{result.name}: {result.throughput.rate:,.0f} tasks/s; single submit, {opts.submit_clients} threads")
+            _write_back()
             result.submit = celery_load.single_submit(run, opts.submit_clients, opts.phase_s)
             log(f"{result.name}: {result.submit.rate:,.0f} req/s; submit→completed at {opts.rate:g}/s")
+            _write_back()
             result.latency = celery_load.paced_latency(run, opts.rate, opts.phase_s, opts.submit_clients)
             if result.latency.not_completed:
                 result.notes.append(f"{result.latency.not_completed} latency-run tasks did not complete")
