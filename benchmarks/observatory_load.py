@@ -117,7 +117,8 @@ class Observatory:
                 job = await self._get(f"/read/jobs/{job_id}")
             if job["status"] != "COMPLETED":
                 return job_id, None
-            return job_id, tuple(datetime.fromisoformat(job[k]).timestamp() for k in STAMPS)  # type: ignore[return-value]
+            stored, taken, finished = (datetime.fromisoformat(job[k]).timestamp() for k in STAMPS)
+            return job_id, (stored, taken, finished)
 
         return dict(await asyncio.gather(*(one(j) for j in job_ids)))
 
