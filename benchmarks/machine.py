@@ -46,10 +46,10 @@ def describe() -> dict[str, str]:
 def write_back() -> float:
     """Have the kernel write every dirty page out now (sync(2)); the seconds it took.
 
-    Called before the single-submit and submit→completed phases, so that a phase does not pay for the writes
-    of the ones before: PostgreSQL's tables grow by ~130 MB in the heavy phases, the kernel holds that in its
-    page cache and writes it back in one burst ~30 s later (its dirty expiry), and on the benchmark machine
-    that burst (~760 MB/s, ~80 requests queued at the disk) held every commit's fsync for 200-280 ms."""
+    Called before each single-submit round and the submit→completed phase, so that each starts with no dirty
+    pages left by the ones before: PostgreSQL's tables grow by ~130 MB in the heavy phases, the kernel holds
+    that in its page cache and writes it back in one burst ~30 s later (its dirty expiry), and on the benchmark
+    machine that burst (~760 MB/s, ~80 requests queued at the disk) held every commit's fsync for 200-280 ms."""
     start = time.perf_counter()
     os.sync()
     return time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,17 +50,19 @@ class Tail:
     """Where the slowest 1 % of a latency run's jobs spent their time (means, ms), and when they were sent."""
 
     jobs: int
-    to_stored_ms: float  # scheduled send → the job's row inserted (client, proxy, gateway, group commit)
-    to_taken_ms: float  # inserted → a processor claimed it (commit, publish, broker, processor's queue)
+    of: int  # completed jobs in the run
+    to_inserted_ms: float  # scheduled send → the job's row inserted (client, proxy, gateway, group commit)
+    to_taken_ms: float  # inserted → a processor claimed it (the insert's commit, publish, broker, processor)
     to_done_ms: float  # claimed → completed (handler, commit)
     seconds_hit: int  # how many distinct seconds of the run they were sent in
     seconds_run: int
 
     def describe(self) -> str:
         return (
-            f"its slowest 1 % ({self.jobs} jobs) spent on average {self.to_stored_ms:.0f} ms until stored, "
-            f"{self.to_taken_ms:.0f} ms more until a processor took them and {self.to_done_ms:.0f} ms more until "
-            f"completed, and were sent in {self.seconds_hit} of the run's {self.seconds_run} seconds"
+            f"its slowest {self.jobs} of {self.of} jobs (1 %, at least one) spent on average "
+            f"{self.to_inserted_ms:.0f} ms until inserted, {self.to_taken_ms:.0f} ms more until a processor took "
+            f"them and {self.to_done_ms:.0f} ms more until completed, and were sent in {self.seconds_hit} of the "
+            f"run's {self.seconds_run} seconds"
         )
 
 
@@ -103,24 +106,25 @@ def latency_stats(samples_s: Sequence[float]) -> tuple[float, float]:
     return percentile(samples_s, 0.50) * 1000, percentile(samples_s, 0.99) * 1000
 
 
-def tail(stamps: Sequence[tuple[float, float, float, float]]) -> Tail | None:
-    """The slowest 1 % (at least one job) of (scheduled send, stored, taken, completed) epoch times."""
+def tail(stamps: Sequence[tuple[float, float, float, float]], start: float, seconds: float) -> Tail | None:
+    """The slowest 1 % (at least one job) of (scheduled send, inserted, taken, completed) epoch times, of a run
+    that began sending at `start` and sent for `seconds`."""
     if not stamps:
         return None
     ordered = sorted(stamps, key=lambda s: s[3] - s[0])
     slow = ordered[-max(1, len(ordered) // 100) :]
-    first = min(s[0] for s in stamps)
 
     def mean_ms(i: int) -> float:
         return sum(s[i + 1] - s[i] for s in slow) / len(slow) * 1000
 
     return Tail(
         jobs=len(slow),
-        to_stored_ms=mean_ms(0),
+        of=len(stamps),
+        to_inserted_ms=mean_ms(0),
         to_taken_ms=mean_ms(1),
         to_done_ms=mean_ms(2),
-        seconds_hit=len({int(s[0] - first) for s in slow}),
-        seconds_run=int(max(s[0] for s in stamps) - first) + 1,
+        seconds_hit=len({int(s[0] - start) for s in slow}),
+        seconds_run=math.ceil(seconds),
     )
 
 

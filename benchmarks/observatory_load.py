@@ -109,7 +109,7 @@ class Observatory:
             await asyncio.sleep(poll_s)
 
     async def stamps(self, job_ids: list[str]) -> dict[str, tuple[float, float, float] | None]:
-        """Each job's server-side (stored, taken by a processor, finished) times; None when it did not complete."""
+        """Each job's server-side (inserted, taken by a processor, finished) times; None when it did not complete."""
         gate = asyncio.Semaphore(16)
 
         async def one(job_id: str) -> tuple[str, tuple[float, float, float] | None]:
@@ -205,7 +205,7 @@ async def paced_latency(obs: Observatory, job: dict[str, Any], rate: float, seco
     stamps = await obs.stamps([job_id for job_id, _ in sent])
     done = [(at, *server) for job_id, at in sent if (server := stamps[job_id]) is not None]
     p50, p99 = latency_stats([finished - at for at, _, _, finished in done])
-    return Latency(rate, count, count - len(done), p50, p99, tail(done))
+    return Latency(rate, count, count - len(done), p50, p99, tail(done, wall0, seconds))
 
 
 class OpenPages:

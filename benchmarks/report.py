@@ -114,8 +114,8 @@ def document(
         f"Submit→completed: single submits paced at {s.rate:g}/s for {s.phase_s:g} s; latency = the job's "
         "server-side finish time (`finished_at`; Celery: `date_done`) − its scheduled send time. The notes "
         "split the observatory's slowest 1 % by its server-side stamps (`created_at`, `started_at`).",
-        "Before the single-submit and the submit→completed phases (both systems) the kernel's dirty pages are "
-        "written back (`sync`), so a phase does not pay for the disk writes of the one before it.",
+        "Before each single-submit round and the submit→completed phase (both systems) the kernel's dirty pages "
+        "are written back (`sync`): each starts with none left from the phase before it.",
         "RSS: the sum over every process of the system (observatory: every Ray process — GCS, raylet, "
         "dashboard, agents, Serve controller/proxy/replicas, actors, workers; Celery: the worker and its pool); "
         "idle after deploy and warm-up, peak sampled every 0.5 s during the throughput run. Pages shared "

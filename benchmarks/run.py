@@ -128,7 +128,10 @@ async def _open_pages(
     pages); the note gives both means and every pair."""
     pairs: list[tuple[SubmitRate, SubmitRate, float]] = []
     for i in range(PAGE_ROUNDS):
+        if i:
+            await asyncio.to_thread(_write_back)  # as before `first`: no round starts with another's dirty pages
         without = first if i == 0 else await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
+        await asyncio.to_thread(_write_back)
         async with observatory_load.OpenPages(cluster.api, OPEN_PAGES) as pages:
             before = pages.snapshots
             streamed = await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
