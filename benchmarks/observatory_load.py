@@ -24,8 +24,12 @@ BATCH_ATTEMPTS = 5
 WARMUP_JOBS = 20
 
 
+def _time(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
 def _epoch(stamp: str | None) -> float | None:
-    return datetime.fromisoformat(stamp).timestamp() if stamp else None
+    return _time(stamp) if stamp else None
 
 
 class Observatory:
@@ -117,8 +121,8 @@ class Observatory:
                 job = await self._get(f"/read/jobs/{job_id}")
             if job["status"] != "COMPLETED":
                 return job_id, None
-            stored, taken, finished = (datetime.fromisoformat(job[k]).timestamp() for k in STAMPS)
-            return job_id, (stored, taken, finished)
+            inserted, taken, finished = (_time(job[k]) for k in STAMPS)
+            return job_id, (inserted, taken, finished)
 
         return dict(await asyncio.gather(*(one(j) for j in job_ids)))
 

@@ -128,10 +128,8 @@ async def _open_pages(
     pages); the note gives both means and every pair."""
     pairs: list[tuple[SubmitRate, SubmitRate, float]] = []
     for i in range(PAGE_ROUNDS):
-        if i:
-            await asyncio.to_thread(_write_back)  # as before `first`: no round starts with another's dirty pages
-        without = first if i == 0 else await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
-        await asyncio.to_thread(_write_back)
+        without = first if i == 0 else await _submit_round(obs, job, opts)
+        await asyncio.to_thread(_write_back)  # before the pages open, as `_submit_round` does
         async with observatory_load.OpenPages(cluster.api, OPEN_PAGES) as pages:
             before = pages.snapshots
             streamed = await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
@@ -153,6 +151,12 @@ def _write_back() -> None:
     log(f"wrote the page cache's dirty pages back ({machine.write_back():.2f} s)")
 
 
+async def _submit_round(obs: observatory_load.Observatory, job: dict[str, Any], opts: Options) -> SubmitRate:
+    """One single-submit round, started with the page cache written back."""
+    await asyncio.to_thread(_write_back)
+    return await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
+
+
 async def _observatory_phases(cluster: Cluster, opts: Options, result: SystemResult) -> str:
     async with observatory_load.Observatory(cluster.api) as obs:
         job, label = await obs.job()
@@ -171,8 +175,7 @@ async def _observatory_phases(cluster: Cluster, opts: Options, result: SystemRes
             + ", ".join(f"`{path}` {p50:.0f}/{p99:.0f}" for path, (p50, p99) in reads.items())
         )
         log(f"{result.name}: {result.throughput.rate:,.0f} jobs/s; single submit, {opts.submit_clients} clients")
-        await asyncio.to_thread(_write_back)
-        result.submit = await observatory_load.single_submit(obs, job, opts.submit_clients, opts.phase_s)
+        result.submit = await _submit_round(obs, job, opts)
         log(f"{result.name}: {result.submit.rate:,.0f} req/s; the same with {OPEN_PAGES} dashboards open, alternated")
         result.notes.append(await _open_pages(cluster, obs, job, opts, result.submit))
         log(f"{result.name}: submit→completed at {opts.rate:g}/s")
